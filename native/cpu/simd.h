@@ -1,0 +1,190 @@
+// Internal SIMD toolkit for the CPU kernels, written with GCC vector extensions so one
+// source compiles to AVX-512, AVX2+FMA or SSE2. Every hot function is marked SPO4J_CLONES:
+// GCC emits one copy per target and an ifunc resolver picks the best one for the CPU at
+// load time, so the library never needs -march=native and runs on any x86-64.
+//
+// What is here: a 16-lane float vector (vf), dtype loads/stores (fp32, bf16, fp16 with
+// round-to-nearest-even), a branch-free exp() accurate to ~2 ulp for x <= 0 (flushes to 0
+// below -87.3, so exp(-inf) == 0 exactly), and a static row-parallel for.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "spo4j.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPO4J_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SPO4J_CLONES
+#endif
+#define SPO4J_INLINE static inline __attribute__((always_inline))
+
+namespace spo4j {
+
+constexpr int W = 16;  // lanes per vector: one zmm, two ymm or four xmm
+typedef float vf __attribute__((vector_size(W * 4)));
+typedef int32_t vi __attribute__((vector_size(W * 4)));
+typedef uint32_t vu __attribute__((vector_size(W * 4)));
+typedef uint16_t vh __attribute__((vector_size(W * 2)));
+// Unaligned variants for loads/stores straight from tensors.
+typedef float vf_u __attribute__((vector_size(W * 4), aligned(4)));
+typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
+
+SPO4J_INLINE vf splat(float x) { return vf{} + x; }
+SPO4J_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+SPO4J_INLINE float hmax(vf a) {
+    float m = a[0];
+    for (int i = 1; i < W; i++) m = a[i] > m ? a[i] : m;
+    return m;
+}
+SPO4J_INLINE float hsum(vf a) {
+    // Pairwise, so the result does not depend on the target's register width.
+    for (int w = W / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
+}
+
+// exp(x) for the kernels' arguments (x = z - max or z - lse, so x <= 0, or -inf / NaN).
+// x = n ln2 + r, |r| <= ln2/2; exp(r) by its degree-6 Taylor polynomial (error < 2e-7
+// relative); 2^n built in the exponent bits. x < -87.3 gives exactly 0.
+SPO4J_INLINE vf vexp(vf x) {
+    const vf lo = splat(-87.3f);
+    vf xc = x < lo ? lo : x;
+    vf t = xc * 1.44269504088896341f;
+    const vf shifter = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    vf n = (t + shifter) - shifter;
+    vf r = xc - n * 0.693145751953125f;  // ln2 split in a high part with few mantissa bits
+    r = r - n * 1.42860682030941723212e-6f;
+    vf p = splat(1.0f / 720);
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    vf y = p * (vf)e;
+    return x < lo ? vf{} : y;  // NaN compares false and stays NaN
+}
+
+SPO4J_INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+SPO4J_INLINE uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
+    return uint16_t(u >> 16);
+}
+SPO4J_INLINE float f16_to_f32(uint16_t h) {
+    uint32_t em = h & 0x7fffu;
+    uint32_t u = em << 13;
+    float f;
+    std::memcpy(&f, &u, 4);
+    f *= 5.192296858534828e+33f;  // 2^112 rebias; exact for normals and subnormals
+    std::memcpy(&u, &f, 4);
+    if (em >= 0x7c00u) u = (em << 13) | 0x7f800000u;  // inf / NaN
+    u |= uint32_t(h & 0x8000u) << 16;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+SPO4J_INLINE uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    uint32_t h;
+    if (u >= 0x47800000u) {           // >= 65536, inf or NaN
+        h = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    } else if (u < 0x38800000u) {     // below the smallest normal half: subnormal or zero
+        float v;
+        std::memcpy(&v, &u, 4);
+        v += 0.5f;                    // aligns the mantissa; the FPU rounds to nearest even
+        uint32_t vb;
+        std::memcpy(&vb, &v, 4);
+        h = vb - 0x3f000000u;
+    } else {
+        uint32_t odd = (u >> 13) & 1u;
+        u += 0xc8000fffu + odd;       // rebias (15 - 127) << 23, plus rounding
+        h = u >> 13;
+    }
+    return uint16_t(h | sign);
+}
+
+// Vector loads/stores by dtype.
+template <int DT> struct Io;
+template <> struct Io<SPO4J_F32> {
+    using T = float;
+    SPO4J_INLINE vf load(const T* p) { return *(const vf_u*)p; }
+    SPO4J_INLINE void store(T* p, vf v) { *(vf_u*)p = v; }
+    SPO4J_INLINE float get(const T* p) { return *p; }
+    SPO4J_INLINE void put(T* p, float v) { *p = v; }
+};
+template <> struct Io<SPO4J_BF16> {
+    using T = uint16_t;
+    SPO4J_INLINE vf load(const T* p) {
+        vu u = __builtin_convertvector(*(const vh_u*)p, vu) << 16;
+        return (vf)u;
+    }
+    SPO4J_INLINE void store(T* p, vf v) {
+        vu u = (vu)v;
+        vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        vu nan = (u >> 16) | 0x40u;
+        vu r = (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+        *(vh_u*)p = __builtin_convertvector(r, vh);
+    }
+    SPO4J_INLINE float get(const T* p) { return bf16_to_f32(*p); }
+    SPO4J_INLINE void put(T* p, float v) { *p = f32_to_bf16(v); }
+};
+template <> struct Io<SPO4J_F16> {
+    using T = uint16_t;
+    SPO4J_INLINE vf load(const T* p) {
+        vu h = __builtin_convertvector(*(const vh_u*)p, vu);
+        vu em = h & 0x7fffu;
+        vf f = (vf)(em << 13) * 5.192296858534828e+33f;
+        vu u = (vu)f;
+        u = em >= 0x7c00u ? ((em << 13) | 0x7f800000u) : u;
+        return (vf)(u | ((h & 0x8000u) << 16));
+    }
+    SPO4J_INLINE void store(T* p, vf v) {
+        for (int i = 0; i < W; i++) p[i] = f32_to_f16(v[i]);
+    }
+    SPO4J_INLINE float get(const T* p) { return f16_to_f32(*p); }
+    SPO4J_INLINE void put(T* p, float v) { *p = f32_to_f16(v); }
+};
+
+// Runs fn(begin, end) over [0, n) split into contiguous blocks, one per thread. The caller's
+// thread takes the first block; threads are started per call (tens of microseconds, small
+// next to a rows x V pass) and only when each gets at least min_work elements of work.
+template <class Fn>
+void parallel_rows(int64_t n, int64_t work_per_row, int num_threads, int64_t min_work, Fn&& fn) {
+    int64_t by_work = work_per_row > 0 ? (n * work_per_row) / (min_work > 0 ? min_work : 1) : n;
+    int64_t t = num_threads < 1 ? 1 : num_threads;
+    if (t > n) t = n;
+    if (t > by_work) t = by_work;
+    if (t <= 1) {
+        fn(int64_t(0), n);
+        return;
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(size_t(t - 1));
+    int64_t per = n / t, extra = n % t;
+    int64_t begin0 = 0, end0 = per + (extra > 0);
+    int64_t b = end0;
+    for (int64_t i = 1; i < t; i++) {
+        int64_t e = b + per + (i < extra);
+        pool.emplace_back([&fn, b, e] { fn(b, e); });
+        b = e;
+    }
+    fn(begin0, end0);
+    for (auto& th : pool) th.join();
+}
+
+}  // namespace spo4j

@@ -1,0 +1,137 @@
+/*
+ * spo4j.h: the C ABI of spo4j's kernels. The CPU kernels (native/cpu) and the CUDA
+ * kernels (native/cuda) implement the same prototypes; the CUDA ones take a stream last.
+ *
+ * Conventions (llm.c style: outputs documented, inputs, then sizes):
+ *  - Raw pointers, element counts, a row stride in ELEMENTS (>= vocab) and flags.
+ *  - Every entry point returns an spo4j_status; 0 is success. On failure a message for the
+ *    calling thread is available from spo4j_last_error() until that thread's next call.
+ *    No C++ exception, abort() or exit() ever leaves these functions.
+ *  - Inputs are validated BEFORE any output is written: a failed call leaves every output
+ *    buffer (and an in-place gradient's logits) untouched.
+ *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
+ *  - Formulas: ../shared/LOSSES.md (the project's loss definitions).
+ */
+#ifndef SPO4J_H
+#define SPO4J_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define SPO4J_API __declspec(dllexport)
+#else
+#define SPO4J_API __attribute__((visibility("default")))
+#endif
+
+typedef enum {
+    SPO4J_F32 = 0,
+    SPO4J_BF16 = 1,
+    SPO4J_F16 = 2
+} spo4j_dtype;
+
+typedef enum {
+    SPO4J_OK = 0,
+    SPO4J_ERR_ARGUMENT = 1,   /* bad size, stride, dtype, null pointer, loss parameter */
+    SPO4J_ERR_TARGET = 2,     /* a target outside [0, vocab) that is not ignore_index */
+    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (lse = -inf or NaN) */
+    SPO4J_ERR_CUDA = 4,       /* a CUDA runtime error (message has the CUDA error string) */
+    SPO4J_ERR_NOT_BUILT = 5,  /* this library was built without CUDA */
+    SPO4J_ERR_INTERNAL = 6
+} spo4j_status;
+
+typedef enum {
+    SPO4J_LOSS_SPO = 0,    /* (beta*h - m)^2, m per pair or m0 */
+    SPO4J_LOSS_DPO = 1,    /* -(1-eps) logsig(beta h) - eps logsig(-beta h) */
+    SPO4J_LOSS_IPO = 2,    /* (h - 1/(2 beta))^2 */
+    SPO4J_LOSS_HINGE = 3   /* max(0, 1 - beta h) */
+} spo4j_loss_type;
+
+typedef struct {
+    int32_t type;            /* spo4j_loss_type */
+    float beta;              /* > 0, finite */
+    float label_smoothing;   /* DPO only: eps in [0, 0.5) */
+    float margin;            /* SPO only: m0, used when the per-pair margin pointer is NULL */
+} spo4j_loss_params;
+
+/* Layout of the stats[] output of the preference loss (batch means). */
+enum {
+    SPO4J_STAT_LOSS = 0,             /* mean per-pair loss */
+    SPO4J_STAT_REWARD_CHOSEN = 1,    /* mean beta*dc */
+    SPO4J_STAT_REWARD_REJECTED = 2,  /* mean beta*dr */
+    SPO4J_STAT_REWARD_MARGIN = 3,    /* mean beta*h */
+    SPO4J_STAT_ACCURACY = 4,         /* mean 1[beta*dc > beta*dr] */
+    SPO4J_STAT_LOGP_CHOSEN = 5,      /* mean policy_chosen */
+    SPO4J_STAT_LOGP_REJECTED = 6,    /* mean policy_rejected */
+    SPO4J_STAT_COUNT = 7
+};
+
+/* ---- token log-probs: fused log-softmax + gather -------------------------------------
+ * For row r with logits z (vocab entries at logits + r*row_stride) and target t:
+ *   lse[r] = log sum_v exp(z_v), logp[r] = z_t - lse[r],
+ *   entropy[r] = lse[r] - sum_v softmax(z)_v z_v          (only when entropy != NULL)
+ * Rows with t == ignore_index give logp = lse = entropy = 0.
+ * num_threads <= 0 means 1 on the CPU; ignored by CUDA. */
+SPO4J_API int spo4j_token_logprobs_fwd_cpu(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        float* logp, float* lse, float* entropy /* nullable */, int32_t num_threads);
+
+/* Backward with upstream g = grad_logp[r]:
+ *   grad_logits[r, v] = g * (1[v == t] - exp(z_v - lse[r])), written in the logits' dtype
+ * with row stride grad_row_stride. grad_logits may alias logits (then the strides must be
+ * equal): the gradient overwrites the logits in place. Ignored rows get zeros. */
+SPO4J_API int spo4j_token_logprobs_bwd_cpu(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        const float* lse, const float* grad_logp,
+        void* grad_logits, int64_t grad_row_stride, int32_t num_threads);
+
+/* ---- preference losses ----------------------------------------------------------------
+ * Inputs per pair i (already summed or length-normalised log-probs): policy_chosen,
+ * policy_rejected, ref_chosen, ref_rejected; margin[i] (SPO target; NULL -> p->margin).
+ * Outputs: loss[i] per-pair loss (nullable), grad_chosen[i] = dMEAN/d policy_chosen[i],
+ * grad_rejected[i] = dMEAN/d policy_rejected[i] (both already divided by pairs),
+ * stats[SPO4J_STAT_COUNT] batch means (nullable). */
+SPO4J_API int spo4j_preference_loss_cpu(
+        const spo4j_loss_params* p, int64_t pairs,
+        const float* policy_chosen, const float* policy_rejected,
+        const float* ref_chosen, const float* ref_rejected, const float* margin /* nullable */,
+        float* loss /* nullable */, float* grad_chosen, float* grad_rejected,
+        float* stats /* nullable */);
+
+/* ---- CUDA twins: all pointers are device pointers (p and the status are host-side);
+ * stream is a cudaStream_t (NULL = legacy default stream). They return after the launches
+ * are queued, except that target/non-finite checks synchronise the stream to read the
+ * device's error flag. Built as stubs returning SPO4J_ERR_NOT_BUILT without nvcc. */
+SPO4J_API int spo4j_token_logprobs_fwd_cuda(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        float* logp, float* lse, float* entropy, void* stream);
+SPO4J_API int spo4j_token_logprobs_bwd_cuda(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        const float* lse, const float* grad_logp,
+        void* grad_logits, int64_t grad_row_stride, void* stream);
+SPO4J_API int spo4j_preference_loss_cuda(
+        const spo4j_loss_params* p, int64_t pairs,
+        const float* policy_chosen, const float* policy_rejected,
+        const float* ref_chosen, const float* ref_rejected, const float* margin,
+        float* loss, float* grad_chosen, float* grad_rejected, float* stats, void* stream);
+
+/* 1 when the CUDA kernels were compiled in, else 0. */
+SPO4J_API int spo4j_cuda_built(void);
+/* Number of CUDA devices visible (0 when not built or no driver/GPU); never fails. */
+SPO4J_API int spo4j_cuda_device_count(void);
+
+/* The calling thread's message for its last failed call ("" if none). */
+SPO4J_API const char* spo4j_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPO4J_H */

@@ -1,0 +1,138 @@
+package dev.spo4j.kernels;
+
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import java.util.Arrays;
+
+/**
+ * Fused log-softmax + gather over LM logits, with its backward: the per-token log-probs
+ * that every preference loss sums, without materialising log_softmax.
+ *
+ * <pre>
+ *   lse = log sum_v exp(z_v),  logp = z_t - lse,  entropy = lse - sum_v softmax(z)_v z_v
+ *   dL/dz_v = g (1[v = t] - exp(z_v - lse))
+ * </pre>
+ *
+ * Logits are {@code [rows, V]} fp32, bf16 or fp16 with unit column stride and any row stride
+ * {@code >= V}; targets are int64 {@code [rows]}, rows with {@code ignoreIndex} give 0 and a
+ * zero gradient. Outputs are fp32. The backward needs only {@code lse}: nothing of size
+ * rows x V is kept, and {@code inPlace} overwrites the logits with their gradient.
+ * CPU tensors run the C++ kernels on {@code numThreads} threads (default: LibTorch's
+ * intra-op thread count); CUDA tensors run the CUDA kernels on LibTorch's current stream.
+ */
+public final class TokenLogProbs {
+    /** Hugging Face's and PyTorch's default label for "no loss here". */
+    public static final long DEFAULT_IGNORE_INDEX = -100;
+
+    private TokenLogProbs() {}
+
+    /** logp, lse and (when asked for) entropy, each fp32 {@code [rows]}. */
+    public record Result(Tensor logp, Tensor lse, Tensor entropy) {}
+
+    public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy) {
+        return forward(logits, targets, ignoreIndex, withEntropy, torch.get_num_threads());
+    }
+
+    public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy,
+                                 int numThreads) {
+        Layout in = Layout.of(logits, targets, ignoreIndex);
+        TensorChecks.Placement where = TensorChecks.sameDevice(new String[] {"logits", "targets"}, logits, targets);
+        TensorOptions f32 = new TensorOptions(ScalarType.Float).device(new org.bytedeco.pytorch.DeviceOptional(logits.device()));
+        Tensor logp = torch.empty(new long[] {in.rows}, f32, null);
+        Tensor lse = torch.empty(new long[] {in.rows}, f32, null);
+        Tensor entropy = withEntropy ? torch.empty(new long[] {in.rows}, f32, null) : null;
+        FloatPointer ent = withEntropy ? entropy.data_ptr_float() : null;
+        int status;
+        if (where == TensorChecks.Placement.CUDA) {
+            status = Native.spo4j_token_logprobs_fwd_cuda(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, logp.data_ptr_float(),
+                    lse.data_ptr_float(), ent, CudaKernels.currentStream(logits));
+        } else {
+            status = Native.spo4j_token_logprobs_fwd_cpu(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, logp.data_ptr_float(),
+                    lse.data_ptr_float(), ent, Math.max(1, numThreads));
+        }
+        Native.check(status, "token log-probs forward");
+        return new Result(logp, lse, entropy);
+    }
+
+    public static Tensor backward(Tensor logits, Tensor targets, Tensor lse, Tensor gradLogp,
+                                  long ignoreIndex, boolean inPlace) {
+        return backward(logits, targets, lse, gradLogp, ignoreIndex, inPlace, torch.get_num_threads());
+    }
+
+    /**
+     * Returns dL/dlogits in the logits' dtype: the logits tensor itself, overwritten, when
+     * {@code inPlace}; otherwise a new contiguous {@code [rows, V]} tensor. On a bad argument
+     * nothing is written.
+     */
+    public static Tensor backward(Tensor logits, Tensor targets, Tensor lse, Tensor gradLogp,
+                                  long ignoreIndex, boolean inPlace, int numThreads) {
+        Layout in = Layout.of(logits, targets, ignoreIndex);
+        TensorChecks.defined(lse, "lse");
+        TensorChecks.defined(gradLogp, "gradLogp");
+        TensorChecks.dtype(lse, "lse", ScalarType.Float);
+        TensorChecks.dtype(gradLogp, "gradLogp", ScalarType.Float);
+        TensorChecks.vector(lse, "lse", in.rows);
+        TensorChecks.vector(gradLogp, "gradLogp", in.rows);
+        TensorChecks.Placement where = TensorChecks.sameDevice(
+                new String[] {"logits", "targets", "lse", "gradLogp"}, logits, targets, lse, gradLogp);
+        if (inPlace && logits.requires_grad()) {
+            throw new IllegalArgumentException("logits require grad: an in-place gradient would corrupt "
+                    + "autograd's saved tensor (detach them, or pass inPlace = false)");
+        }
+        Tensor grad = inPlace ? logits : torch.empty(new long[] {in.rows, in.vocab},
+                new TensorOptions(logits.scalar_type()).device(new org.bytedeco.pytorch.DeviceOptional(logits.device())), null);
+        long gradStride = inPlace ? in.rowStride : in.vocab;
+        int status;
+        if (where == TensorChecks.Placement.CUDA) {
+            status = Native.spo4j_token_logprobs_bwd_cuda(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, lse.data_ptr_float(),
+                    gradLogp.data_ptr_float(), grad.data_ptr(), gradStride, CudaKernels.currentStream(logits));
+        } else {
+            status = Native.spo4j_token_logprobs_bwd_cpu(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, lse.data_ptr_float(),
+                    gradLogp.data_ptr_float(), grad.data_ptr(), gradStride, Math.max(1, numThreads));
+        }
+        Native.check(status, "token log-probs backward");
+        return grad;
+    }
+
+    /** The checked geometry of a logits/targets pair. */
+    private record Layout(long rows, long vocab, long rowStride, int dtype) {
+        static Layout of(Tensor logits, Tensor targets, long ignoreIndex) {
+            TensorChecks.defined(logits, "logits");
+            TensorChecks.defined(targets, "targets");
+            if (logits.dim() != 2) {
+                throw new IllegalArgumentException("logits has shape " + Arrays.toString(TensorChecks.shape(logits))
+                        + " (expected 2 dimensions [rows, V]; flatten batch and time first)");
+            }
+            int dtype = TensorChecks.kernelDtype(logits, "logits");
+            long rows = logits.size(0), vocab = logits.size(1);
+            if (rows == 0 || vocab == 0) {
+                throw new IllegalArgumentException("logits has shape " + Arrays.toString(TensorChecks.shape(logits))
+                        + " (expected at least one row and one vocabulary entry)");
+            }
+            if (logits.stride(1) != 1) {
+                throw new IllegalArgumentException("logits rows are not contiguous: column stride "
+                        + logits.stride(1) + " (expected 1; call .contiguous())");
+            }
+            long rowStride = rows == 1 ? vocab : logits.stride(0);
+            if (rowStride < vocab) {
+                throw new IllegalArgumentException("logits row stride " + rowStride + " is smaller than V = "
+                        + vocab + " (rows overlap)");
+            }
+            TensorChecks.dtype(targets, "targets", ScalarType.Long);
+            TensorChecks.vector(targets, "targets", rows);
+            if (ignoreIndex >= 0 && ignoreIndex < vocab) {
+                throw new IllegalArgumentException("ignoreIndex " + ignoreIndex + " is a valid token id in [0, "
+                        + vocab + ") (expected a negative value or one >= V)");
+            }
+            return new Layout(rows, vocab, rowStride, dtype);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+package dev.spo4j.loss;
+
+/**
+ * Settings of a {@link PreferenceLoss}; validated on construction.
+ *
+ * @param type             which loss
+ * @param beta             the KL weight beta, finite and &gt; 0 (default 0.1)
+ * @param labelSmoothing   DPO's eps in [0, 0.5) (default 0: plain DPO)
+ * @param margin           SPO's target margin m0 when a pair has no scores (default 1.0: the
+ *                         Bradley-Terry log-odds of p ~ 0.73)
+ * @param rewardScale      SPO's gamma: m = gamma (score_chosen - score_rejected) (default 1.0)
+ * @param lengthNormalised use the mean token log-prob instead of the sum (default: IPO only)
+ */
+public record PreferenceLossConfig(LossType type, double beta, double labelSmoothing, double margin,
+                                   double rewardScale, boolean lengthNormalised) {
+    public static final double DEFAULT_BETA = 0.1;
+    public static final double DEFAULT_MARGIN = 1.0;
+
+    public PreferenceLossConfig {
+        if (type == null) {
+            throw new IllegalArgumentException("loss type is null (expected spo, dpo, ipo or hinge)");
+        }
+        if (!(Double.isFinite(beta) && beta > 0)) {
+            throw new IllegalArgumentException("beta = " + beta + " (expected a finite value > 0)");
+        }
+        if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
+            throw new IllegalArgumentException("label smoothing = " + labelSmoothing + " (expected 0 <= eps < 0.5)");
+        }
+        if (!Double.isFinite(margin)) {
+            throw new IllegalArgumentException("margin = " + margin + " (expected a finite value)");
+        }
+        if (!Double.isFinite(rewardScale)) {
+            throw new IllegalArgumentException("reward scale = " + rewardScale + " (expected a finite value)");
+        }
+    }
+
+    /** The defaults for a loss type: beta 0.1, eps 0, m0 1.0, gamma 1.0, length-normalised for IPO. */
+    public static PreferenceLossConfig of(LossType type) {
+        return new PreferenceLossConfig(type, DEFAULT_BETA, 0.0, DEFAULT_MARGIN, 1.0, type == LossType.IPO);
+    }
+
+    public PreferenceLossConfig withBeta(double v) {
+        return new PreferenceLossConfig(type, v, labelSmoothing, margin, rewardScale, lengthNormalised);
+    }
+
+    public PreferenceLossConfig withLabelSmoothing(double v) {
+        return new PreferenceLossConfig(type, beta, v, margin, rewardScale, lengthNormalised);
+    }
+
+    public PreferenceLossConfig withMargin(double v) {
+        return new PreferenceLossConfig(type, beta, labelSmoothing, v, rewardScale, lengthNormalised);
+    }
+
+    public PreferenceLossConfig withRewardScale(double v) {
+        return new PreferenceLossConfig(type, beta, labelSmoothing, margin, v, lengthNormalised);
+    }
+
+    public PreferenceLossConfig withLengthNormalised(boolean v) {
+        return new PreferenceLossConfig(type, beta, labelSmoothing, margin, rewardScale, v);
+    }
+}
