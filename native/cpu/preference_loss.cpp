@@ -16,11 +16,20 @@
 
 namespace {
 
-double softplus(double x) { return std::fmax(x, 0.0) + std::log1p(std::exp(-std::fabs(x))); }
-double sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-    double e = std::exp(x);
-    return e / (1.0 + e);
+// DPO needs softplus(+-x) and sigmoid(+-x); all four come from e = exp(-|x|) and log1p(e):
+// softplus(x) = max(x, 0) + log1p(e), sigmoid(|x|) = 1 / (1 + e), sigmoid(-|x|) = e / (1 + e).
+struct LogisticTerms {
+    double softplus_pos, softplus_neg, sigmoid_pos, sigmoid_neg;  // of +x and of -x
+};
+LogisticTerms logistic(double x) {
+    const double e = std::exp(-std::fabs(x)), l = std::log1p(e);
+    const double big = 1.0 / (1.0 + e), small = e / (1.0 + e);
+    LogisticTerms t;
+    t.softplus_pos = std::fmax(x, 0.0) + l;
+    t.softplus_neg = std::fmax(-x, 0.0) + l;
+    t.sigmoid_pos = x >= 0 ? big : small;
+    t.sigmoid_neg = x >= 0 ? small : big;
+    return t;
 }
 
 }  // namespace
@@ -66,10 +75,12 @@ extern "C" SPO4J_API int spo4j_preference_loss_cpu(
                 dh = 2.0 * beta * d;
                 break;
             }
-            case SPO4J_LOSS_DPO:
-                l = (1.0 - eps) * softplus(-bh) + eps * softplus(bh);
-                dh = -beta * (1.0 - eps) * sigmoid(-bh) + beta * eps * sigmoid(bh);
+            case SPO4J_LOSS_DPO: {
+                const LogisticTerms t = logistic(bh);
+                l = (1.0 - eps) * t.softplus_neg + eps * t.softplus_pos;
+                dh = -beta * (1.0 - eps) * t.sigmoid_neg + beta * eps * t.sigmoid_pos;
                 break;
+            }
             case SPO4J_LOSS_IPO: {
                 const double d = h - 1.0 / (2.0 * beta);
                 l = d * d;
