@@ -8,7 +8,11 @@
  *    calling thread is available from spo4j_last_error() until that thread's next call.
  *    No C++ exception, abort() or exit() ever leaves these functions.
  *  - Inputs are validated BEFORE any output is written: a failed call leaves every output
- *    buffer (and an in-place gradient's logits) untouched.
+ *    buffer (and an in-place gradient's logits) untouched. One exception: a forward row with
+ *    no finite logit is only found during its pass, so after SPO4J_ERR_NONFINITE from a
+ *    forward the (freshly allocated) outputs hold unspecified values.
+ *  - NaN logits propagate (NaN lse/logp/gradient), as in LibTorch; only a row whose logits
+ *    are all -inf is an error.
  *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
  *  - Formulas: ../shared/LOSSES.md (the project's loss definitions).
  */
@@ -37,7 +41,7 @@ typedef enum {
     SPO4J_OK = 0,
     SPO4J_ERR_ARGUMENT = 1,   /* bad size, stride, dtype, null pointer, loss parameter */
     SPO4J_ERR_TARGET = 2,     /* a target outside [0, vocab) that is not ignore_index */
-    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (lse = -inf or NaN) */
+    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (every logit -inf, lse = -inf) */
     SPO4J_ERR_CUDA = 4,       /* a CUDA runtime error (message has the CUDA error string) */
     SPO4J_ERR_NOT_BUILT = 5,  /* this library was built without CUDA */
     SPO4J_ERR_INTERNAL = 6

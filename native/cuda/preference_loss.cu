@@ -1,0 +1,183 @@
+// preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
+// batch metrics for B pairs (CUDA). The CPU twin is native/cpu/preference_loss.cpp;
+// definitions: shared/LOSSES.md. With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
+//   spo  : (beta h - m)^2                      dL/dh = 2 beta (beta h - m)
+//   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)      (= -(1-e) logsig - e logsig)
+//                                              dL/dh = -beta (1-e) sig(-beta h) + beta e sig(beta h)
+//   ipo  : (h - 1/(2 beta))^2                  dL/dh = 2 (h - 1/(2 beta))
+//   hinge: max(0, 1 - beta h)                  dL/dh = -beta if beta h < 1 else 0
+// Outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
+// Per-pair math in double (B is small next to the logits; double keeps fast-math away from
+// exp/log1p). One launch of one 512-thread block: a fixed thread-to-pair assignment and a
+// fixed reduction tree, so the batch means are deterministic. Reads 4-5 floats and writes
+// 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
+// Test: native/tests (spo4j_harness check).
+#include "common.cuh"
+
+#include <cinttypes>
+#include <cmath>
+
+namespace spo4j {
+namespace cuda {
+namespace {
+
+constexpr int kLossThreads = 512;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+struct LossArgs {
+    int32_t type;
+    double beta, eps, margin0;
+};
+
+__device__ __forceinline__ double softplus(double x) {
+    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+}
+__device__ __forceinline__ double sigmoid(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    const double e = exp(x);
+    return e / (1.0 + e);
+}
+
+__global__ void __launch_bounds__(kLossThreads)
+    preference_loss_kernel(LossArgs a, int64_t pairs, const float* __restrict__ policy_chosen,
+                           const float* __restrict__ policy_rejected,
+                           const float* __restrict__ ref_chosen,
+                           const float* __restrict__ ref_rejected,
+                           const float* __restrict__ margin, float* __restrict__ loss,
+                           float* __restrict__ grad_chosen, float* __restrict__ grad_rejected,
+                           float* __restrict__ stats) {
+    const double beta = a.beta, eps = a.eps, inv_b = 1.0 / static_cast<double>(pairs);
+    double sum[SPO4J_STAT_COUNT] = {0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = threadIdx.x; i < pairs; i += blockDim.x) {
+        const double pc = policy_chosen[i], pr = policy_rejected[i];
+        const double dc = pc - static_cast<double>(ref_chosen[i]);
+        const double dr = pr - static_cast<double>(ref_rejected[i]);
+        const double h = dc - dr, bh = beta * h;
+        double l, dh;
+        switch (a.type) {
+            case SPO4J_LOSS_SPO: {
+                const double m = margin != nullptr ? static_cast<double>(margin[i]) : a.margin0;
+                const double d = bh - m;
+                l = d * d;
+                dh = 2.0 * beta * d;
+                break;
+            }
+            case SPO4J_LOSS_DPO:
+                l = (1.0 - eps) * softplus(-bh) + eps * softplus(bh);
+                dh = -beta * (1.0 - eps) * sigmoid(-bh) + beta * eps * sigmoid(bh);
+                break;
+            case SPO4J_LOSS_IPO: {
+                const double d = h - 1.0 / (2.0 * beta);
+                l = d * d;
+                dh = 2.0 * d;
+                break;
+            }
+            default:  // hinge (the host checked the type)
+                l = bh < 1.0 ? 1.0 - bh : 0.0;
+                dh = bh < 1.0 ? -beta : 0.0;
+                break;
+        }
+        if (loss != nullptr) loss[i] = static_cast<float>(l);
+        grad_chosen[i] = static_cast<float>(dh * inv_b);
+        grad_rejected[i] = static_cast<float>(-dh * inv_b);
+        sum[SPO4J_STAT_LOSS] += l;
+        sum[SPO4J_STAT_REWARD_CHOSEN] += beta * dc;
+        sum[SPO4J_STAT_REWARD_REJECTED] += beta * dr;
+        sum[SPO4J_STAT_REWARD_MARGIN] += bh;
+        sum[SPO4J_STAT_ACCURACY] += beta * dc > beta * dr ? 1.0 : 0.0;
+        sum[SPO4J_STAT_LOGP_CHOSEN] += pc;
+        sum[SPO4J_STAT_LOGP_REJECTED] += pr;
+    }
+    if (stats == nullptr) return;  // uniform: every thread sees the same pointer
+    // Fixed-order reduction: butterfly within each warp, then warp 0 over the warp sums.
+    __shared__ double partial[kLossThreads / 32][SPO4J_STAT_COUNT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int k = 0; k < SPO4J_STAT_COUNT; ++k) {
+        double v = sum[k];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
+        if (lane == 0) partial[warp][k] = v;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nwarps = blockDim.x / 32;
+#pragma unroll
+        for (int k = 0; k < SPO4J_STAT_COUNT; ++k) {
+            double v = lane < nwarps ? partial[lane][k] : 0.0;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
+            if (lane == 0) stats[k] = static_cast<float>(v * inv_b);
+        }
+    }
+}
+
+int check_params(const spo4j_loss_params* p) {
+    if (!p) return fail(SPO4J_ERR_ARGUMENT, "null loss parameters");
+    if (p->type < SPO4J_LOSS_SPO || p->type > SPO4J_LOSS_HINGE)
+        return fail(SPO4J_ERR_ARGUMENT,
+                    "unknown loss type %d (expected 0=spo, 1=dpo, 2=ipo, 3=hinge)", p->type);
+    if (!(std::isfinite(p->beta) && p->beta > 0))
+        return fail(SPO4J_ERR_ARGUMENT, "beta = %g (expected a finite value > 0)",
+                    static_cast<double>(p->beta));
+    if (!(p->label_smoothing >= 0 && p->label_smoothing < 0.5f))
+        return fail(SPO4J_ERR_ARGUMENT, "label smoothing = %g (expected 0 <= eps < 0.5)",
+                    static_cast<double>(p->label_smoothing));
+    if (!std::isfinite(p->margin))
+        return fail(SPO4J_ERR_ARGUMENT, "margin = %g (expected a finite value)",
+                    static_cast<double>(p->margin));
+    return SPO4J_OK;
+}
+
+int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* policy_chosen,
+                    const float* policy_rejected, const float* ref_chosen,
+                    const float* ref_rejected, const float* margin, float* loss,
+                    float* grad_chosen, float* grad_rejected, float* stats, void* stream_ptr) {
+    int st = check_params(p);
+    if (st) return st;
+    if (pairs < 1) return fail(SPO4J_ERR_ARGUMENT, "pairs = %" PRId64 " (expected >= 1)", pairs);
+    if (!policy_chosen || !policy_rejected || !ref_chosen || !ref_rejected || !grad_chosen ||
+        !grad_rejected)
+        return fail(SPO4J_ERR_ARGUMENT, "null input or gradient pointer");
+    int dev = -1;
+    if ((st = check_device_pointer(policy_chosen, "policy_chosen", -1, &dev))) return st;
+    const struct {
+        const void* ptr;
+        const char* name;
+    } others[] = {{policy_rejected, "policy_rejected"}, {ref_chosen, "ref_chosen"},
+                  {ref_rejected, "ref_rejected"},       {margin, "margin"},
+                  {loss, "loss"},                       {grad_chosen, "grad_chosen"},
+                  {grad_rejected, "grad_rejected"},     {stats, "stats"}};
+    for (const auto& o : others) {
+        if (o.ptr != nullptr && (st = check_device_pointer(o.ptr, o.name, dev, nullptr)))
+            return st;
+    }
+    DeviceScope scope;
+    if ((st = scope.enter(dev))) return st;
+    const LossArgs args{p->type, static_cast<double>(p->beta),
+                        static_cast<double>(p->label_smoothing), static_cast<double>(p->margin)};
+    preference_loss_kernel<<<1, kLossThreads, 0, static_cast<cudaStream_t>(stream_ptr)>>>(
+        args, pairs, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+        p->type == SPO4J_LOSS_SPO ? margin : nullptr, loss, grad_chosen, grad_rejected, stats);
+    SPO4J_CUDA_LAUNCHED("preference_loss_kernel");
+    return SPO4J_OK;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace spo4j
+
+extern "C" SPO4J_API int spo4j_preference_loss_cuda(
+        const spo4j_loss_params* p, int64_t pairs, const float* policy_chosen,
+        const float* policy_rejected, const float* ref_chosen, const float* ref_rejected,
+        const float* margin, float* loss, float* grad_chosen, float* grad_rejected, float* stats,
+        void* stream) {
+    try {
+        spo4j::clear_error();
+        return spo4j::cuda::preference_loss(p, pairs, policy_chosen, policy_rejected, ref_chosen,
+                                            ref_rejected, margin, loss, grad_chosen,
+                                            grad_rejected, stats, stream);
+    } catch (...) {
+        return spo4j::fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in preference loss CUDA");
+    }
+}
