@@ -122,6 +122,34 @@ class TextTokenizerTest {
         }
     }
 
+    /** A hand-written byte-pair-encoding tokenizer: another model type, special tokens only in added_tokens. */
+    @Test
+    void bpeTokenizerWithAddedSpecialTokens() throws IOException {
+        Files.writeString(dir.resolve("tokenizer.json"), """
+                {"version": "1.0", "truncation": null, "padding": null,
+                 "added_tokens": [
+                   {"id": 5, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": true},
+                   {"id": 6, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": true}],
+                 "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+                 "decoder": null,
+                 "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                           "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                           "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4},
+                           "merges": ["a b", "ab c"]}}
+                """);
+        Files.writeString(dir.resolve("tokenizer_config.json"),
+                "{\"add_bos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
+        try (TextTokenizer tok = TextTokenizer.load(dir)) {
+            assertArrayEquals(new long[] {4, 3, 1, 2}, tok.encode("abcab bc"));
+            assertEquals(5L, tok.bosId());
+            assertEquals(6L, tok.eosId());
+            assertEquals(6L, tok.padId());
+            assertEquals(7, tok.vocabSize());
+        }
+    }
+
     @Test
     void loadErrorsNameThePath() throws IOException {
         Path empty = Files.createDirectory(dir.resolve("empty"));
