@@ -145,8 +145,7 @@ public final class ModelFolder {
         if (Files.exists(target) && !Files.isDirectory(target)) {
             throw new IllegalArgumentException(target + " exists and is not a folder");
         }
-        String base = "." + target.getFileName();
-        Path tmp = Files.createTempDirectory(parent, base + ".new-");
+        Path tmp = AtomicFiles.newTempDirBeside(target, "new");
         try {
             Map<String, Tensor> sd = m.stateDict();
             m.config().write(tmp.resolve(CONFIG), torchDtype(sd.get("model.embed_tokens.weight")));
@@ -160,8 +159,7 @@ public final class ModelFolder {
                 }
             }
             if (Files.exists(target)) {
-                Path old = Files.createTempDirectory(parent, base + ".old-");
-                Files.delete(old);  // only the unique name is wanted: the move creates it
+                Path old = AtomicFiles.freeSiblingName(target, "old");
                 Files.move(target, old, StandardCopyOption.ATOMIC_MOVE);
                 try {
                     Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);

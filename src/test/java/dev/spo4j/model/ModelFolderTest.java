@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -143,6 +144,20 @@ class ModelFolderTest {
         assertTrue(e.getMessage().contains("lm_head.weight") && e.getMessage().contains("q_proj.bias"), e.getMessage());
         assertTrue(e.getMessage().contains("model.layers.0.self_attn.k_proj.weight has shape [8, 32], expected [16, 32]"),
                 e.getMessage());
+    }
+
+    /** The saved folder and files get the umask's permissions, not a temp file's owner-only ones. */
+    @Test
+    void savedFilesHaveOrdinaryPermissions() throws IOException {
+        Assumptions.assumeTrue(tmp.getFileSystem().supportedFileAttributeViews().contains("posix"), "POSIX only");
+        Path plainFile = Files.createFile(tmp.resolve("plain"));
+        Path plainDir = Files.createDirectory(tmp.resolve("plainDir"));
+        Path dir = tmp.resolve("perm");
+        ModelFolder.save(ModelFolder.load(LLAMA), dir);
+        assertEquals(Files.getPosixFilePermissions(plainDir), Files.getPosixFilePermissions(dir));
+        for (String f : List.of("config.json", "model.safetensors")) {
+            assertEquals(Files.getPosixFilePermissions(plainFile), Files.getPosixFilePermissions(dir.resolve(f)), f);
+        }
     }
 
     @Test
