@@ -57,7 +57,8 @@ public final class SafeTensors {
 
     /** The header may not exceed this (the safetensors library's own limit). */
     static final long MAX_HEADER_BYTES = 100L << 20;
-    private static final int CHUNK = 256 << 20;
+    /** Bytes per read or write call: stays far below ByteBuffer's 2 GiB limit. */
+    static final int CHUNK = 256 << 20;
     private static final String METADATA = "__metadata__";
 
     private enum Dtype {
@@ -91,12 +92,17 @@ public final class SafeTensors {
 
     /** All tensors of the file as owned CPU tensors, in the order of their data in the file. */
     public static Map<String, Tensor> read(Path file) throws IOException {
+        return read(file, CHUNK);
+    }
+
+    /** {@link #read(Path)} in chunks of the given size (small in tests, to exercise the chunking). */
+    static Map<String, Tensor> read(Path file, int chunk) throws IOException {
         checkByteOrder();
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             Header h = header(file, ch);
             Map<String, Tensor> out = new LinkedHashMap<>();
             for (Entry e : h.entries()) {
-                out.put(e.name(), readTensor(file, ch, h.dataStart(), e));
+                out.put(e.name(), readTensor(file, ch, h.dataStart(), e, chunk));
             }
             return out;
         }
@@ -263,15 +269,16 @@ public final class SafeTensors {
         return out;
     }
 
-    private static Tensor readTensor(Path file, FileChannel ch, long dataStart, Entry e) throws IOException {
+    private static Tensor readTensor(Path file, FileChannel ch, long dataStart, Entry e, int chunk)
+            throws IOException {
         Tensor t = torch.empty(e.shape(), new TensorOptions(e.dtype().scalarType), null);
         long nbytes = e.end() - e.begin();
         if (nbytes == 0) {
             return t;  // an empty tensor has no data pointer
         }
         BytePointer base = new BytePointer(t.data_ptr());
-        for (long off = 0; off < nbytes; off += CHUNK) {
-            int len = (int) Math.min(CHUNK, nbytes - off);
+        for (long off = 0; off < nbytes; off += chunk) {
+            int len = (int) Math.min(chunk, nbytes - off);
             ByteBuffer dst = base.getPointer(off).capacity(len).asBuffer();
             readFully(ch, dst, dataStart + e.begin() + off, file);
         }
@@ -296,6 +303,12 @@ public final class SafeTensors {
      * name, with optional string metadata, atomically.
      */
     public static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata)
+            throws IOException {
+        write(file, tensors, metadata, CHUNK);
+    }
+
+    /** {@link #write(Path, Map, Map)} in chunks of the given size. */
+    static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata, int chunk)
             throws IOException {
         checkByteOrder();
         TreeMap<String, Tensor> sorted = new TreeMap<>();
@@ -354,7 +367,7 @@ public final class SafeTensors {
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
                 writeFully(ch, head);
                 for (Tensor t : sorted.values()) {
-                    writeTensor(ch, t);
+                    writeTensor(ch, t, chunk);
                 }
                 ch.force(true);
             }
@@ -364,7 +377,7 @@ public final class SafeTensors {
         }
     }
 
-    private static void writeTensor(FileChannel ch, Tensor t) throws IOException {
+    private static void writeTensor(FileChannel ch, Tensor t, int chunk) throws IOException {
         long nbytes = t.numel() * t.element_size();
         if (nbytes == 0) {
             return;
@@ -372,8 +385,8 @@ public final class SafeTensors {
         Tensor c = t.detach().cpu().contiguous();
         Pointer p = c.data_ptr();
         BytePointer base = new BytePointer(p);
-        for (long off = 0; off < nbytes; off += CHUNK) {
-            int len = (int) Math.min(CHUNK, nbytes - off);
+        for (long off = 0; off < nbytes; off += chunk) {
+            int len = (int) Math.min(chunk, nbytes - off);
             writeFully(ch, base.getPointer(off).capacity(len).asBuffer());
         }
         Reference.reachabilityFence(c);
