@@ -1,0 +1,477 @@
+package dev.spo4j.model;
+
+import org.bytedeco.pytorch.DoubleOptional;
+import org.bytedeco.pytorch.GeneratorOptional;
+import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.ScalarTypeOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+
+/**
+ * A decoder-only Llama-family transformer (Hugging Face LlamaForCausalLM and
+ * Qwen2ForCausalLM, eager attention) on LibTorch:
+ * <pre>
+ *   h = embed_tokens[ids]                                            [B,T,H]
+ *   per layer:  a = RMSNorm(h)
+ *               q,k,v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)      heads × head_dim
+ *               q,k = q cos + rotate_half(q) sin, positions 0..T-1 for every row
+ *               p = softmax_fp32(q k^T / sqrt(d), causal + key-padding mask)
+ *               h = h + (p v) Wo^T (+bo)                              (kv head = head / (H/KV))
+ *               m = RMSNorm(h);  h = h + down(silu(gate(m)) * up(m))
+ *   logits = RMSNorm(h) lm_head^T          (lm_head = embed_tokens when tied)
+ *   RMSNorm(x) = w * (x * rsqrt(mean(x^2) + eps)), computed in fp32
+ * </pre>
+ *
+ * <p>Masking: query i sees key j when j &le; i and attentionMask[b, j] != 0 (the Hugging Face
+ * eager mask). A blocked score is the lowest finite value of the dtype rather than -inf, so
+ * a query row with no visible key (a row that is all padding, or left padding) gives finite
+ * outputs and gradients instead of NaN. Outputs at padded positions are finite but
+ * unspecified (see {@link Attention}) and must be masked out by the loss. Positions are
+ * 0..T-1 in every row whatever the mask, as in Hugging Face without position_ids, so
+ * right padding is the layout that matches an unpadded forward.
+ *
+ * <p>Numerics: RoPE cos/sin are computed in float64 and rounded once to the model dtype
+ * (Hugging Face computes the angles in fp32, which differs from float64 by its own rounding,
+ * about 1e-4 rad at position 4096). RMSNorm runs in fp32 whatever the parameter dtype, as
+ * does the softmax of the eager path; SDPA uses the backend's fused kernels. The logits come
+ * out in the parameter dtype (fp32 unless the module was cast).
+ *
+ * <p>Parameters are registered in a module tree that mirrors the Hugging Face names
+ * ({@code model.layers.0.self_attn.q_proj.weight}, ...), so {@link #parameters()} and
+ * {@link #named_parameters()} work for optimisers and {@code to(device)} moves them; the
+ * Java handles here share the same tensors. Parameter handles are retained
+ * ({@code retainReference()}), so creating or loading the model inside a
+ * {@code PointerScope} does not free them when the scope closes; per-forward temporaries
+ * are ordinary and belong to the caller's scope. The module keeps no per-forward state.
+ */
+public final class LlamaModel extends Module {
+    /** Value of a blocked attention score: the lowest finite float (Hugging Face's finfo.min). */
+    static final double MASK_VALUE = -Float.MAX_VALUE;
+
+    private final ModelConfig config;
+    private final Tensor embed;
+    private final Layer[] layers;
+    private final Tensor finalNorm;
+    private final Tensor lmHead;  // null when tied
+    private final LinkedHashMap<String, Tensor> params = new LinkedHashMap<>();
+    private final List<Module> children = new ArrayList<>();  // Java peers of the module tree
+    private final double[] invFreq;
+    private volatile Attention attention = Attention.SDPA;
+
+    /**
+     * How attention is computed. Both give the Hugging Face result at every real (non-pad)
+     * position; they differ only at padded query positions, whose outputs are finite but
+     * unspecified.
+     */
+    public enum Attention {
+        /**
+         * torch.scaled_dot_product_attention (fused kernels, no T×T scores kept for backward
+         * where the backend allows): causal only for unpadded or right-padded batches,
+         * else an additive mask of 0 / finfo(dtype).min.
+         */
+        SDPA,
+        /** Explicit fp32 softmax(q k^T / sqrt(d) masked) v, Hugging Face's eager path; the reference. */
+        EAGER
+    }
+
+    /** One decoder layer's parameters; a bias is null when absent. */
+    private static final class Layer {
+        Tensor inNorm, postNorm;
+        Tensor wq, bq, wk, bk, wv, bv, wo, bo;
+        Tensor wg, bg, wu, bu, wd, bd;
+    }
+
+    /**
+     * A randomly initialised model, as Hugging Face initialises one: normal(0,
+     * initializer_range) for embedding and linear weights, zero biases, unit norm weights.
+     * Seed with {@code torch.manual_seed} before constructing for reproducibility.
+     */
+    public LlamaModel(ModelConfig config) {
+        super("LlamaForCausalLM");
+        retainReference();
+        this.config = config;
+        this.invFreq = config.ropeInverseFrequencies();
+        int h = config.hiddenSize(), v = config.vocabSize(), inter = config.intermediateSize();
+        double std = config.initializerRange();
+        Module model = child(this, "model");
+        embed = param(child(model, "embed_tokens"), "weight", "model.embed_tokens.weight", normal(std, v, h));
+        Module layerList = child(model, "layers");
+        layers = new Layer[config.numHiddenLayers()];
+        for (int i = 0; i < layers.length; i++) {
+            String p = "model.layers." + i + ".";
+            Layer l = new Layer();
+            Module layer = child(layerList, Integer.toString(i));
+            Module attn = child(layer, "self_attn");
+            boolean qkvBias = config.qkvBias();
+            Module q = child(attn, "q_proj");
+            l.wq = param(q, "weight", p + "self_attn.q_proj.weight", normal(std, config.qDim(), h));
+            l.bq = qkvBias ? param(q, "bias", p + "self_attn.q_proj.bias", zeros(config.qDim())) : null;
+            Module k = child(attn, "k_proj");
+            l.wk = param(k, "weight", p + "self_attn.k_proj.weight", normal(std, config.kvDim(), h));
+            l.bk = qkvBias ? param(k, "bias", p + "self_attn.k_proj.bias", zeros(config.kvDim())) : null;
+            Module vp = child(attn, "v_proj");
+            l.wv = param(vp, "weight", p + "self_attn.v_proj.weight", normal(std, config.kvDim(), h));
+            l.bv = qkvBias ? param(vp, "bias", p + "self_attn.v_proj.bias", zeros(config.kvDim())) : null;
+            Module o = child(attn, "o_proj");
+            l.wo = param(o, "weight", p + "self_attn.o_proj.weight", normal(std, h, config.qDim()));
+            l.bo = config.outputBias() ? param(o, "bias", p + "self_attn.o_proj.bias", zeros(h)) : null;
+            Module mlp = child(layer, "mlp");
+            boolean mb = config.mlpBias();
+            Module g = child(mlp, "gate_proj");
+            l.wg = param(g, "weight", p + "mlp.gate_proj.weight", normal(std, inter, h));
+            l.bg = mb ? param(g, "bias", p + "mlp.gate_proj.bias", zeros(inter)) : null;
+            Module u = child(mlp, "up_proj");
+            l.wu = param(u, "weight", p + "mlp.up_proj.weight", normal(std, inter, h));
+            l.bu = mb ? param(u, "bias", p + "mlp.up_proj.bias", zeros(inter)) : null;
+            Module d = child(mlp, "down_proj");
+            l.wd = param(d, "weight", p + "mlp.down_proj.weight", normal(std, h, inter));
+            l.bd = mb ? param(d, "bias", p + "mlp.down_proj.bias", zeros(h)) : null;
+            l.inNorm = param(child(layer, "input_layernorm"), "weight", p + "input_layernorm.weight", ones(h));
+            l.postNorm = param(child(layer, "post_attention_layernorm"), "weight",
+                    p + "post_attention_layernorm.weight", ones(h));
+            layers[i] = l;
+        }
+        finalNorm = param(child(model, "norm"), "weight", "model.norm.weight", ones(h));
+        lmHead = config.tieWordEmbeddings() ? null
+                : param(child(this, "lm_head"), "weight", "lm_head.weight", normal(std, v, h));
+    }
+
+    private Module child(Module parent, String name) {
+        Module m = parent.register_module(name, new Module(name));
+        m.retainReference();
+        children.add(m);
+        return m;
+    }
+
+    private Tensor param(Module owner, String local, String fullName, Tensor t) {
+        t.retainReference();
+        owner.register_parameter(local, t, true);  // shares t's TensorImpl and sets requires_grad
+        params.put(fullName, t);
+        return t;
+    }
+
+    private static Tensor normal(double std, long... shape) {
+        Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Float), null);
+        t.normal_(0.0, std, new GeneratorOptional());
+        return t;
+    }
+
+    private static Tensor zeros(long n) {
+        return torch.zeros(new long[] {n}, new TensorOptions(ScalarType.Float));
+    }
+
+    private static Tensor ones(long n) {
+        return torch.ones(new long[] {n}, new TensorOptions(ScalarType.Float));
+    }
+
+    public ModelConfig config() {
+        return config;
+    }
+
+    public Attention attention() {
+        return attention;
+    }
+
+    /** Chooses the attention implementation (default {@link Attention#SDPA}); returns this. */
+    public LlamaModel setAttention(Attention a) {
+        this.attention = java.util.Objects.requireNonNull(a, "attention");
+        return this;
+    }
+
+    // ---------------------------------------------------------------- forward
+
+    /**
+     * Next-token logits.
+     *
+     * @param inputIds      [B,T] int64 token ids in [0, vocab_size), on the parameters' device
+     * @param attentionMask [B,T] (int64, int32 or bool) 1 for a token, 0 for padding, or null
+     *                      for no padding
+     * @return [B,T,V] logits in the parameter dtype (fp32 for a model not cast)
+     */
+    public Tensor forward(Tensor inputIds, Tensor attentionMask) {
+        return logits(hiddenStates(inputIds, attentionMask));
+    }
+
+    /** The output head applied to final hidden states [..., H]: [..., V]. */
+    public Tensor logits(Tensor hidden) {
+        return torch.linear(hidden, lmHead == null ? embed : lmHead);
+    }
+
+    /** The final hidden states (after model.norm), [B,T,H]; same arguments as {@link #forward}. */
+    public Tensor hiddenStates(Tensor inputIds, Tensor attentionMask) {
+        checkInputs(inputIds, attentionMask);
+        long b = inputIds.size(0), t = inputIds.size(1);
+        Tensor x = torch.embedding(embed, inputIds);
+        ScalarType dtype = x.scalar_type().intern();
+        Tensor[] cosSin = rope(t, dtype, inputIds);
+        Masking masking = masking(inputIds, attentionMask, b, t, dtype);
+        for (Layer l : layers) {
+            x = layer(l, x, cosSin[0], cosSin[1], masking, b, t);
+        }
+        return rmsNorm(x, finalNorm);
+    }
+
+    /**
+     * How a forward masks attention scores: causal only (no mask, or right padding, under
+     * SDPA), an additive mask for SDPA, or a boolean "blocked" mask for the eager path.
+     */
+    private record Masking(boolean causalOnly, Tensor additive, Tensor blocked) {}
+
+    private Masking masking(Tensor ids, Tensor mask, long b, long t, ScalarType dtype) {
+        if (attention == Attention.SDPA && (mask == null || rightPadded(mask, t))) {
+            // right padding: a real query i sees keys 0..i, all real, so the causal mask alone
+            // gives the same outputs at real positions and no T×T mask is built
+            return new Masking(true, null, null);
+        }
+        Tensor blocked = blockedScores(ids, mask, b, t);
+        if (attention == Attention.EAGER) {
+            return new Masking(false, null, blocked);
+        }
+        Tensor additive = torch.zeros(shape(blocked), new TensorOptions(dtype).device(
+                new org.bytedeco.pytorch.DeviceOptional(ids.device())));
+        return new Masking(false, additive.masked_fill(blocked, new Scalar(lowestFinite(dtype))), null);
+    }
+
+    /** Whether every row of the mask is 1...1 0...0 (no token after a pad). */
+    private static boolean rightPadded(Tensor mask, long t) {
+        if (t < 2) {
+            return true;
+        }
+        Tensor m = mask.ne(new Scalar(0)).to(ScalarType.Int);
+        return !m.narrow(1, 1, t - 1).gt(m.narrow(1, 0, t - 1)).any().item_bool();
+    }
+
+    /** torch.finfo(dtype).min: a blocked score that stays finite after adding a real score. */
+    static double lowestFinite(ScalarType dtype) {
+        if (dtype == ScalarType.Double) {
+            return -Double.MAX_VALUE;
+        }
+        if (dtype == ScalarType.BFloat16) {
+            return -3.3895313892515355e38;
+        }
+        if (dtype == ScalarType.Half) {
+            return -65504.0;
+        }
+        return -Float.MAX_VALUE;
+    }
+
+    private Tensor layer(Layer l, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t) {
+        int heads = config.numAttentionHeads(), kvHeads = config.numKeyValueHeads(), d = config.headDim();
+        Tensor a = rmsNorm(x, l.inNorm);
+        Tensor q = linear(a, l.wq, l.bq).view(b, t, heads, d).transpose(1, 2);    // [B,nH,T,D]
+        Tensor k = linear(a, l.wk, l.bk).view(b, t, kvHeads, d).transpose(1, 2);  // [B,nKV,T,D]
+        Tensor v = linear(a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
+        q = applyRope(q, cos, sin);
+        k = applyRope(k, cos, sin);
+        int rep = heads / kvHeads;
+        if (rep > 1) {  // Hugging Face repeat_kv: query head h reads kv head h / rep
+            k = k.unsqueeze(2).expand(b, kvHeads, rep, t, d).reshape(b, heads, t, d);
+            v = v.unsqueeze(2).expand(b, kvHeads, rep, t, d).reshape(b, heads, t, d);
+        }
+        double scale = 1.0 / Math.sqrt(d);
+        Tensor out;
+        if (masking.blocked() != null) {  // eager: fp32 softmax over explicitly masked scores
+            ScalarType dtype = q.scalar_type().intern();
+            Tensor scores = torch.matmul(q, k.transpose(2, 3)).mul(new Scalar(scale));
+            scores = scores.to(ScalarType.Float).masked_fill(masking.blocked(), new Scalar(MASK_VALUE));
+            out = torch.matmul(torch.softmax(scores, -1).to(dtype), v);
+        } else {
+            TensorOptional mask = masking.causalOnly() ? new TensorOptional() : new TensorOptional(masking.additive());
+            out = torch.scaled_dot_product_attention(q, k, v, mask, 0.0, masking.causalOnly(),
+                    new DoubleOptional(scale), false);
+        }
+        Tensor attn = out.transpose(1, 2).reshape(b, t, (long) heads * d);
+        x = x.add(linear(attn, l.wo, l.bo));
+        Tensor m = rmsNorm(x, l.postNorm);
+        Tensor gated = torch.silu(linear(m, l.wg, l.bg)).mul(linear(m, l.wu, l.bu));
+        return x.add(linear(gated, l.wd, l.bd));
+    }
+
+    private static Tensor linear(Tensor x, Tensor w, Tensor bias) {
+        return bias == null ? torch.linear(x, w) : torch.linear(x, w, new TensorOptional(bias));
+    }
+
+    private Tensor rmsNorm(Tensor x, Tensor weight) {
+        ScalarType dtype = x.scalar_type().intern();
+        Tensor xf = x.to(ScalarType.Float);
+        Tensor meanSquare = xf.pow(new Scalar(2.0)).mean(new long[] {-1}, true, new ScalarTypeOptional());
+        Tensor normed = xf.mul(torch.rsqrt(meanSquare.add(new Scalar(config.rmsNormEps()))));
+        return weight.mul(normed.to(dtype));
+    }
+
+    /** x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[d/2:], x[:d/2]). */
+    private Tensor applyRope(Tensor x, Tensor cos, Tensor sin) {
+        long half = config.headDim() / 2;
+        Tensor x1 = x.narrow(-1, 0, half);
+        Tensor x2 = x.narrow(-1, half, half);
+        Tensor rotated = torch.cat(new TensorVector(x2.neg(), x1), -1);
+        return x.mul(cos).add(rotated.mul(sin));
+    }
+
+    /** cos and sin of positions × inv_freq, duplicated to head_dim: [T, D] each, on the ids' device. */
+    private Tensor[] rope(long t, ScalarType dtype, Tensor like) {
+        Tensor inv = torch.empty(new long[] {1, invFreq.length}, new TensorOptions(ScalarType.Double), null);
+        new org.bytedeco.javacpp.DoublePointer(inv.data_ptr()).put(invFreq);
+        Tensor pos = torch.arange(new Scalar(t), new TensorOptions(ScalarType.Double)).unsqueeze(1);
+        Tensor freqs = pos.mul(inv);                                   // [T, D/2], float64
+        Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);    // [T, D]
+        Tensor cos = emb.cos().to(like.device(), dtype);
+        Tensor sin = emb.sin().to(like.device(), dtype);
+        return new Tensor[] {cos, sin};
+    }
+
+    /** True where query i may not see key j: j > i, or key j is padding. [1 or B, 1, T, T] bool. */
+    private static Tensor blockedScores(Tensor ids, Tensor mask, long b, long t) {
+        Tensor pos = torch.arange(new Scalar(t), ids.options());
+        Tensor blocked = pos.unsqueeze(0).gt(pos.unsqueeze(1)).view(1, 1, t, t);
+        if (mask == null) {
+            return blocked;
+        }
+        return blocked.logical_or(mask.eq(new Scalar(0)).view(b, 1, 1, t));
+    }
+
+    private void checkInputs(Tensor ids, Tensor mask) {
+        if (ids == null || ids.isNull() || !ids.defined()) {
+            throw new IllegalArgumentException("inputIds is null or undefined (expected [B,T] int64)");
+        }
+        if (ids.dim() != 2 || ids.size(0) < 1 || ids.size(1) < 1) {
+            throw new IllegalArgumentException("inputIds has shape " + Arrays.toString(shape(ids))
+                    + " (expected [B,T] with B, T >= 1)");
+        }
+        ScalarType dt = ids.scalar_type().intern();
+        if (dt != ScalarType.Long) {
+            throw new IllegalArgumentException("inputIds has dtype " + dt + " (expected Long, int64)");
+        }
+        String dev = embed.device().str().getString();
+        if (!ids.device().str().getString().equals(dev)) {
+            throw new IllegalArgumentException("inputIds is on " + ids.device().str().getString()
+                    + " but the parameters are on " + dev);
+        }
+        long min = ids.min().item_long(), max = ids.max().item_long();
+        if (min < 0 || max >= config.vocabSize()) {
+            throw new IllegalArgumentException("inputIds has token id " + (min < 0 ? min : max)
+                    + " outside [0, " + config.vocabSize() + ")");
+        }
+        if (mask == null) {
+            return;
+        }
+        if (mask.isNull() || !mask.defined()) {
+            throw new IllegalArgumentException("attentionMask is undefined (expected [B,T] or null)");
+        }
+        if (!Arrays.equals(shape(mask), shape(ids))) {
+            throw new IllegalArgumentException("attentionMask has shape " + Arrays.toString(shape(mask))
+                    + " (expected " + Arrays.toString(shape(ids)) + ", the shape of inputIds)");
+        }
+        ScalarType mt = mask.scalar_type().intern();
+        if (mt != ScalarType.Long && mt != ScalarType.Int && mt != ScalarType.Bool) {
+            throw new IllegalArgumentException("attentionMask has dtype " + mt + " (expected Long, Int or Bool)");
+        }
+        if (!mask.device().str().getString().equals(dev)) {
+            throw new IllegalArgumentException("attentionMask is on " + mask.device().str().getString()
+                    + " but the parameters are on " + dev);
+        }
+    }
+
+    static long[] shape(Tensor t) {
+        long[] s = new long[(int) t.dim()];
+        for (int i = 0; i < s.length; i++) {
+            s[i] = t.size(i);
+        }
+        return s;
+    }
+
+    // ---------------------------------------------------------------- parameters
+
+    /**
+     * The parameters under their Hugging Face names, in Hugging Face order; the values are
+     * the live parameter tensors (no lm_head.weight when tied). A new map on each call.
+     */
+    public LinkedHashMap<String, Tensor> stateDict() {
+        return new LinkedHashMap<>(params);
+    }
+
+    /** The trainable parameters in {@link #stateDict()} order. */
+    public List<Tensor> parameterList() {
+        return new ArrayList<>(params.values());
+    }
+
+    /** Number of scalar parameters (the tied head counted once). */
+    public long parameterCount() {
+        long n = 0;
+        for (Tensor t : params.values()) {
+            n += t.numel();
+        }
+        return n;
+    }
+
+    /**
+     * Copies weights into the parameters (converted to the parameter dtype and device, under
+     * no-grad). Strict: every name of {@link #stateDict()} must be present with its exact
+     * shape and a floating dtype, and no other name may be; otherwise an
+     * {@link IllegalArgumentException} lists the missing, unexpected and mis-shaped tensors
+     * and nothing is copied. One exception: with tied embeddings an {@code lm_head.weight}
+     * equal to {@code model.embed_tokens.weight} (as some tied checkpoints carry) is
+     * accepted and ignored; a different one is an error, since the tie would silently drop it.
+     */
+    public void loadStateDict(Map<String, Tensor> weights) {
+        List<String> problems = new ArrayList<>();
+        TreeSet<String> missing = new TreeSet<>(params.keySet());
+        missing.removeAll(weights.keySet());
+        TreeSet<String> extra = new TreeSet<>(weights.keySet());
+        extra.removeAll(params.keySet());
+        if (config.tieWordEmbeddings() && extra.remove("lm_head.weight")) {
+            Tensor head = weights.get("lm_head.weight");
+            Tensor emb = weights.get("model.embed_tokens.weight");
+            if (emb == null || head == null || !head.defined()
+                    || !Arrays.equals(shape(head), shape(emb))
+                    || !torch.equal(head.to(emb.device(), emb.scalar_type().intern()), emb)) {
+                problems.add("lm_head.weight is present and differs from model.embed_tokens.weight"
+                        + " but tie_word_embeddings is true");
+            }
+        }
+        if (!missing.isEmpty()) {
+            problems.add("missing " + missing);
+        }
+        if (!extra.isEmpty()) {
+            problems.add("unexpected " + extra);
+        }
+        for (Map.Entry<String, Tensor> kv : params.entrySet()) {
+            Tensor src = weights.get(kv.getKey());
+            if (src == null) {
+                continue;
+            }
+            if (src.isNull() || !src.defined()) {
+                problems.add(kv.getKey() + " is undefined");
+                continue;
+            }
+            long[] want = shape(kv.getValue()), got = shape(src);
+            if (!Arrays.equals(want, got)) {
+                problems.add(kv.getKey() + " has shape " + Arrays.toString(got) + ", expected " + Arrays.toString(want));
+            } else if (!src.is_floating_point()) {
+                problems.add(kv.getKey() + " has dtype " + src.scalar_type().intern() + ", expected a floating type");
+            }
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException("state dict does not match " + config + ": "
+                    + String.join("; ", problems));
+        }
+        try (NoGradGuard guard = new NoGradGuard()) {
+            for (Map.Entry<String, Tensor> kv : params.entrySet()) {
+                kv.getValue().copy_(weights.get(kv.getKey()));  // returns a view of the receiver: not kept
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+package dev.spo4j.model;
+
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParseException;
+import com.google.gson.JsonParser;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.stream.Stream;
+
+/**
+ * A Hugging Face model folder: {@code config.json} plus {@code model.safetensors}, or
+ * {@code model.safetensors.index.json} and the shards its {@code weight_map} names.
+ *
+ * <p>{@link #save} builds the complete folder as a hidden sibling first and only then
+ * renames it into place (an existing folder is moved aside, the new one moved in, the old
+ * one deleted), so a crash or error leaves either the old folder or the new one, never a
+ * mixture. Tokenizer files can be copied along from another folder.
+ */
+public final class ModelFolder {
+    private ModelFolder() {}
+
+    public static final String CONFIG = "config.json";
+    public static final String WEIGHTS = "model.safetensors";
+    public static final String INDEX = "model.safetensors.index.json";
+    /** Files copied from a tokenizer source by {@link #save(LlamaModel, Path, Path)} when present. */
+    public static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json",
+            "generation_config.json", "special_tokens_map.json");
+
+    /** Reads config.json and the weights of a folder into a new fp32 CPU model. */
+    public static LlamaModel load(Path dir) throws IOException {
+        Path config = dir.resolve(CONFIG);
+        if (!Files.isRegularFile(config)) {
+            throw new IllegalArgumentException(dir + ": no " + CONFIG);
+        }
+        ModelConfig c = ModelConfig.read(config);
+        Map<String, Tensor> weights = readWeights(dir);
+        LlamaModel m = new LlamaModel(c);
+        try {
+            m.loadStateDict(weights);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(dir + ": " + e.getMessage(), e);
+        }
+        return m;
+    }
+
+    /**
+     * All tensors of the folder's weights: model.safetensors, or else the shards listed by
+     * model.safetensors.index.json (each tensor must be in the shard the index names).
+     */
+    public static Map<String, Tensor> readWeights(Path dir) throws IOException {
+        Path single = dir.resolve(WEIGHTS);
+        if (Files.isRegularFile(single)) {
+            return SafeTensors.read(single);
+        }
+        Path index = dir.resolve(INDEX);
+        if (!Files.isRegularFile(index)) {
+            throw new IllegalArgumentException(dir + ": neither " + WEIGHTS + " nor " + INDEX + " found");
+        }
+        Map<String, String> weightMap = weightMap(index);
+        Set<String> shards = new LinkedHashSet<>(weightMap.values());
+        Map<String, Tensor> all = new LinkedHashMap<>();
+        for (String shard : shards) {
+            Path file = dir.resolve(shard).normalize();
+            if (!file.startsWith(dir.normalize()) || !Files.isRegularFile(file)) {
+                throw new IllegalArgumentException(index + ": shard '" + shard + "' not found in " + dir);
+            }
+            for (Map.Entry<String, Tensor> kv : SafeTensors.read(file).entrySet()) {
+                String listed = weightMap.get(kv.getKey());
+                if (listed == null) {
+                    throw new IllegalArgumentException(file + ": tensor '" + kv.getKey()
+                            + "' is not in the weight_map of " + index);
+                }
+                if (!listed.equals(shard)) {
+                    throw new IllegalArgumentException(file + ": tensor '" + kv.getKey()
+                            + "' is here but " + index + " puts it in " + listed);
+                }
+                all.put(kv.getKey(), kv.getValue());
+            }
+        }
+        for (Map.Entry<String, String> kv : weightMap.entrySet()) {
+            if (!all.containsKey(kv.getKey())) {
+                throw new IllegalArgumentException(index + ": tensor '" + kv.getKey() + "' is not in its shard "
+                        + kv.getValue());
+            }
+        }
+        return all;
+    }
+
+    private static Map<String, String> weightMap(Path index) throws IOException {
+        JsonObject root;
+        try {
+            JsonElement e = JsonParser.parseString(Files.readString(index, StandardCharsets.UTF_8));
+            if (!e.isJsonObject()) {
+                throw new IllegalArgumentException(index + ": not a JSON object");
+            }
+            root = e.getAsJsonObject();
+        } catch (JsonParseException e) {
+            throw new IllegalArgumentException(index + ": not valid JSON (" + e.getMessage() + ")", e);
+        }
+        JsonElement wm = root.get("weight_map");
+        if (wm == null || !wm.isJsonObject()) {
+            throw new IllegalArgumentException(index + ": no weight_map object");
+        }
+        Map<String, String> out = new LinkedHashMap<>();
+        for (Map.Entry<String, JsonElement> kv : wm.getAsJsonObject().entrySet()) {
+            JsonElement v = kv.getValue();
+            if (!v.isJsonPrimitive() || !v.getAsJsonPrimitive().isString()) {
+                throw new IllegalArgumentException(index + ": weight_map entry '" + kv.getKey() + "' is " + v
+                        + " (expected a file name)");
+            }
+            out.put(kv.getKey(), v.getAsString());
+        }
+        return out;
+    }
+
+    /** Writes config.json and model.safetensors into dir, replacing dir if it exists. */
+    public static void save(LlamaModel m, Path dir) throws IOException {
+        save(m, dir, null);
+    }
+
+    /**
+     * As {@link #save(LlamaModel, Path)}, also copying {@link #TOKENIZER_FILES} that exist in
+     * {@code copyTokenizerFrom} (nullable; may be {@code dir} itself).
+     */
+    public static void save(LlamaModel m, Path dir, Path copyTokenizerFrom) throws IOException {
+        Path target = dir.toAbsolutePath().normalize();
+        Path parent = target.getParent();
+        Files.createDirectories(parent);
+        if (Files.exists(target) && !Files.isDirectory(target)) {
+            throw new IllegalArgumentException(target + " exists and is not a folder");
+        }
+        Path tmp = AtomicFiles.newTempDirBeside(target, "new");
+        try {
+            Map<String, Tensor> sd = m.stateDict();
+            m.config().write(tmp.resolve(CONFIG), torchDtype(sd.get("model.embed_tokens.weight")));
+            SafeTensors.write(tmp.resolve(WEIGHTS), sd, Map.of("format", "pt"));
+            if (copyTokenizerFrom != null) {
+                for (String name : TOKENIZER_FILES) {
+                    Path src = copyTokenizerFrom.resolve(name);
+                    if (Files.isRegularFile(src)) {
+                        Files.copy(src, tmp.resolve(name), StandardCopyOption.COPY_ATTRIBUTES);
+                    }
+                }
+            }
+            if (Files.exists(target)) {
+                Path old = AtomicFiles.freeSiblingName(target, "old");
+                Files.move(target, old, StandardCopyOption.ATOMIC_MOVE);
+                try {
+                    Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+                } catch (IOException e) {
+                    Files.move(old, target, StandardCopyOption.ATOMIC_MOVE);  // put the old one back
+                    throw e;
+                }
+                deleteTree(old);
+            } else {
+                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+            }
+        } finally {
+            if (Files.exists(tmp)) {
+                deleteTree(tmp);
+            }
+        }
+    }
+
+    private static String torchDtype(Tensor t) {
+        ScalarType s = t.scalar_type().intern();
+        if (s == ScalarType.BFloat16) {
+            return "bfloat16";
+        }
+        if (s == ScalarType.Half) {
+            return "float16";
+        }
+        if (s == ScalarType.Double) {
+            return "float64";
+        }
+        return "float32";
+    }
+
+    private static void deleteTree(Path root) throws IOException {
+        try (Stream<Path> walk = Files.walk(root)) {
+            for (Path p : (Iterable<Path>) walk.sorted(Comparator.reverseOrder())::iterator) {
+                try {
+                    Files.delete(p);
+                } catch (NoSuchFileException ignored) {
+                    // already gone
+                }
+            }
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
+    }
+}
