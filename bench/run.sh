@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kernel benchmarks (JMH) + summary table.
-#   bench/run.sh --quick    ~4 minutes on 2 cores: every provider/mode/dtype/size, fewer samples
+#   bench/run.sh --quick    ~5 minutes on 2 cores: every provider/mode/dtype/size, fewer samples
 #   bench/run.sh            the full run (more warm-up and samples)
 # Writes bench/results/jmh-<stamp>-{kernels,loss}.json (JMH's format) and the summary table
 # as bench/results/jmh-<stamp>-kernels.md.
@@ -30,7 +30,7 @@ else
   jmh_args=(-p threads="$threads")
   loss_args=()
 fi
-java -cp "$CP" org.openjdk.jmh.Main 'dev.spo4j.bench.(StreamBench|TokenLogProbsBench)' \
+java -cp "$CP" org.openjdk.jmh.Main 'dev.spo4j.bench.(StreamBench|TokenLogProbsBench|TrainStepBench)' \
   "${jmh_args[@]}" ${JMH_EXTRA:-} -rf json -rff "$out-kernels.json"
 java -cp "$CP" org.openjdk.jmh.Main 'dev.spo4j.bench.PreferenceLossBench' -f 1 \
   "${loss_args[@]}" -rf json -rff "$out-loss.json"

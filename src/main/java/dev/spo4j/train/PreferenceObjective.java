@@ -144,6 +144,9 @@ public final class PreferenceObjective {
 
         /** Back-propagates the loss into the model's parameters (once). */
         public void backward() {
+            if (gradLogits == null && lossTensor == null) {
+                throw new IllegalStateException("this result came from evaluate(): it has no gradient");
+            }
             if (done) {
                 throw new IllegalStateException("backward() was already called for this result");
             }
@@ -156,7 +159,17 @@ public final class PreferenceObjective {
         }
     }
 
+    /** Loss, metrics and dL/dlogits (fused: written over the logits). */
     public Result compute(Inputs in) {
+        return compute(in, true);
+    }
+
+    /** Loss and metrics only (evaluation): no gradient is computed and the logits are left as they are. */
+    public Result evaluate(Inputs in) {
+        return compute(in, false);
+    }
+
+    private Result compute(Inputs in, boolean withGrad) {
         Tensor logits = TensorChecks.defined(in.logits(), "logits");
         Tensor targets = TensorChecks.defined(in.targets(), "targets");
         if (targets.dim() != 2 || targets.size(0) % 2 != 0 || targets.size(0) == 0) {
@@ -185,12 +198,13 @@ public final class PreferenceObjective {
         Tensor countChosen = counts.narrow(0, 0, pairs).contiguous();
         Tensor countRejected = counts.narrow(0, pairs, pairs).contiguous();
         return impl == LossImpl.FUSED
-                ? fused(in, logits, flatTargets, mask, counts, countChosen, countRejected, rows2, t, vocab, pairs)
+                ? fused(in, logits, flatTargets, mask, counts, countChosen, countRejected, rows2, t, vocab, pairs, withGrad)
                 : composite(in, logits, flatTargets, mask, counts, countChosen, countRejected, rows2, t, vocab, pairs);
     }
 
     private Result fused(Inputs in, Tensor logits, Tensor flatTargets, Tensor mask, Tensor counts,
-                         Tensor countChosen, Tensor countRejected, long rows2, long t, long vocab, long pairs) {
+                         Tensor countChosen, Tensor countRejected, long rows2, long t, long vocab, long pairs,
+                         boolean withGrad) {
         Tensor raw = logits.detach().view(-1, vocab);  // same storage, no autograd
         TokenLogProbs.Result tok = TokenLogProbs.forward(raw, flatTargets, IGNORE_INDEX, true, threads());
         Tensor seq = tok.logp().view(rows2, t).sum(new long[] {1}, false, null);  // [2B] summed log-probs
@@ -205,6 +219,9 @@ public final class PreferenceObjective {
             total += sftWeight * nll;
             extra.put("nll", nll);
             gc = gc.sub(countChosen.reciprocal().mul(new Scalar(sftWeight / pairs)));
+        }
+        if (!withGrad) {
+            return new Result(total, r.metrics(), extra, logits, null, null, pc, pr);
         }
         Tensor perRow = torch.cat(new org.bytedeco.pytorch.TensorVector(gc, gr), 0);  // [2B]
         Tensor gradLogp = perRow.unsqueeze(1).expand(rows2, t).contiguous().view(-1);

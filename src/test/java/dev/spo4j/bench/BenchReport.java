@@ -119,6 +119,36 @@ public final class BenchReport {
                         nat != null && lib != null ? String.format(Locale.ROOT, "%.2fx", lib.median / nat.median) : "-"));
             }
         }
+        List<Row> steps = new ArrayList<>();
+        for (Row r : rows) {
+            if (r.benchmark.endsWith("TrainStepBench.trainStep")) {
+                steps.add(r);
+            }
+        }
+        if (!steps.isEmpty()) {
+            md.append("\nTraining step (SPO; Llama-style, 2 layers, hidden 256; median of single steps; peak extra RSS of one"
+                    + " step after warm-up):\n\n");
+            md.append("| impl | V | pairs x T | threads | ms/step | tokens/s | speed-up | peak extra MB |\n"
+                    + "|---|---:|---|---:|---:|---:|---:|---:|\n");
+            Row fusedRow = null, libRow = null;
+            for (Row r : steps) {
+                if (r.params.get("impl").equals("fused")) {
+                    fusedRow = r;
+                } else {
+                    libRow = r;
+                }
+            }
+            for (Row r : steps) {
+                Map<String, String> p = r.params;
+                double tokens = 2.0 * Integer.parseInt(p.get("pairs")) * Integer.parseInt(p.get("seqLen"));
+                long peak = memory ? stepPeak(p) : -1;
+                String speed = r == fusedRow && libRow != null
+                        ? String.format(Locale.ROOT, "%.2fx", libRow.median / fusedRow.median) : "-";
+                md.append(String.format(Locale.ROOT, "| %s | %s | %s x %s | %s | %.1f | %.0f | %s | %s |%n", p.get("impl"),
+                        p.get("vocab"), p.get("pairs"), p.get("seqLen"), p.get("threads"), r.median,
+                        tokens / (r.median / 1e3), speed, mb(peak)));
+            }
+        }
         md.append("\nfloor ms = minimum bytes (forward: rows x V x elem; backward: 2x; forwardBackward: 3x; plus O(rows))"
                 + " / the best measured bandwidth. Peak extra memory: growth of the resident set during one call,"
                 + " beyond the logits (the native path allocates O(rows) outputs).\n");
@@ -222,6 +252,20 @@ public final class BenchReport {
             System.err.printf(Locale.ROOT, "peak extra memory %s: native %s MB, libtorch %s MB%n", key, mb(peak[0]), mb(peak[1]));
         }
         return out;
+    }
+
+    /** Peak extra resident bytes of one training step (after two warm-up steps). */
+    static long stepPeak(Map<String, String> p) {
+        TrainStepBench.Step step = new TrainStepBench.Step(p.get("impl"), Integer.parseInt(p.get("vocab")),
+                Integer.parseInt(p.get("pairs")), Integer.parseInt(p.get("seqLen")), Integer.parseInt(p.get("threads")));
+        step.run();
+        step.run();
+        System.gc();
+        long base = resetPeak();
+        step.run();
+        long peak = peakSince(base);
+        System.err.printf(Locale.ROOT, "peak extra memory train step %s: %s MB%n", p.get("impl"), mb(peak));
+        return peak;
     }
 
     /** Resets the high-water mark; returns the current resident bytes. */

@@ -1,0 +1,145 @@
+package dev.spo4j.train;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelFolder;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.Comparator;
+import java.util.List;
+import java.util.stream.Stream;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.pytorch.InputArchive;
+import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.OutputArchive;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * Checkpoints of a run: {@code RUN/checkpoints/step-NNNNNNN/} holding {@code model/} (the
+ * Hugging Face layout), {@code optimizer.pt} (LibTorch's archive of the AdamW moments and
+ * step counts) and {@code trainer_state.json} (step, data position, the run's config and
+ * LibTorch's CPU generator state). Each is written into a temporary folder and renamed, so
+ * a crash leaves either a complete checkpoint or none; only the newest {@code keep} stay.
+ */
+public final class Checkpoints {
+    private static final Gson GSON = new GsonBuilder().setPrettyPrinting().create();
+    static final String STATE = "trainer_state.json", OPTIMIZER = "optimizer.pt", MODEL = "model";
+
+    private Checkpoints() {}
+
+    /** What a checkpoint records besides the weights and the optimiser. */
+    public static final class State {
+        public int step;
+        public int epoch;
+        public int batchIndex;
+        public String config;
+        public String rngState;
+    }
+
+    public static Path save(Path runDir, LlamaModel model, Optimizer optimizer, State state, Path tokenizerDir,
+                            int keep) {
+        try {
+            Path root = Files.createDirectories(runDir.resolve("checkpoints"));
+            String name = String.format("step-%07d", state.step);
+            Path tmp = root.resolve("." + name + ".tmp");
+            deleteTree(tmp);
+            Files.createDirectories(tmp);
+            ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
+            OutputArchive archive = new OutputArchive();
+            optimizer.save(archive);
+            archive.save_to(tmp.resolve(OPTIMIZER).toString());
+            state.rngState = Base64.getEncoder().encodeToString(generatorState());
+            Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
+            Path dst = root.resolve(name);
+            deleteTree(dst);
+            Files.move(tmp, dst, StandardCopyOption.ATOMIC_MOVE);
+            List<Path> all = list(runDir);
+            for (int i = 0; i + keep < all.size(); i++) {
+                deleteTree(all.get(i));
+            }
+            return dst;
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write a checkpoint in " + runDir, e);
+        }
+    }
+
+    /** Complete checkpoints of a run, oldest first. */
+    public static List<Path> list(Path runDir) {
+        Path root = runDir.resolve("checkpoints");
+        List<Path> out = new ArrayList<>();
+        if (!Files.isDirectory(root)) {
+            return out;
+        }
+        try (Stream<Path> s = Files.list(root)) {
+            s.filter(p -> p.getFileName().toString().startsWith("step-") && Files.exists(p.resolve(STATE)))
+                    .sorted(Comparator.comparing(p -> p.getFileName().toString()))
+                    .forEach(out::add);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return out;
+    }
+
+    /** A checkpoint folder, or a run folder (its newest checkpoint). */
+    public static Path resolve(Path dir) {
+        if (Files.exists(dir.resolve(STATE))) {
+            return dir;
+        }
+        List<Path> all = list(dir);
+        if (all.isEmpty()) {
+            throw new IllegalArgumentException("no checkpoint in " + dir
+                    + " (expected a checkpoint folder with " + STATE + ", or a run folder with checkpoints/step-*)");
+        }
+        return all.get(all.size() - 1);
+    }
+
+    public static State readState(Path checkpoint) {
+        try {
+            return GSON.fromJson(Files.readString(checkpoint.resolve(STATE)), State.class);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + checkpoint.resolve(STATE), e);
+        }
+    }
+
+    public static void loadOptimizer(Path checkpoint, Optimizer optimizer) {
+        InputArchive archive = new InputArchive();
+        archive.load_from(checkpoint.resolve(OPTIMIZER).toString());
+        optimizer.load(archive);
+    }
+
+    public static void restoreGenerator(State state) {
+        if (state.rngState == null) {
+            return;
+        }
+        byte[] bytes = Base64.getDecoder().decode(state.rngState);
+        Tensor t = torch.empty(new long[] {bytes.length}, new TensorOptions(torch.ScalarType.Byte), null);
+        new BytePointer(t.data_ptr()).put(bytes);
+        torch.getDefaultCPUGenerator().set_state(t);
+    }
+
+    private static byte[] generatorState() {
+        Tensor t = torch.getDefaultCPUGenerator().get_state().contiguous();
+        byte[] b = new byte[(int) t.numel()];
+        new BytePointer(t.data_ptr()).get(b);
+        return b;
+    }
+
+    static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        try (Stream<Path> s = Files.walk(p)) {
+            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.delete(q);
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+package dev.spo4j.train;
+
+import dev.spo4j.data.PreferencePair;
+import dev.spo4j.data.SyntheticPreferences;
+import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelConfig;
+import dev.spo4j.model.ModelFolder;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * The run that {@code train} does with no arguments: a tiny Llama-style model (4 layers,
+ * hidden 128, grouped-query attention, ~0.8M parameters) over the synthetic language of
+ * {@link SyntheticPreferences}, initialised from the seed, and its preference pairs ranked by
+ * the known gold reward (with scores, so SPO's target margin comes from them). Written into
+ * the run folder so that the run is reproducible and its model folder loads like any other.
+ */
+public final class EmbeddedDefault {
+    public static final int TRAIN_PAIRS = 2048, EVAL_PAIRS = 256;
+
+    private EmbeddedDefault() {}
+
+    public record Prepared(Path modelDir, List<PreferencePair> train, List<PreferencePair> eval) {}
+
+    /** Settings for the embedded run where the user gave none (tiny random model: higher rate). */
+    public static void applyDefaults(TrainConfig c, boolean lrSet, boolean batchSet, boolean stepsSet) {
+        if (!lrSet) {
+            c.lr = 2e-3;
+        }
+        if (!batchSet) {
+            c.batchSize = 16;
+        }
+        if (!stepsSet && c.maxSteps < 0) {
+            c.maxSteps = 600;
+        }
+        if (c.evalEvery == 0) {
+            c.evalEvery = 50;
+        }
+    }
+
+    public static Prepared prepare(Path dir, long seed) {
+        try {
+            Path modelDir = dir.resolve("tiny-llama");
+            if (!Files.exists(modelDir.resolve("model.safetensors"))) {
+                Path staging = dir.resolve("tokenizer");
+                SyntheticPreferences.writeTokenizer(staging);
+                Path config = staging.resolve("config.json");
+                Files.writeString(config, """
+                        {
+                          "architectures": ["LlamaForCausalLM"],
+                          "model_type": "llama",
+                          "vocab_size": %d,
+                          "hidden_size": 128,
+                          "intermediate_size": 256,
+                          "num_hidden_layers": 4,
+                          "num_attention_heads": 8,
+                          "num_key_value_heads": 4,
+                          "rms_norm_eps": 1e-6,
+                          "rope_theta": 10000.0,
+                          "max_position_embeddings": 256,
+                          "tie_word_embeddings": false,
+                          "bos_token_id": 1,
+                          "eos_token_id": 2,
+                          "pad_token_id": 0,
+                          "torch_dtype": "float32"
+                        }
+                        """.formatted(SyntheticPreferences.vocabSize()));
+                torch.manual_seed(seed);
+                LlamaModel model = new LlamaModel(ModelConfig.read(config));
+                ModelFolder.save(model, modelDir, staging);
+            }
+            return new Prepared(modelDir, SyntheticPreferences.generate(TRAIN_PAIRS, seed),
+                    SyntheticPreferences.generate(EVAL_PAIRS, seed + 1));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot prepare the embedded default in " + dir, e);
+        }
+    }
+}
