@@ -20,6 +20,7 @@ mvn -q -B dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile=
 CP="target/classes:target/test-classes:$(cat "$cp_file")"
 rm -f "$cp_file"
 
+mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="bench/results/jmh-$stamp"
 if [[ $quick == 1 ]]; then
