@@ -72,6 +72,8 @@ final class TrainCommand implements Callable<Integer> {
     long seed;
     @Option(names = "--threads", description = "CPU threads for LibTorch and the kernels; 0 = LibTorch's default (default: ${DEFAULT-VALUE})", defaultValue = "0")
     int threads;
+    @Option(names = "--device", description = "cpu | cuda | cuda:N (CUDA needs the -Pgpu build) (default: ${DEFAULT-VALUE})", defaultValue = "cpu")
+    String device;
     @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})", defaultValue = "1")
     int logEvery;
     @Option(names = "--eval-every", description = "steps between evaluations; 0 = at the end (default: 0; 50 for the embedded default)", defaultValue = "0")
@@ -112,6 +114,7 @@ final class TrainCommand implements Callable<Integer> {
             c.maxLength = maxLength;
             c.seed = seed;
             c.threads = threads;
+            c.device = device;
             c.logEvery = logEvery;
             c.evalEvery = evalEvery;
             c.checkpointEvery = checkpointEvery;

@@ -109,9 +109,9 @@ public final class Checkpoints {
         }
     }
 
-    public static void loadOptimizer(Path checkpoint, Optimizer optimizer) {
+    public static void loadOptimizer(Path checkpoint, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
         InputArchive archive = new InputArchive();
-        archive.load_from(checkpoint.resolve(OPTIMIZER).toString());
+        archive.load_from(checkpoint.resolve(OPTIMIZER).toString(), new org.bytedeco.pytorch.DeviceOptional(device));
         optimizer.load(archive);
     }
 

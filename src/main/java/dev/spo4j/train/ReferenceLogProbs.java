@@ -41,11 +41,15 @@ public final class ReferenceLogProbs {
 
     /** Summed completion log-probs of every row of the batch ([2B]: chosen rows, then rejected). */
     static double[] sequenceLogps(LlamaModel model, PreferenceBatch batch, int threads) {
-        Tensor logits = model.forward(batch.inputIds(), batch.attentionMask());
+        org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
+        Tensor ids = batch.inputIds().to(device, batch.inputIds().scalar_type());
+        Tensor mask = batch.attentionMask().to(device, batch.attentionMask().scalar_type());
+        Tensor targets = batch.targets().contiguous().view(-1);
+        Tensor logits = model.forward(ids, mask);
         long v = logits.size(2);
-        TokenLogProbs.Result r = TokenLogProbs.forward(logits.view(-1, v), batch.targets().contiguous().view(-1),
+        TokenLogProbs.Result r = TokenLogProbs.forward(logits.view(-1, v), targets.to(device, targets.scalar_type()),
                 TokenLogProbs.DEFAULT_IGNORE_INDEX, false, threads);
-        Tensor seq = r.logp().view(batch.rows(), batch.length()).sum(new long[] {1}, false, null).contiguous();
+        Tensor seq = r.logp().view(batch.rows(), batch.length()).sum(new long[] {1}, false, null).cpu().contiguous();
         double[] out = new double[batch.rows()];
         float[] f = new float[out.length];
         seq.data_ptr_float().get(f);

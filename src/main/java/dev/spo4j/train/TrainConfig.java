@@ -44,6 +44,8 @@ public final class TrainConfig {
     public int maxLength = 512;
     public long seed = 42;
     public int threads = 0;
+    /** "cpu", "cuda" or "cuda:N". */
+    public String device = "cpu";
 
     public int logEvery = 1;
     public int evalEvery = 0;
@@ -84,6 +86,9 @@ public final class TrainConfig {
         }
         if (!(maxGradNorm >= 0) || !(weightDecay >= 0) || !(sftWeight >= 0)) {
             throw new IllegalArgumentException("max grad norm, weight decay and sft weight must be >= 0");
+        }
+        if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
+            throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
         }
         if (threads < 0 || keepCheckpoints < 1 || logEvery < 1 || evalEvery < 0 || checkpointEvery < 0) {
             throw new IllegalArgumentException("threads >= 0, keep-checkpoints >= 1, log-every >= 1, "

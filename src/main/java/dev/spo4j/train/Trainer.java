@@ -21,6 +21,7 @@ import java.util.Locale;
 import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.AdamW;
+import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -46,6 +47,7 @@ public final class Trainer {
 
     private final TrainConfig cfg;
     private final PrintStream console;
+    private Device device;
 
     public Trainer(TrainConfig config, PrintStream console) {
         this.cfg = config.copy();
@@ -82,20 +84,34 @@ public final class Trainer {
         }
         List<PreferencePair> train = cfg.data == null ? null : PreferenceDataset.read(Path.of(cfg.data));
         List<PreferencePair> eval = cfg.evalData == null ? null : PreferenceDataset.read(Path.of(cfg.evalData));
+        Device device = device(cfg.device);
         int threads = cfg.threads > 0 ? cfg.threads : torch.get_num_threads();
         torch.set_num_threads(threads);
         Path runDir = Path.of(cfg.out == null ? "runs/spo4j" : cfg.out).toAbsolutePath();
         try {
             Files.createDirectories(runDir);
             Files.writeString(runDir.resolve("config.json"), cfg.toJson());
-            return train(runDir, threads, checkpoint, resumed, train, eval);
+            return train(runDir, threads, device, checkpoint, resumed, train, eval);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
     }
 
-    private Summary train(Path runDir, int threads, Path checkpoint, Checkpoints.State resumed,
+    /** The training device; CUDA needs LibTorch's GPU build (-Pgpu) and spo4j's CUDA kernels. */
+    static Device device(String name) {
+        if (name.startsWith("cuda")) {
+            if (!torch.cuda_is_available()) {
+                throw new IllegalArgumentException("--device " + name + ": LibTorch has no usable CUDA here "
+                        + "(build with -Pgpu on a host with a GPU and the CUDA libraries)");
+            }
+            dev.spo4j.kernels.CudaKernels.require();
+        }
+        return new Device(name);
+    }
+
+    private Summary train(Path runDir, int threads, Device device, Path checkpoint, Checkpoints.State resumed,
                           List<PreferencePair> train, List<PreferencePair> eval) throws IOException {
+        this.device = device;
         long t0 = System.nanoTime();
         Path modelDir;
         if (cfg.model == null) {
@@ -115,11 +131,12 @@ public final class Trainer {
             double[][][] refs = references(runDir, modelDir, collator, train, eval, threads, checkpoint != null);
             torch.manual_seed(cfg.seed);
             LlamaModel policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
+            policy.to(device, false);
             TensorVector params = new TensorVector(policy.parameterList().toArray(new Tensor[0]));
             AdamW optimizer = Optimizers.adamW(params, cfg.lr, cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, cfg.weightDecay);
             int step = 0, epoch = 0, index = 0;
             if (checkpoint != null) {
-                Checkpoints.loadOptimizer(checkpoint, optimizer);
+                Checkpoints.loadOptimizer(checkpoint, optimizer, device);
                 Checkpoints.restoreGenerator(resumed);
                 step = resumed.step;
                 epoch = resumed.epoch;
@@ -159,7 +176,7 @@ public final class Trainer {
                                 epoch++;
                             }
                             try (PreferenceBatch batch = collator.collate(pick(train, idx))) {
-                                Tensor logits = policy.forward(batch.inputIds(), batch.attentionMask());
+                                Tensor logits = policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
                                 PreferenceObjective.Result r = objective.compute(inputs(logits, batch, refs[0], idx));
                                 r.backward();
                                 r.metricsMap().forEach((k, v) -> sums.merge(k, v, Double::sum));
@@ -218,9 +235,9 @@ public final class Trainer {
     }
 
     private PreferenceObjective.Inputs inputs(Tensor logits, PreferenceBatch batch, double[][] refs, List<Integer> idx) {
-        PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, batch.targets(),
-                floats(refs[0], idx), floats(refs[1], idx));
-        return batch.hasScores() ? in.withScores(batch.scoreChosen(), batch.scoreRejected()) : in;
+        PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, on(batch.targets()),
+                on(floats(refs[0], idx)), on(floats(refs[1], idx)));
+        return batch.hasScores() ? in.withScores(on(batch.scoreChosen()), on(batch.scoreRejected())) : in;
     }
 
     private Map<String, Double> evaluate(LlamaModel policy, PreferenceObjective objective, PreferenceCollator collator,
@@ -239,7 +256,7 @@ public final class Trainer {
                 }
                 try (PointerScope scope = new PointerScope();
                      PreferenceBatch batch = collator.collate(eval.subList(start, end))) {
-                    Tensor logits = policy.forward(batch.inputIds(), batch.attentionMask());
+                    Tensor logits = policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
                     PreferenceObjective.Result r = objective.evaluate(inputs(logits, batch, refs, idx));
                     double w = end - start;
                     r.metricsMap().forEach((k, v) -> sums.merge(k, v * w, Double::sum));
@@ -282,6 +299,7 @@ public final class Trainer {
                 console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
                         : "the initial policy (frozen)") + " for " + set.size() + " pairs");
                 reference = ModelFolder.load(refDir);
+                reference.to(device, false);
                 for (Tensor p : reference.parameterList()) {
                     p.set_requires_grad(false);
                 }
@@ -309,6 +327,11 @@ public final class Trainer {
             r[i] = p.refRejectedLogps();
         }
         return new double[][] {c, r};
+    }
+
+    /** A batch tensor on the training device (the same tensor on the CPU). */
+    private Tensor on(Tensor t) {
+        return device.is_cpu() ? t : t.to(device, t.scalar_type());
     }
 
     private static <T> List<T> pick(List<T> all, List<Integer> idx) {

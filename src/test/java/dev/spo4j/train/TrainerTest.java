@@ -174,7 +174,9 @@ class TrainerTest {
                 "does not exist", List.of("train", "--model", tmp.resolve("nope").toString(), "--data", bad.toString(),
                         "--out", tmp.resolve("r3").toString()),
                 "beta", List.of("train", "--beta", "-1", "--out", tmp.resolve("r1").toString()),
-                "unknown loss", List.of("train", "--loss", "kto", "--out", tmp.resolve("r2").toString()));
+                "unknown loss", List.of("train", "--loss", "kto", "--out", tmp.resolve("r2").toString()),
+                "device", List.of("train", "--device", "tpu", "--out", tmp.resolve("r4").toString()),
+                "no usable CUDA", List.of("train", "--device", "cuda", "--out", tmp.resolve("r5").toString()));
         for (Map.Entry<String, List<String>> e : cases.entrySet()) {
             ByteArrayOutputStream err = new ByteArrayOutputStream();
             PrintStream old = System.err;
