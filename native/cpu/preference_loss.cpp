@@ -1,38 +1,13 @@
 // preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
-// batch metrics for B pairs (CPU). Definitions: shared/LOSSES.md. With h = dc - dr,
-// dc = pi_c - ref_c, dr = pi_r - ref_r:
-//   spo  : (beta h - m)^2                      dL/dh = 2 beta (beta h - m)
-//   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)
-//                                              dL/dh = -beta (1-e) sig(-beta h) + beta e sig(beta h)
-//   ipo  : (h - 1/(2 beta))^2                  dL/dh = 2 (h - 1/(2 beta))
-//   hinge: max(0, 1 - beta h)                  dL/dh = -beta if beta h < 1 else 0
-// The outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
+// batch metrics for B pairs (CPU). The per-pair formulas live in pair_loss.h, shared with
+// the CUDA kernel. The outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
 // Math in double; logsigma via softplus. O(B) memory, one pass.
 // Test: src/test/java/dev/spo4j/loss/PreferenceLossTest.java.
 #include <cinttypes>
 #include <cmath>
 
+#include "pair_loss.h"
 #include "status.h"
-
-namespace {
-
-// DPO needs softplus(+-x) and sigmoid(+-x); all four come from e = exp(-|x|) and log1p(e):
-// softplus(x) = max(x, 0) + log1p(e), sigmoid(|x|) = 1 / (1 + e), sigmoid(-|x|) = e / (1 + e).
-struct LogisticTerms {
-    double softplus_pos, softplus_neg, sigmoid_pos, sigmoid_neg;  // of +x and of -x
-};
-LogisticTerms logistic(double x) {
-    const double e = std::exp(-std::fabs(x)), l = std::log1p(e);
-    const double big = 1.0 / (1.0 + e), small = e / (1.0 + e);
-    LogisticTerms t;
-    t.softplus_pos = std::fmax(x, 0.0) + l;
-    t.softplus_neg = std::fmax(-x, 0.0) + l;
-    t.sigmoid_pos = x >= 0 ? big : small;
-    t.sigmoid_neg = x >= 0 ? small : big;
-    return t;
-}
-
-}  // namespace
 
 namespace spo4j {
 int check_loss_params(const spo4j_loss_params* p) {
@@ -65,43 +40,13 @@ extern "C" SPO4J_API int spo4j_preference_loss_cpu(
     for (int64_t i = 0; i < pairs; i++) {
         const double dc = double(policy_chosen[i]) - ref_chosen[i];
         const double dr = double(policy_rejected[i]) - ref_rejected[i];
-        const double h = dc - dr, bh = beta * h;
-        double l, dh;
-        switch (p->type) {
-            case SPO4J_LOSS_SPO: {
-                const double m = margin ? double(margin[i]) : double(p->margin);
-                const double d = bh - m;
-                l = d * d;
-                dh = 2.0 * beta * d;
-                break;
-            }
-            case SPO4J_LOSS_DPO: {
-                const LogisticTerms t = logistic(bh);
-                l = (1.0 - eps) * t.softplus_neg + eps * t.softplus_pos;
-                dh = -beta * (1.0 - eps) * t.sigmoid_neg + beta * eps * t.sigmoid_pos;
-                break;
-            }
-            case SPO4J_LOSS_IPO: {
-                const double d = h - 1.0 / (2.0 * beta);
-                l = d * d;
-                dh = 2.0 * d;
-                break;
-            }
-            default:  // hinge
-                l = bh < 1.0 ? 1.0 - bh : 0.0;
-                dh = bh < 1.0 ? -beta : 0.0;
-                break;
-        }
+        const double margin_i = margin ? double(margin[i]) : double(p->margin);
+        const PairLoss pl = pair_loss(p->type, beta, eps, margin_i, dc - dr);
+        const double l = pl.loss, dh = pl.dh;
         if (loss) loss[i] = float(l);
         grad_chosen[i] = float(dh * inv_b);
         grad_rejected[i] = float(-dh * inv_b);
-        sum[SPO4J_STAT_LOSS] += l;
-        sum[SPO4J_STAT_REWARD_CHOSEN] += beta * dc;
-        sum[SPO4J_STAT_REWARD_REJECTED] += beta * dr;
-        sum[SPO4J_STAT_REWARD_MARGIN] += bh;
-        sum[SPO4J_STAT_ACCURACY] += beta * dc > beta * dr ? 1.0 : 0.0;
-        sum[SPO4J_STAT_LOGP_CHOSEN] += policy_chosen[i];
-        sum[SPO4J_STAT_LOGP_REJECTED] += policy_rejected[i];
+        add_pair_stats(sum, beta, l, policy_chosen[i], policy_rejected[i], dc, dr);
     }
     if (stats)
         for (int k = 0; k < SPO4J_STAT_COUNT; k++) stats[k] = float(sum[k] * inv_b);

@@ -13,6 +13,7 @@
 // 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
 // Test: native/tests (spo4j_harness check).
 #include "common.cuh"
+#include "pair_loss.h"
 
 #include <cinttypes>
 #include <cmath>
@@ -29,15 +30,6 @@ struct LossArgs {
     double beta, eps, margin0;
 };
 
-__device__ __forceinline__ double softplus(double x) {
-    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
-}
-__device__ __forceinline__ double sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    const double e = exp(x);
-    return e / (1.0 + e);
-}
-
 __global__ void __launch_bounds__(kLossThreads)
     preference_loss_kernel(LossArgs a, int64_t pairs, const float* __restrict__ policy_chosen,
                            const float* __restrict__ policy_rejected,
@@ -52,41 +44,13 @@ __global__ void __launch_bounds__(kLossThreads)
         const double pc = policy_chosen[i], pr = policy_rejected[i];
         const double dc = pc - static_cast<double>(ref_chosen[i]);
         const double dr = pr - static_cast<double>(ref_rejected[i]);
-        const double h = dc - dr, bh = beta * h;
-        double l, dh;
-        switch (a.type) {
-            case SPO4J_LOSS_SPO: {
-                const double m = margin != nullptr ? static_cast<double>(margin[i]) : a.margin0;
-                const double d = bh - m;
-                l = d * d;
-                dh = 2.0 * beta * d;
-                break;
-            }
-            case SPO4J_LOSS_DPO:
-                l = (1.0 - eps) * softplus(-bh) + eps * softplus(bh);
-                dh = -beta * (1.0 - eps) * sigmoid(-bh) + beta * eps * sigmoid(bh);
-                break;
-            case SPO4J_LOSS_IPO: {
-                const double d = h - 1.0 / (2.0 * beta);
-                l = d * d;
-                dh = 2.0 * d;
-                break;
-            }
-            default:  // hinge (the host checked the type)
-                l = bh < 1.0 ? 1.0 - bh : 0.0;
-                dh = bh < 1.0 ? -beta : 0.0;
-                break;
-        }
+        const double m = margin != nullptr ? static_cast<double>(margin[i]) : a.margin0;
+        const PairLoss pl = pair_loss(a.type, beta, eps, m, dc - dr);
+        const double l = pl.loss, dh = pl.dh;
         if (loss != nullptr) loss[i] = static_cast<float>(l);
         grad_chosen[i] = static_cast<float>(dh * inv_b);
         grad_rejected[i] = static_cast<float>(-dh * inv_b);
-        sum[SPO4J_STAT_LOSS] += l;
-        sum[SPO4J_STAT_REWARD_CHOSEN] += beta * dc;
-        sum[SPO4J_STAT_REWARD_REJECTED] += beta * dr;
-        sum[SPO4J_STAT_REWARD_MARGIN] += bh;
-        sum[SPO4J_STAT_ACCURACY] += beta * dc > beta * dr ? 1.0 : 0.0;
-        sum[SPO4J_STAT_LOGP_CHOSEN] += pc;
-        sum[SPO4J_STAT_LOGP_REJECTED] += pr;
+        add_pair_stats(sum, beta, l, pc, pr, dc, dr);
     }
     if (stats == nullptr) return;  // uniform: every thread sees the same pointer
     // Fixed-order reduction: butterfly within each warp, then warp 0 over the warp sums.
@@ -112,28 +76,12 @@ __global__ void __launch_bounds__(kLossThreads)
     }
 }
 
-int check_params(const spo4j_loss_params* p) {
-    if (!p) return fail(SPO4J_ERR_ARGUMENT, "null loss parameters");
-    if (p->type < SPO4J_LOSS_SPO || p->type > SPO4J_LOSS_HINGE)
-        return fail(SPO4J_ERR_ARGUMENT,
-                    "unknown loss type %d (expected 0=spo, 1=dpo, 2=ipo, 3=hinge)", p->type);
-    if (!(std::isfinite(p->beta) && p->beta > 0))
-        return fail(SPO4J_ERR_ARGUMENT, "beta = %g (expected a finite value > 0)",
-                    static_cast<double>(p->beta));
-    if (!(p->label_smoothing >= 0 && p->label_smoothing < 0.5f))
-        return fail(SPO4J_ERR_ARGUMENT, "label smoothing = %g (expected 0 <= eps < 0.5)",
-                    static_cast<double>(p->label_smoothing));
-    if (!std::isfinite(p->margin))
-        return fail(SPO4J_ERR_ARGUMENT, "margin = %g (expected a finite value)",
-                    static_cast<double>(p->margin));
-    return SPO4J_OK;
-}
 
 int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* policy_chosen,
                     const float* policy_rejected, const float* ref_chosen,
                     const float* ref_rejected, const float* margin, float* loss,
                     float* grad_chosen, float* grad_rejected, float* stats, void* stream_ptr) {
-    int st = check_params(p);
+    int st = spo4j::check_loss_params(p);  // native/cpu/preference_loss.cpp: one wording
     if (st) return st;
     if (pairs < 1) return fail(SPO4J_ERR_ARGUMENT, "pairs = %" PRId64 " (expected >= 1)", pairs);
     if (!policy_chosen || !policy_rejected || !ref_chosen || !ref_rejected || !grad_chosen ||
