@@ -89,9 +89,15 @@ final class LocalLauncher {
                     continue;
                 }
                 if (e.code != 0) {
-                    int others = stop(workers);
-                    err.printf("spo4j: error: rank %d exited with code %d%s; stopped the other %d worker(s)%n", e.rank,
-                            e.code, e.code == 137 || e.code == 143 ? " (killed)" : "", others);
+                    stop(workers);
+                    Thread.sleep(100);  // let the other exits arrive (onExit runs asynchronously)
+                    StringBuilder others = new StringBuilder();
+                    for (Exit o; (o = exits.poll()) != null; ) {
+                        others.append(others.length() == 0 ? "; then " : ", ").append("rank ").append(o.rank)
+                                .append(" with code ").append(o.code).append(describe(o.code));
+                    }
+                    err.printf("spo4j: error: rank %d exited with code %d%s%s; the other workers were stopped%n",
+                            e.rank, e.code, describe(e.code), others);
                     return e.code == 2 ? 2 : 1;
                 }
                 if (++done == nproc) {
@@ -104,12 +110,14 @@ final class LocalLauncher {
         }
     }
 
-    /** SIGTERM, then SIGKILL after 5 s; returns how many were still running. */
-    private static int stop(List<Process> workers) throws InterruptedException {
-        int alive = 0;
+    private static String describe(int code) {
+        return code == 137 ? " (killed)" : code == 143 ? " (terminated)" : "";
+    }
+
+    /** SIGTERM, then SIGKILL after 5 s. */
+    private static void stop(List<Process> workers) throws InterruptedException {
         for (Process p : workers) {
             if (p.isAlive()) {
-                alive++;
                 p.destroy();
             }
         }
@@ -119,7 +127,6 @@ final class LocalLauncher {
                 p.waitFor();
             }
         }
-        return alive;
     }
 
     private static void forward(Process p, int rank, PrintStream err) {

@@ -118,7 +118,8 @@ public final class DataParallel implements AutoCloseable {
 
     /**
      * Averages the gradients of {@code params} across ranks, in place. Every gradient must be
-     * defined (the trainer defines them once, as zeros). Returns the wall time in ms.
+     * defined (the trainer defines them once, as zeros). Pass the same list object every step:
+     * the buckets are laid out for it once. Returns the wall time in ms.
      */
     public double averageGradients(List<Tensor> params, String when) {
         long t0 = System.nanoTime();
@@ -150,6 +151,9 @@ public final class DataParallel implements AutoCloseable {
     }
 
     private void buildBuckets(List<Tensor> params) {
+        for (Bucket b : buckets) {
+            b.flat.releaseReference();
+        }
         buckets.clear();
         int i = 0;
         while (i < params.size()) {

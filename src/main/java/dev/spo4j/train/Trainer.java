@@ -167,7 +167,8 @@ public final class Trainer {
             torch.manual_seed(cfg.seed);
             LlamaModel policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
             policy.to(device, false);
-            TensorVector params = new TensorVector(policy.parameterList().toArray(new Tensor[0]));
+            List<Tensor> paramList = policy.parameterList();
+            TensorVector params = new TensorVector(paramList.toArray(new Tensor[0]));
             AdamW optimizer = Optimizers.adamW(params, cfg.lr, cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, cfg.weightDecay);
             int step = 0, epoch = 0, index = 0;
             if (checkpoint != null) {
@@ -263,7 +264,7 @@ public final class Trainer {
                             }
                         }
                         if (dp != null) {
-                            allReduceMs = dp.averageGradients(policy.parameterList(), "at step " + (step + 1));
+                            allReduceMs = dp.averageGradients(paramList, "at step " + (step + 1));
                             stepTokens = reduceMetrics(sums, keys, stepTokens, step + 1, tokenMeans);
                         }
                         double gradNorm = torch.clip_grad_norm_(params, cfg.maxGradNorm > 0 ? cfg.maxGradNorm : 1e30);
