@@ -43,16 +43,21 @@ public final class DataParallel implements AutoCloseable {
     private final long timeoutMs;
     private final TCPStore store;
     private final Backend group;
+    /** Where small collectives (metrics, reference log-probs) run: the CPU for Gloo, this rank's GPU for NCCL. */
+    private final org.bytedeco.pytorch.Device device;
     private final List<Bucket> buckets = new ArrayList<>();
     private List<Tensor> bucketParams;
 
     private record Bucket(Tensor flat, List<Tensor> params, long[] offsets) {}
 
     /**
-     * Joins the job. {@code cuda} picks NCCL (the preset's GPU build) instead of Gloo.
+     * Joins the job. A CUDA {@code device} (the training device) picks NCCL (the preset's GPU
+     * build) instead of Gloo.
      * Throws DistributedException if the peers do not all arrive within {@code timeoutMs}.
      */
-    public DataParallel(DistributedEnv env, long timeoutMs, boolean cuda) {
+    public DataParallel(DistributedEnv env, long timeoutMs, org.bytedeco.pytorch.Device device) {
+        boolean cuda = device.is_cuda();
+        this.device = device;
         if (!env.isDistributed()) {
             throw new IllegalArgumentException("a data-parallel job needs WORLD_SIZE > 1, got " + env.worldSize());
         }
@@ -190,24 +195,32 @@ public final class DataParallel implements AutoCloseable {
         if (values.length == 0) {
             return values;
         }
-        Tensor t = torch.empty(new long[] {values.length}, new TensorOptions(torch.ScalarType.Double), null);
-        t.data_ptr_double().put(values);
+        Tensor t = onDevice(values);
         await(group.allreduce(new TensorVector(t), sum()), what);
-        double[] out = new double[values.length];
-        t.data_ptr_double().get(out);
-        return out;
+        return fromDevice(t);
     }
 
     /** Rank 0's {@code values} on every rank (the array must have the same length everywhere). */
     public double[] broadcastFromRank0(double[] values, String what) {
-        Tensor t = torch.empty(new long[] {values.length}, new TensorOptions(torch.ScalarType.Double), null);
-        t.data_ptr_double().put(values);
+        Tensor t = onDevice(values);
         BroadcastOptions o = new BroadcastOptions();
         o.rootRank(0);
         o.timeout(new Milliseconds(timeoutMs));
         await(group.broadcast(new TensorVector(t), o), what);
-        double[] out = new double[values.length];
-        t.data_ptr_double().get(out);
+        return fromDevice(t);
+    }
+
+    /** float64 values as a tensor where the backend reduces (NCCL reduces only CUDA tensors). */
+    private Tensor onDevice(double[] values) {
+        Tensor t = torch.empty(new long[] {values.length}, new TensorOptions(torch.ScalarType.Double), null);
+        t.data_ptr_double().put(values);
+        return device.is_cuda() ? t.to(device, torch.ScalarType.Double) : t;
+    }
+
+    private static double[] fromDevice(Tensor t) {
+        Tensor c = t.is_cuda() ? t.cpu() : t;
+        double[] out = new double[(int) c.numel()];
+        c.data_ptr_double().get(out);
         return out;
     }
 

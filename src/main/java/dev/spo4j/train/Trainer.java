@@ -112,7 +112,7 @@ public final class Trainer {
                 Files.writeString(runDir.resolve("config.json"), cfg.toJson());
             }
             if (dist.isDistributed()) {
-                dp = new DataParallel(dist, (long) (cfg.distTimeout * 1000), device.is_cuda());
+                dp = new DataParallel(dist, (long) (cfg.distTimeout * 1000), device);
             }
             return train(runDir, threads, device, checkpoint, resumed, train, eval);
         } catch (IOException e) {
