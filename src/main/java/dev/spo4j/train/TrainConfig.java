@@ -37,6 +37,7 @@ public final class TrainConfig {
     public double adamEps = 1e-8;
     public double maxGradNorm = 1.0;
 
+    /** Pairs per micro-batch per process (TRL's per_device_train_batch_size): a step's global batch is batchSize x WORLD_SIZE x gradAccum. */
     public int batchSize = 8;
     public int gradAccum = 1;
     public int epochs = 1;
