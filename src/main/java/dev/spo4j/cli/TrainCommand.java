@@ -6,6 +6,8 @@ import dev.spo4j.train.Trainer;
 import java.nio.file.Path;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -16,6 +18,9 @@ import picocli.CommandLine.Option;
         description = {"Align a model with a preference loss. With no --model and --data: the embedded default,",
                 "a tiny Llama-style model and a synthetic preference set ranked by a known gold reward (SPO)."})
 final class TrainCommand implements Callable<Integer> {
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     @Option(names = "--model", paramLabel = "DIR", description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json)")
     Path model;
     @Option(names = "--data", paramLabel = "FILE", description = "JSONL: prompt, chosen, rejected [, score_chosen, score_rejected, ref_chosen_logps, ref_rejected_logps]")
@@ -58,7 +63,8 @@ final class TrainCommand implements Callable<Integer> {
     double weightDecay;
     @Option(names = "--max-grad-norm", description = "clip the global gradient norm; 0 = off (default: ${DEFAULT-VALUE})", defaultValue = "1.0")
     double maxGradNorm;
-    @Option(names = "--batch-size", description = "pairs per micro-batch (default: 8; 16 for the embedded default)")
+    @Option(names = "--batch-size", description = "pairs per micro-batch per process (default: 8; 16 for the embedded default); "
+            + "a step's global batch is batch-size x processes x grad-accum")
     Integer batchSize;
     @Option(names = "--grad-accum", description = "micro-batches per optimiser step (default: ${DEFAULT-VALUE})", defaultValue = "1")
     int gradAccum;
@@ -82,11 +88,29 @@ final class TrainCommand implements Callable<Integer> {
     int checkpointEvery;
     @Option(names = "--keep-checkpoints", description = "(default: ${DEFAULT-VALUE})", defaultValue = "2")
     int keepCheckpoints;
+    @Option(names = "--nproc-per-node", paramLabel = "N", description = "data parallel: start N worker processes on this "
+            + "machine (torchrun-style; for several machines set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead) (default: 1)",
+            defaultValue = "1")
+    int nprocPerNode;
+    @Option(names = "--dist-timeout", paramLabel = "SECONDS", description = "data parallel: how long a rank waits for its "
+            + "peers (rendezvous and each collective) before the job fails (default: ${DEFAULT-VALUE})", defaultValue = "300")
+    double distTimeout;
     @Option(names = "--verbose", description = "stack traces on errors")
     boolean verbose;
 
     @Override
-    public Integer call() {
+    public Integer call() throws Exception {
+        if (nprocPerNode < 1) {
+            throw new IllegalArgumentException("--nproc-per-node = " + nprocPerNode + " (expected >= 1)");
+        }
+        if (nprocPerNode > 1) {
+            if (System.getenv("WORLD_SIZE") != null) {
+                throw new IllegalArgumentException("--nproc-per-node with WORLD_SIZE already set: either launch the "
+                        + "workers yourself with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or let --nproc-per-node do it");
+            }
+            return LocalLauncher.launch(nprocPerNode, workerArgs(), System.out, System.err);
+        }
+        LocalLauncher.exitWithLauncher();
         Trainer.Summary s;
         if (resume != null) {
             s = Trainer.resume(resume, maxSteps == null ? -1 : maxSteps, System.out);
@@ -119,6 +143,7 @@ final class TrainCommand implements Callable<Integer> {
             c.evalEvery = evalEvery;
             c.checkpointEvery = checkpointEvery;
             c.keepCheckpoints = keepCheckpoints;
+            c.distTimeout = distTimeout;
             if (lr != null) {
                 c.lr = lr;
             }
@@ -131,12 +156,39 @@ final class TrainCommand implements Callable<Integer> {
             if (model == null && data == null) {
                 EmbeddedDefault.applyDefaults(c, lr != null, batchSize != null, maxSteps != null);
             }
-            c.out = (out != null ? out : Path.of("runs", loss + "-"
-                    + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")))).toString();
+            c.out = (out != null ? out : defaultOut()).toString();
             s = new Trainer(c, System.out).run();
         }
-        print(s);
+        if (System.getenv("RANK") == null || System.getenv("RANK").trim().equals("0")) {
+            print(s);
+        }
         return 0;
+    }
+
+    /** This command's arguments without --nproc-per-node, and with a fixed --out (every worker writes the same run). */
+    private List<String> workerArgs() {
+        List<String> args = new ArrayList<>(spec.commandLine().getParseResult().originalArgs());
+        List<String> out = new ArrayList<>();
+        for (int i = 0; i < args.size(); i++) {
+            String a = args.get(i);
+            if (a.equals("--nproc-per-node")) {
+                i++;
+            } else if (!a.startsWith("--nproc-per-node=")) {
+                out.add(a);
+            }
+        }
+        if (!out.contains("train")) {
+            out.add(0, "train");
+        }
+        if (this.out == null && resume == null) {
+            out.add("--out");
+            out.add(defaultOut().toString());
+        }
+        return out;
+    }
+
+    private Path defaultOut() {
+        return Path.of("runs", loss + "-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
     }
 
     private static void print(Trainer.Summary s) {

@@ -20,7 +20,8 @@ import java.util.Map;
  * metrics.jsonl in the run folder: one JSON object per optimiser step (TRL's metric names
  * plus step, epoch, tokens/s) and per evaluation ("eval/..." names). Kept in memory too, for
  * the plot and the summary. On resume, lines past the checkpoint's step are dropped first,
- * so a resumed run's log reads as if it had never stopped.
+ * so a resumed run's log reads as if it had never stopped. A null file keeps the rows in memory
+ * only (data-parallel ranks other than 0).
  */
 public final class MetricsLog implements AutoCloseable {
     private static final Gson GSON = new GsonBuilder().serializeSpecialFloatingPointValues().create();
@@ -30,6 +31,10 @@ public final class MetricsLog implements AutoCloseable {
 
     public MetricsLog(Path file, int resumeFromStep) {
         this.file = file;
+        if (file == null) {
+            out = null;
+            return;
+        }
         try {
             if (resumeFromStep > 0 && Files.exists(file)) {
                 List<String> kept = new ArrayList<>();
@@ -63,6 +68,9 @@ public final class MetricsLog implements AutoCloseable {
 
     public void append(Map<String, Double> row) {
         rows.add(new LinkedHashMap<>(row));
+        if (out == null) {
+            return;
+        }
         try {
             out.write(GSON.toJson(row));
             out.newLine();
@@ -82,6 +90,9 @@ public final class MetricsLog implements AutoCloseable {
 
     @Override
     public void close() {
+        if (out == null) {
+            return;
+        }
         try {
             out.close();
         } catch (IOException e) {

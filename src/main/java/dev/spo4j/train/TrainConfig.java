@@ -37,6 +37,7 @@ public final class TrainConfig {
     public double adamEps = 1e-8;
     public double maxGradNorm = 1.0;
 
+    /** Pairs per micro-batch per process (TRL's per_device_train_batch_size): a step's global batch is batchSize x WORLD_SIZE x gradAccum. */
     public int batchSize = 8;
     public int gradAccum = 1;
     public int epochs = 1;
@@ -46,6 +47,11 @@ public final class TrainConfig {
     public int threads = 0;
     /** "cpu", "cuda" or "cuda:N". */
     public String device = "cpu";
+
+    /** Data parallel: seconds a rank waits for its peers (rendezvous, each collective) before the job fails. */
+    public double distTimeout = 300;
+    /** Processes that trained this run (set by the trainer from WORLD_SIZE; a resume must use as many). */
+    public int worldSize = 1;
 
     public int logEvery = 1;
     public int evalEvery = 0;
@@ -89,6 +95,9 @@ public final class TrainConfig {
         }
         if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
             throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
+        }
+        if (!(distTimeout > 0 && Double.isFinite(distTimeout))) {
+            throw new IllegalArgumentException("dist timeout = " + distTimeout + " s (expected a finite value > 0)");
         }
         if (threads < 0 || keepCheckpoints < 1 || logEvery < 1 || evalEvery < 0 || checkpointEvery < 0) {
             throw new IllegalArgumentException("threads >= 0, keep-checkpoints >= 1, log-every >= 1, "
