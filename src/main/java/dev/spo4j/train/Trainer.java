@@ -48,10 +48,17 @@ public final class Trainer {
     private final TrainConfig cfg;
     private final PrintStream console;
     private Device device;
+    private StepListener listener;
 
     public Trainer(TrainConfig config, PrintStream console) {
         this.cfg = config.copy();
         this.console = console;
+    }
+
+    /** Calls {@code l} after every optimiser step (see {@link StepListener}); null for none. */
+    public Trainer withListener(StepListener l) {
+        this.listener = l;
+        return this;
     }
 
     /** How a run ended. */
@@ -209,6 +216,9 @@ public final class Trainer {
                         }
                         bar.update(step, row.get("loss"), row.get("rewards/margins"), row.get("rewards/accuracies"),
                                 tokens / trainSeconds);
+                    }
+                    if (listener != null) {
+                        listener.afterStep(step, policy, Map.copyOf(last));
                     }
                     boolean end = step == total;
                     if (!eval.isEmpty() && ((cfg.evalEvery > 0 && step % cfg.evalEvery == 0) || end)) {
