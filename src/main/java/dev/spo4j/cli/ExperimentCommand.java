@@ -25,11 +25,18 @@ final class ExperimentCommand implements Callable<Integer> {
     Integer seeds;
     @Option(names = "--steps", description = "preference-training steps per run (default: the preset's)")
     Integer steps;
+    @Option(names = "--replot", paramLabel = "DIR", description = "only rewrite summary.json, table.md and the plots of a finished run folder")
+    java.nio.file.Path replot;
     @Option(names = "--verbose", description = "stack traces on errors")
     boolean verbose;
 
     @Override
-    public Integer call() {
+    public Integer call() throws Exception {
+        if (replot != null) {
+            Experiment.replot(replot);
+            System.out.println("experiment: rewrote summary.json, table.md and plots in " + replot);
+            return 0;
+        }
         ExperimentConfig c = quick ? ExperimentConfig.quick() : ExperimentConfig.full();
         c.seed = seed;
         c.threads = threads;

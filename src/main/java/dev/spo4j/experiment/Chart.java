@@ -41,7 +41,7 @@ public final class Chart {
 
     public static void write(List<Panel> panels, String title, Path png) throws IOException {
         System.setProperty("java.awt.headless", "true");
-        int panelW = 460, panelH = 360, left = 60, top = 50;
+        int panelW = 460, panelH = 380, left = 60, top = 70;
         BufferedImage img = new BufferedImage(panelW * panels.size(), panelH + 30, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_ANTIALIASING, RenderingHints.VALUE_ANTIALIAS_ON);
@@ -65,8 +65,9 @@ public final class Chart {
                 }
             }
             g.setColor(Color.BLACK);
+            g.setStroke(new BasicStroke(1f));
             g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 12));
-            g.drawString(panel.title(), x0, y0 - 22);
+            g.drawString(panel.title(), x0 - left + 4, y0 - 26);
             g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 11));
             g.drawRect(x0, y0, w, h);
             g.drawString(panel.xLabel(), x0 + w / 2 - 20, y0 + h + 28);

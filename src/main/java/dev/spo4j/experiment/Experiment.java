@@ -148,6 +148,39 @@ public final class Experiment {
         }
     }
 
+    /**
+     * Rewrites summary.json, table.md and the plots of a finished run folder from its
+     * config.json, measurements.csv and the setup facts of its summary.json (no training).
+     */
+    public static JsonObject replot(Path out) throws IOException {
+        ExperimentConfig cfg = new com.google.gson.Gson().fromJson(Files.readString(out.resolve("config.json")),
+                ExperimentConfig.class);
+        JsonObject old = com.google.gson.JsonParser.parseString(Files.readString(out.resolve("summary.json")))
+                .getAsJsonObject();
+        List<Measurement> rows = readCsv(out.resolve("measurements.csv"));
+        Measurement ref = rows.stream().filter(m -> m.step() == 0).findFirst().orElseThrow();
+        JsonObject summary = ExperimentSummary.summarise(cfg, rows, ref, old.getAsJsonObject("setup"),
+                old.get("seconds").getAsDouble());
+        Files.writeString(out.resolve("summary.json"),
+                new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create().toJson(summary));
+        Files.writeString(out.resolve("table.md"), ExperimentSummary.table(summary));
+        plots(cfg, rows, ref, out);
+        return summary;
+    }
+
+    static List<Measurement> readCsv(Path file) throws IOException {
+        List<String> lines = Files.readAllLines(file);
+        List<Measurement> rows = new ArrayList<>();
+        for (String line : lines.subList(1, lines.size())) {
+            String[] f = line.split(",");
+            rows.add(new Measurement(f[0], Double.parseDouble(f[1]), Integer.parseInt(f[2]), Integer.parseInt(f[3]),
+                    Double.parseDouble(f[4]), Double.parseDouble(f[5]), Double.parseDouble(f[6]),
+                    Double.parseDouble(f[7]), Double.parseDouble(f[8]), Double.parseDouble(f[9]),
+                    Double.parseDouble(f[10]), Double.parseDouble(f[11]), Double.parseDouble(f[12])));
+        }
+        return rows;
+    }
+
     /** A seed for stage {@code stage}, derived from the experiment's seed. */
     static long seedFor(ExperimentConfig cfg, int stage) {
         return cfg.seed * 1_000_003L + stage * 7919L;

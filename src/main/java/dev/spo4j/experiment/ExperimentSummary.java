@@ -136,6 +136,8 @@ public final class ExperimentSummary {
                         + "logps chosen/rejected %.1f / %.1f.%n%n", ref.get("gold_reward").getAsDouble(),
                 ref.get("mean_length").getAsDouble(), ref.get("logps_chosen").getAsDouble(),
                 ref.get("logps_rejected").getAsDouble()));
+        sb.append("Win rates: mean over seeds [95% Student-t interval over seeds, clipped to [0, 1]]; KL in nats; "
+                + "log-probs summed over the completion; length in tokens.\n\n");
         sb.append("| loss | beta | best win rate [95% CI] | KL at best | gold at best | final win rate [95% CI] "
                 + "| KL final | gold final | min logps chosen | min logps rejected | final length |\n");
         sb.append("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
@@ -156,7 +158,7 @@ public final class ExperimentSummary {
 
     private static String interval(JsonObject e, String k) {
         JsonObject o = e.getAsJsonObject(k);
-        return String.format(Locale.ROOT, "%.3f [%.3f, %.3f]", o.get("mean").getAsDouble(), o.get("lo").getAsDouble(),
-                o.get("hi").getAsDouble());
+        return String.format(Locale.ROOT, "%.3f [%.3f, %.3f]", o.get("mean").getAsDouble(),
+                Math.max(0, o.get("lo").getAsDouble()), Math.min(1, o.get("hi").getAsDouble()));
     }
 }

@@ -54,6 +54,18 @@ class ExperimentTest {
         assertTrue(best.get("lo").getAsDouble() <= best.get("mean").getAsDouble());
         assertEquals(c.seeds, best.getAsJsonArray("per_seed").size());
 
+        // the summary and plots can be rebuilt from the CSV alone
+        Files.delete(out.resolve("frontier.png"));
+        JsonObject again0 = Experiment.replot(out);
+        for (int i = 0; i < s.getAsJsonArray("results").size(); i++) {  // the CSV keeps 5 decimals
+            JsonObject a = s.getAsJsonArray("results").get(i).getAsJsonObject();
+            JsonObject b = again0.getAsJsonArray("results").get(i).getAsJsonObject();
+            assertEquals(a.get("loss"), b.get("loss"));
+            assertEquals(a.getAsJsonObject("final_win_rate").get("mean").getAsDouble(),
+                    b.getAsJsonObject("final_win_rate").get("mean").getAsDouble(), 1e-4);
+        }
+        assertTrue(Files.size(out.resolve("frontier.png")) > 0);
+
         // reproducible from the seed: a second run gives the same measurements
         Experiment.Result again = Experiment.run(c, tmp.resolve("exp2"), new PrintStream(new ByteArrayOutputStream()));
         assertEquals(r.rows(), again.rows());
