@@ -13,7 +13,11 @@ import java.util.List;
 public final class ExperimentConfig {
     public String preset = "custom";
     public long seed = 1;
-    public int threads = 2;
+    /**
+     * LibTorch and kernel threads. One by default: on two cores shared with other work, two
+     * OpenMP threads made these tiny steps up to 20x slower whenever a core was taken.
+     */
+    public int threads = 1;
 
     // policy: a small Llama-style model over the synthetic language
     public int layers = 2;
@@ -84,21 +88,21 @@ public final class ExperimentConfig {
     }
 
     /**
-     * {@code experiment}: 4 losses x 2 betas x 3 seeds, twice the pairs, SFT steps and
-     * preference steps of quick, more held-out prompts. Same 2-layer model as quick: on two
-     * cores the sampling for the measurements (no KV cache) dominates, and the 4-layer
-     * embedded size would not fit in about half an hour.
+     * {@code experiment}: 4 losses x 2 betas x 5 seeds, 4x the pairs and preference steps of
+     * quick, more SFT and more held-out prompts; the same 2-layer model (seeds rather than
+     * model size: the question is a comparison between losses, and its intervals are over
+     * seeds). About 20-30 minutes on two shared cores with one LibTorch thread.
      */
     public static ExperimentConfig full() {
         ExperimentConfig c = new ExperimentConfig();
         c.preset = "full";
         c.sftPrompts = 2048;
-        c.sftSteps = 600;
-        c.pairs = 1024;
-        c.seeds = 3;
-        c.steps = 300;
-        c.evalEvery = 30;
-        c.heldOutPrompts = 128;
+        c.sftSteps = 800;
+        c.pairs = 2048;
+        c.seeds = 5;
+        c.steps = 600;
+        c.evalEvery = 50;
+        c.heldOutPrompts = 256;
         return c;
     }
 
