@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 @Command(name = "experiment", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {"SPO vs DPO vs IPO vs cDPO on the synthetic language with a known gold reward: SFT a small",
+        description = {"SPO (and SPO without scores, spo-m0) vs DPO vs IPO vs cDPO on the synthetic language with a known gold reward: SFT a small",
                 "Llama-style reference, sample and label pairs from it, train every loss x beta x seed, and measure",
                 "gold reward, win rate, KL, log-probs and grad norm. Writes measurements.csv, summary.json, table.md",
                 "and PNG plots into --out. Reproducible from --seed (on the CPU with a fixed --threads)."})

@@ -31,11 +31,12 @@ public final class Chart {
     public static Color colorOf(String loss) {
         return switch (loss) {
             case "spo" -> new Color(214, 39, 40);
+            case "spo-m0" -> new Color(255, 127, 14);
             case "dpo" -> new Color(31, 119, 180);
             case "ipo" -> new Color(44, 160, 44);
             case "cdpo" -> new Color(148, 103, 189);
             case "reference" -> Color.BLACK;
-            default -> new Color(255, 127, 14);
+            default -> new Color(127, 127, 127);
         };
     }
 

@@ -55,7 +55,10 @@ import org.bytedeco.pytorch.global.torch;
  *       resampled once, then dropped;</li>
  *   <li>each loss × β × seed trained by the preference {@link Trainer} from πref on the same
  *       pairs with the same settings (cDPO = DPO with label smoothing
- *       {@link ExperimentConfig#cdpoLabelSmoothing});</li>
+ *       {@link ExperimentConfig#cdpoLabelSmoothing}). SPO's target margin comes from the
+ *       pairs' gold scores (m = score_chosen - score_rejected), information the other losses
+ *       do not get; {@code spo-m0} is the control: SPO on the same pairs with the scores
+ *       removed, so its target is the constant margin m0 = 1 (labels only, like DPO);</li>
  *   <li>every {@code evalEvery} steps, through a {@link dev.spo4j.train.StepListener}: one
  *       sample per held-out prompt from the policy (temperature 1) → mean gold reward; win
  *       rate against one fixed πref sample per prompt judged by the gold reward (ties 1/2);
@@ -275,6 +278,11 @@ public final class Experiment {
         s.pairs = pairs;
         s.logpsPairs = pairs.subList(0, Math.min(cfg.logpsPairs, pairs.size()));
         PreferenceDataset.write(out.resolve("pairs.jsonl"), pairs);
+        List<PreferencePair> labelsOnly = new ArrayList<>();
+        for (PreferencePair p : pairs) {
+            labelsOnly.add(new PreferencePair(p.prompt(), p.chosen(), p.rejected(), null, null, null, null, p.source()));
+        }
+        PreferenceDataset.write(out.resolve("pairs-labels-only.jsonl"), labelsOnly);
         double agreement = (double) agree / pairs.size();
         Set<String> distinct = new HashSet<>(a);
         console.printf(Locale.ROOT, "experiment: %d pairs from the reference (%d dropped), label = higher gold reward "
@@ -323,9 +331,10 @@ public final class Experiment {
         Path runDir = out.resolve("runs").resolve(name);
         TrainConfig tc = new TrainConfig();
         tc.model = s.sftDir.toString();
-        tc.data = out.resolve("pairs.jsonl").toString();
+        // spo-m0: SPO from the labels alone (constant target margin m0), the same information DPO gets
+        tc.data = out.resolve(loss.equals("spo-m0") ? "pairs-labels-only.jsonl" : "pairs.jsonl").toString();
         tc.out = runDir.toString();
-        tc.loss = loss.equals("cdpo") ? "dpo" : loss;
+        tc.loss = loss.equals("cdpo") ? "dpo" : loss.equals("spo-m0") ? "spo" : loss;
         tc.labelSmoothing = loss.equals("cdpo") ? cfg.cdpoLabelSmoothing : 0.0;
         tc.beta = beta;
         tc.lr = cfg.lr;

@@ -37,7 +37,7 @@ public final class ExperimentConfig {
     public int maxNewTokens = 32;
 
     // 4: preference training grid
-    public List<String> losses = List.of("spo", "dpo", "ipo", "cdpo");
+    public List<String> losses = List.of("spo", "spo-m0", "dpo", "ipo", "cdpo");
     public List<Double> betas = List.of(0.1, 0.5);
     public int seeds = 2;
     public int steps = 150;
@@ -68,7 +68,7 @@ public final class ExperimentConfig {
         c.sftBatch = 16;
         c.pairs = 32;
         c.maxNewTokens = 12;
-        c.losses = List.of("spo", "dpo");
+        c.losses = List.of("spo", "spo-m0", "dpo");
         c.betas = List.of(0.1);
         c.seeds = 2;
         c.steps = 4;
@@ -80,7 +80,7 @@ public final class ExperimentConfig {
         return c;
     }
 
-    /** {@code experiment --quick}: 4 losses x 2 betas x 2 seeds on a 2-layer model. */
+    /** {@code experiment --quick}: 5 losses x 2 betas x 2 seeds on a 2-layer model. */
     public static ExperimentConfig quick() {
         ExperimentConfig c = new ExperimentConfig();
         c.preset = "quick";
@@ -88,7 +88,7 @@ public final class ExperimentConfig {
     }
 
     /**
-     * {@code experiment}: 4 losses x 2 betas x 5 seeds, 4x the pairs and preference steps of
+     * {@code experiment}: 5 losses x 2 betas x 5 seeds, 4x the pairs and preference steps of
      * quick, more SFT and more held-out prompts; the same 2-layer model (seeds rather than
      * model size: the question is a comparison between losses, and its intervals are over
      * seeds). About 20-30 minutes on two shared cores with one LibTorch thread.
@@ -112,8 +112,8 @@ public final class ExperimentConfig {
             throw new IllegalArgumentException("experiment: empty grid or a count < 1 in " + toJson());
         }
         for (String l : losses) {
-            if (!List.of("spo", "dpo", "ipo", "cdpo", "hinge").contains(l)) {
-                throw new IllegalArgumentException("experiment: unknown loss '" + l + "' (spo, dpo, ipo, cdpo, hinge)");
+            if (!List.of("spo", "spo-m0", "dpo", "ipo", "cdpo", "hinge").contains(l)) {
+                throw new IllegalArgumentException("experiment: unknown loss '" + l + "' (spo, spo-m0, dpo, ipo, cdpo, hinge)");
             }
         }
     }
