@@ -51,6 +51,7 @@ public final class Trainer {
     private Device device;
     /** The process group when WORLD_SIZE > 1, else null (and no c10d at all). */
     private DataParallel dp;
+    private StepListener listener;
 
     /** A trainer for this process's place in a job: torchrun's environment, or a single process. */
     public Trainer(TrainConfig config, PrintStream console) {
@@ -62,6 +63,12 @@ public final class Trainer {
         this.cfg = config.copy();
         this.dist = dist;
         this.console = dist.rank() == 0 ? console : new PrintStream(java.io.OutputStream.nullOutputStream());
+    }
+
+    /** Calls {@code l} after every optimiser step (see {@link StepListener}); null for none. */
+    public Trainer withListener(StepListener l) {
+        this.listener = l;
+        return this;
     }
 
     /** How a run ended. */
@@ -292,6 +299,9 @@ public final class Trainer {
                         }
                         bar.update(step, row.get("loss"), row.get("rewards/margins"), row.get("rewards/accuracies"),
                                 tokens / trainSeconds);
+                    }
+                    if (listener != null) {
+                        listener.afterStep(step, policy, Map.copyOf(last));
                     }
                     boolean end = step == total;
                     if (!eval.isEmpty() && ((cfg.evalEvery > 0 && step % cfg.evalEvery == 0) || end)) {

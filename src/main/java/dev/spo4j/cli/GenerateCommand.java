@@ -1,0 +1,98 @@
+package dev.spo4j.cli;
+
+import com.google.gson.Gson;
+import com.google.gson.JsonObject;
+import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.generate.GenerationConfig;
+import dev.spo4j.generate.Generator;
+import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelFolder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.bytedeco.pytorch.global.torch;
+import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "generate", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Sample completions (batched; temperature, top-k, top-p, seed; EOS stops a sequence).",
+                "Prints one JSON line per sample: prompt, sample index, completion, tokens, eos."})
+final class GenerateCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder")
+    Path model;
+
+    static final class Prompts {
+        @Option(names = "--prompt", paramLabel = "TEXT", description = "one prompt")
+        String prompt;
+        @Option(names = "--prompts", paramLabel = "FILE", description = "one prompt per line")
+        Path file;
+    }
+
+    @ArgGroup(exclusive = true, multiplicity = "1")
+    Prompts prompts;
+    @Option(names = "--temperature", defaultValue = "1.0", description = "0 = greedy (default: ${DEFAULT-VALUE})")
+    double temperature;
+    @Option(names = "--top-k", defaultValue = "0", description = "0 = off (default: ${DEFAULT-VALUE})")
+    int topK;
+    @Option(names = "--top-p", defaultValue = "1.0", description = "1 = off (default: ${DEFAULT-VALUE})")
+    double topP;
+    @Option(names = "--seed", defaultValue = "0", description = "(default: ${DEFAULT-VALUE})")
+    long seed;
+    @Option(names = "--max-new-tokens", defaultValue = "64", description = "(default: ${DEFAULT-VALUE})")
+    int maxNewTokens;
+    @Option(names = "--num-samples", defaultValue = "1", description = "samples per prompt (default: ${DEFAULT-VALUE})")
+    int numSamples;
+    @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
+    int threads;
+    @Option(names = "--verbose", description = "stack traces on errors")
+    boolean verbose;
+
+    @Override
+    public Integer call() throws Exception {
+        GenerationConfig cfg = new GenerationConfig(temperature, topK, topP, maxNewTokens, seed);
+        if (numSamples < 1) {
+            throw new IllegalArgumentException("--num-samples = " + numSamples + " (expected >= 1)");
+        }
+        if (threads > 0) {
+            torch.set_num_threads(threads);
+        }
+        List<String> texts = new ArrayList<>();
+        if (prompts.prompt != null) {
+            texts.add(prompts.prompt);
+        } else {
+            for (String line : Files.readAllLines(prompts.file)) {
+                if (!line.isBlank()) {
+                    texts.add(line.strip());
+                }
+            }
+        }
+        List<String> batch = new ArrayList<>();
+        for (String t : texts) {
+            for (int k = 0; k < numSamples; k++) {
+                batch.add(t);
+            }
+        }
+        Gson gson = new Gson();
+        try (TextTokenizer tok = TextTokenizer.load(model)) {
+            LlamaModel m = ModelFolder.load(model);
+            List<long[]> ids = new ArrayList<>();
+            for (String p : batch) {
+                ids.add(Generator.promptIds(tok, p));
+            }
+            List<Generator.Sample> out = Generator.generate(m, ids, tok.eosId(), cfg);
+            for (int i = 0; i < out.size(); i++) {
+                JsonObject o = new JsonObject();
+                o.addProperty("prompt", batch.get(i));
+                o.addProperty("sample", i % numSamples);
+                o.addProperty("completion", tok.decode(out.get(i).tokens()));
+                o.addProperty("tokens", out.get(i).tokens().length);
+                o.addProperty("eos", out.get(i).endedWithEos());
+                System.out.println(gson.toJson(o));
+            }
+        }
+        return 0;
+    }
+}

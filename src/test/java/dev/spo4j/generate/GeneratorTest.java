@@ -1,0 +1,162 @@
+package dev.spo4j.generate;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelConfig;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** Batched sampling: seeds, greedy = step-by-step arg-max, top-k 1 = greedy, EOS, padding. */
+class GeneratorTest {
+    static final int V = 23;
+    static LlamaModel model;
+    static final List<long[]> PROMPTS = List.of(new long[] {1, 5, 6}, new long[] {1, 7}, new long[] {1, 8, 9, 10, 11});
+
+    @BeforeAll
+    static void setUp() {
+        torch.set_num_threads(2);
+        torch.manual_seed(3);
+        // a larger init range than HF's 0.02 so that the logits are far from uniform
+        ModelConfig c = ModelConfig.of("llama", V, 32, 64, 2, 4, 2, 64);
+        model = new LlamaModel(new ModelConfig(c.modelType(), V, 32, 64, 2, 4, 2, c.headDim(), 1e-6, 10000.0, 64,
+                false, false, false, null, List.of(), null, 0.5));
+    }
+
+    @Test
+    void sameSeedSameSamplesOtherSeedOtherSamples() {
+        GenerationConfig a = new GenerationConfig(1.0, 0, 1.0, 12, 7);
+        List<Generator.Sample> x = Generator.generate(model, PROMPTS, null, a);
+        List<Generator.Sample> y = Generator.generate(model, PROMPTS, null, a);
+        List<Generator.Sample> z = Generator.generate(model, PROMPTS, null, new GenerationConfig(1.0, 0, 1.0, 12, 8));
+        boolean differs = false;
+        for (int i = 0; i < PROMPTS.size(); i++) {
+            assertArrayEquals(x.get(i).tokens(), y.get(i).tokens());
+            assertEquals(12, x.get(i).tokens().length, "no EOS: max new tokens");
+            differs |= !Arrays.equals(x.get(i).tokens(), z.get(i).tokens());
+        }
+        assertTrue(differs, "another seed gives other samples");
+    }
+
+    @Test
+    void greedyIsTheArgMaxOfTheModelsLogitsAtEveryStep() {
+        List<Generator.Sample> g = Generator.generate(model, PROMPTS, null, GenerationConfig.greedy(8));
+        for (int i = 0; i < PROMPTS.size(); i++) {
+            long[] seq = PROMPTS.get(i).clone();
+            for (long tok : g.get(i).tokens()) {
+                assertEquals(argMaxNext(seq), tok, "prompt " + i);
+                seq = Arrays.copyOf(seq, seq.length + 1);
+                seq[seq.length - 1] = tok;
+            }
+        }
+    }
+
+    @Test
+    void batchedEqualsOneByOne() {
+        GenerationConfig c = new GenerationConfig(0.0, 0, 1.0, 6, 0);
+        List<Generator.Sample> all = Generator.generate(model, PROMPTS, null, c);
+        for (int i = 0; i < PROMPTS.size(); i++) {
+            assertArrayEquals(Generator.generate(model, List.of(PROMPTS.get(i)), null, c).get(0).tokens(),
+                    all.get(i).tokens(), "right padding must not change a row");
+        }
+    }
+
+    @Test
+    void topKOneIsGreedyAtAnyTemperature() {
+        List<Generator.Sample> greedy = Generator.generate(model, PROMPTS, null, GenerationConfig.greedy(10));
+        List<Generator.Sample> k1 = Generator.generate(model, PROMPTS, null, new GenerationConfig(2.0, 1, 1.0, 10, 99));
+        List<Generator.Sample> p0 = Generator.generate(model, PROMPTS, null, new GenerationConfig(1.0, 0, 1e-6, 10, 5));
+        for (int i = 0; i < PROMPTS.size(); i++) {
+            assertArrayEquals(greedy.get(i).tokens(), k1.get(i).tokens());
+            assertArrayEquals(greedy.get(i).tokens(), p0.get(i).tokens(), "a tiny top-p keeps only the top token");
+        }
+    }
+
+    @Test
+    void eosStopsASequenceAndIsNotReturned() {
+        long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+        int j = 1;  // the first position whose token did not occur before it
+        while (j < free.length && contains(free, j, free[j])) {
+            j++;
+        }
+        if (j == free.length) {
+            j = 0;
+        }
+        long eos = free[j];
+        Generator.Sample s = Generator.generate(model, List.of(PROMPTS.get(0), PROMPTS.get(1)), eos,
+                GenerationConfig.greedy(10)).get(0);
+        assertArrayEquals(Arrays.copyOf(free, j), s.tokens());
+        assertTrue(s.endedWithEos());
+        assertFalse(Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(3)).get(0)
+                .endedWithEos());
+    }
+
+    @Test
+    void pickRespectsTopKAndTopP() {
+        float[] logits = {0f, 3f, 2f, 1f, -5f};
+        Random rnd = new Random(1);
+        int[] counts = new int[5];
+        for (int i = 0; i < 4000; i++) {
+            counts[Generator.pick(logits.clone(), new GenerationConfig(1.0, 2, 1.0, 1, 0), rnd)]++;
+        }
+        assertEquals(0, counts[0] + counts[3] + counts[4], "top-2 keeps ids 1 and 2");
+        double expected = 1 / (1 + Math.exp(-1));  // p(1) / (p(1) + p(2))
+        assertEquals(expected, counts[1] / 4000.0, 0.03);
+        // top-p 0.7: p(1) = 0.64 < 0.7, so ids 1 and 2 are kept
+        for (int i = 0; i < 200; i++) {
+            int t = Generator.pick(logits.clone(), new GenerationConfig(1.0, 0, 0.7, 1, 0), rnd);
+            assertTrue(t == 1 || t == 2);
+        }
+        assertNotEquals(-1, Generator.pick(logits.clone(), new GenerationConfig(0.5, 0, 1.0, 1, 0), rnd));
+    }
+
+    @Test
+    void badSettingsAreRejected() {
+        assertThrows(IllegalArgumentException.class, () -> new GenerationConfig(-1, 0, 1, 5, 0));
+        assertThrows(IllegalArgumentException.class, () -> new GenerationConfig(1, -1, 1, 5, 0));
+        assertThrows(IllegalArgumentException.class, () -> new GenerationConfig(1, 0, 0, 5, 0));
+        assertThrows(IllegalArgumentException.class, () -> new GenerationConfig(1, 0, 1, 0, 0));
+        assertThrows(IllegalArgumentException.class,
+                () -> Generator.generate(model, List.of(new long[] {1, V}), null, GenerationConfig.greedy(2)));
+    }
+
+    private static boolean contains(long[] a, int before, long v) {
+        for (int k = 0; k < before; k++) {
+            if (a[k] == v) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Arg-max of the logits at the last position of an unpadded forward of {@code seq}. */
+    private static long argMaxNext(long[] seq) {
+        try (NoGradGuard ng = new NoGradGuard()) {
+            Tensor ids = torch.empty(new long[] {1, seq.length}, new TensorOptions(torch.ScalarType.Long), null);
+            ids.data_ptr_long().put(seq);
+            Tensor logits = model.forward(ids, null).select(1, seq.length - 1).contiguous();
+            float[] f = new float[V];
+            logits.data_ptr_float().get(f);
+            int best = 0;
+            for (int v = 1; v < V; v++) {
+                if (f[v] > f[best]) {
+                    best = v;
+                }
+            }
+            return best;
+        }
+    }
+}
