@@ -14,6 +14,8 @@ import dev.spo4j.generate.Generator;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
+import dev.spo4j.train.Chart;
+import dev.spo4j.train.EmbeddedDefault;
 import dev.spo4j.train.ReferenceLogProbs;
 import dev.spo4j.train.SftConfig;
 import dev.spo4j.train.SftTrainer;
@@ -196,27 +198,7 @@ public final class Experiment {
         Path staging = out.resolve("tokenizer");
         SyntheticPreferences.writeTokenizer(staging);
         Path config = staging.resolve("config.json");
-        Files.writeString(config, """
-                {
-                  "architectures": ["LlamaForCausalLM"],
-                  "model_type": "llama",
-                  "vocab_size": %d,
-                  "hidden_size": %d,
-                  "intermediate_size": %d,
-                  "num_hidden_layers": %d,
-                  "num_attention_heads": %d,
-                  "num_key_value_heads": %d,
-                  "rms_norm_eps": 1e-6,
-                  "rope_theta": 10000.0,
-                  "max_position_embeddings": 256,
-                  "tie_word_embeddings": false,
-                  "bos_token_id": 1,
-                  "eos_token_id": 2,
-                  "pad_token_id": 0,
-                  "torch_dtype": "float32"
-                }
-                """.formatted(SyntheticPreferences.vocabSize(), cfg.hidden, cfg.intermediate, cfg.layers, cfg.heads,
-                cfg.kvHeads));
+        EmbeddedDefault.writeSyntheticConfig(config, cfg.hidden, cfg.intermediate, cfg.layers, cfg.heads, cfg.kvHeads);
         torch.manual_seed(seedFor(cfg, 0));
         LlamaModel initModel = new LlamaModel(ModelConfig.read(config));
         ModelFolder.save(initModel, init, staging);

@@ -42,6 +42,34 @@ public final class EmbeddedDefault {
         }
     }
 
+    /**
+     * A Llama config.json for the synthetic language's tokenizer (vocabulary, BOS 1, EOS 2,
+     * PAD 0) with the given sizes.
+     */
+    public static void writeSyntheticConfig(Path file, int hidden, int intermediate, int layers, int heads,
+                                            int kvHeads) throws IOException {
+        Files.writeString(file, """
+                {
+                  "architectures": ["LlamaForCausalLM"],
+                  "model_type": "llama",
+                  "vocab_size": %d,
+                  "hidden_size": %d,
+                  "intermediate_size": %d,
+                  "num_hidden_layers": %d,
+                  "num_attention_heads": %d,
+                  "num_key_value_heads": %d,
+                  "rms_norm_eps": 1e-6,
+                  "rope_theta": 10000.0,
+                  "max_position_embeddings": 256,
+                  "tie_word_embeddings": false,
+                  "bos_token_id": 1,
+                  "eos_token_id": 2,
+                  "pad_token_id": 0,
+                  "torch_dtype": "float32"
+                }
+                """.formatted(SyntheticPreferences.vocabSize(), hidden, intermediate, layers, heads, kvHeads));
+    }
+
     public static Prepared prepare(Path dir, long seed) {
         try {
             Path modelDir = dir.resolve("tiny-llama");
@@ -49,26 +77,7 @@ public final class EmbeddedDefault {
                 Path staging = dir.resolve("tokenizer");
                 SyntheticPreferences.writeTokenizer(staging);
                 Path config = staging.resolve("config.json");
-                Files.writeString(config, """
-                        {
-                          "architectures": ["LlamaForCausalLM"],
-                          "model_type": "llama",
-                          "vocab_size": %d,
-                          "hidden_size": 128,
-                          "intermediate_size": 256,
-                          "num_hidden_layers": 4,
-                          "num_attention_heads": 8,
-                          "num_key_value_heads": 4,
-                          "rms_norm_eps": 1e-6,
-                          "rope_theta": 10000.0,
-                          "max_position_embeddings": 256,
-                          "tie_word_embeddings": false,
-                          "bos_token_id": 1,
-                          "eos_token_id": 2,
-                          "pad_token_id": 0,
-                          "torch_dtype": "float32"
-                        }
-                        """.formatted(SyntheticPreferences.vocabSize()));
+                writeSyntheticConfig(config, 128, 256, 4, 8, 4);
                 torch.manual_seed(seed);
                 LlamaModel model = new LlamaModel(ModelConfig.read(config));
                 ModelFolder.save(model, modelDir, staging);

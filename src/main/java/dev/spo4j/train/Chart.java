@@ -1,4 +1,4 @@
-package dev.spo4j.experiment;
+package dev.spo4j.train;
 
 import java.awt.BasicStroke;
 import java.awt.Color;
@@ -16,7 +16,8 @@ import javax.imageio.ImageIO;
 
 /**
  * Multi-series line/scatter panels side by side, as a PNG (plain Java2D, headless): the
- * experiment's frontier, win-rate, log-prob and gradient-norm plots. Each panel has its own
+ * experiment's frontier, win-rate, log-prob and gradient-norm plots and the training curves
+ * of {@link MetricsPlot}. Each panel has its own
  * axes (with the axis labels and min/max ticks) and a legend of its series.
  */
 public final class Chart {
