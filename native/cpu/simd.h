@@ -32,6 +32,27 @@ typedef uint16_t vh __attribute__((vector_size(W * 2)));
 // Unaligned variants for loads/stores straight from tensors.
 typedef float vf_u __attribute__((vector_size(W * 4), aligned(4)));
 typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
+typedef uint32_t vu_u2 __attribute__((vector_size(W * 4), aligned(2)));  // 2W bf16 values
+
+// bf16 pairs: 64 bytes read as W u32 words hold 2W bf16 values; each word's low half is an
+// even element and its high half the next odd one (little-endian). Shifting/masking gives
+// both as fp32 vectors with no widening or permute; the order only matters on the way back,
+// where join_bf16 puts each pair into one word again.
+SPO4J_INLINE void split_bf16(const uint16_t* p, vf& even, vf& odd) {
+    vu w = *(const vu_u2*)p;
+    even = (vf)(w << 16);
+    odd = (vf)(w & 0xffff0000u);
+}
+// Rounds to bf16 (nearest even; NaN stays a quiet NaN) and leaves the result in the HIGH half.
+SPO4J_INLINE vu round_bf16_high(vf v) {
+    vu u = (vu)v;
+    vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    vu nan = (u | 0x00400000u) & 0xffff0000u;
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+SPO4J_INLINE void join_bf16(uint16_t* p, vf even, vf odd) {
+    *(vu_u2*)p = (round_bf16_high(even) >> 16) | round_bf16_high(odd);
+}
 
 SPO4J_INLINE vf splat(float x) { return vf{} + x; }
 SPO4J_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }

@@ -39,7 +39,9 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
     float m = NEG_INF, s = 0.0f, t = 0.0f;  // running max, sum exp(z-m), sum exp(z-m)*(z-m)
     for (int64_t c0 = 0; c0 < V; c0 += CHUNK) {
         const int64_t c1 = c0 + CHUNK < V ? c0 + CHUNK : V;
-        const int64_t full = c0 + ((c1 - c0) / W) * W;
+        // bf16 reads 2W values at a time (split_bf16); the rest of the chunk goes W at a time
+        const int64_t pairs_end = DT == SPO4J_BF16 ? c0 + ((c1 - c0) / (2 * W)) * (2 * W) : c0;
+        const int64_t full = pairs_end + ((c1 - pairs_end) / W) * W;
         const int64_t rem = c1 - full;
         vf tail_v = splat(NEG_INF);
         if (rem) {
@@ -47,7 +49,14 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
         }
         // pass 1: chunk max
         vf mv = tail_v;
-        for (int64_t v = c0; v < full; v += W) mv = vmax(mv, IO::load(z + v));
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf a, b;
+                split_bf16(z + v, a, b);
+                mv = vmax(mv, vmax(a, b));
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) mv = vmax(mv, IO::load(z + v));
         const float mc = hmax(mv);
         const float m_new = mc > m ? mc : m;
         if (!(m_new > NEG_INF)) continue;  // chunk entirely -inf: contributes nothing
@@ -64,7 +73,17 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
         const vf mvec = splat(m);
         vf sv{}, tv{};
         if (want_entropy) {
-            for (int64_t v = c0; v < full; v += W) {
+            if constexpr (DT == SPO4J_BF16) {
+                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                    vf a, b;
+                    split_bf16(z + v, a, b);
+                    vf xa = a - mvec, xb = b - mvec;
+                    vf ea = vexp(xa), eb = vexp(xb);
+                    sv += ea + eb;
+                    tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
+                }
+            }
+            for (int64_t v = pairs_end; v < full; v += W) {
                 vf x = IO::load(z + v) - mvec;
                 vf e = vexp(x);
                 sv += e;
@@ -75,7 +94,14 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
             sv += e;
             tv += e > 0.0f ? e * x : vf{};
         } else {
-            for (int64_t v = c0; v < full; v += W) sv += vexp(IO::load(z + v) - mvec);
+            if constexpr (DT == SPO4J_BF16) {
+                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                    vf a, b;
+                    split_bf16(z + v, a, b);
+                    sv += vexp(a - mvec) + vexp(b - mvec);
+                }
+            }
+            for (int64_t v = pairs_end; v < full; v += W) sv += vexp(IO::load(z + v) - mvec);
             sv += vexp(tail_v - mvec);
         }
         s += hsum(sv);
@@ -119,7 +145,6 @@ SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, 
     using T = typename IO::T;
     const T* zb = static_cast<const T*>(logits);
     T* gb = static_cast<T*>(grad);
-    const int64_t full = (V / W) * W;
     for (int64_t r = begin; r < end; r++) {
         T* out = gb + r * gstride;
         const int64_t tgt = targets[r];
@@ -131,8 +156,17 @@ SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, 
         const float g = grad_logp[r], l = lse[r];
         const float zt = IO::get(z + tgt);  // read before an in-place overwrite
         const vf lv = splat(l), ng = splat(-g);
-        for (int64_t v = 0; v < full; v += W) IO::store(out + v, ng * vexp(IO::load(z + v) - lv));
-        for (int64_t v = full; v < V; v++) {
+        int64_t v0 = 0;
+        if constexpr (DT == SPO4J_BF16) {
+            for (; v0 + 2 * W <= V; v0 += 2 * W) {
+                vf a, b;
+                split_bf16(z + v0, a, b);
+                join_bf16(out + v0, ng * vexp(a - lv), ng * vexp(b - lv));
+            }
+        }
+        for (int64_t v = v0; v + W <= V; v += W) IO::store(out + v, ng * vexp(IO::load(z + v) - lv));
+        int64_t tail = v0 + ((V - v0) / W) * W;
+        for (int64_t v = tail; v < V; v++) {
             vf x = splat(IO::get(z + v) - l);
             IO::put(out + v, -g * vexp(x)[0]);
         }
