@@ -24,8 +24,10 @@ mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="bench/results/jmh-$stamp"
 if [[ $quick == 1 ]]; then
-  # One JVM for all kernel points (-f 0), one warm-up, three samples per point.
-  jmh_args=(-f 0 -wi 1 -i 3 -p threads="$threads")
+  # One warm-up and three samples per point, each point in its own JVM (-f 1): in one shared
+  # JVM the pages freed by a previous point's multi-GB LibTorch outputs were reclaimed while
+  # the next point ran, and skewed it (2 cores).
+  jmh_args=(-f 1 -wi 1 -i 3 -p threads="$threads")
   loss_args=(-wi 1 -w 1s -i 3 -r 1s)
 else
   jmh_args=(-p threads="$threads")
