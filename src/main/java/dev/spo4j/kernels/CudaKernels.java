@@ -40,7 +40,7 @@ public final class CudaKernels {
     }
 
     /** LibTorch's current CUDA stream on the tensor's device, as a {@code cudaStream_t}. */
-    static Pointer currentStream(Tensor onDevice) {
+    public static Pointer currentStream(Tensor onDevice) {
         return torch_cuda.getCurrentCUDAStream(onDevice.device().index()).stream();
     }
 }

@@ -98,10 +98,4 @@ public final class TensorChecks {
         }
         throw new IllegalArgumentException(name + " has dtype " + s + " (expected Float, BFloat16 or Half)");
     }
-
-    public static void finitePositive(double v, String name) {
-        if (!(Double.isFinite(v) && v > 0)) {
-            throw new IllegalArgumentException(name + " = " + v + " (expected a finite value > 0)");
-        }
-    }
 }

@@ -135,10 +135,9 @@ public final class PreferenceLoss {
                     .label_smoothing((float) config.labelSmoothing()).margin((float) config.margin());
             int status;
             if (where == TensorChecks.Placement.CUDA) {
-                CudaKernels.require();
                 status = Native.spo4j_preference_loss_cuda(p, pairs, pc.data_ptr_float(), pr.data_ptr_float(),
                         rc.data_ptr_float(), rr.data_ptr_float(), m, loss.data_ptr_float(), gc.data_ptr_float(),
-                        gr.data_ptr_float(), stats.data_ptr_float(), cudaStream(pc));
+                        gr.data_ptr_float(), stats.data_ptr_float(), CudaKernels.currentStream(pc));
             } else {
                 status = Native.spo4j_preference_loss_cpu(p, pairs, pc.data_ptr_float(), pr.data_ptr_float(),
                         rc.data_ptr_float(), rr.data_ptr_float(), m, loss.data_ptr_float(), gc.data_ptr_float(),
@@ -192,9 +191,5 @@ public final class PreferenceLoss {
                     + "; every completion needs at least one token)");
         }
         return f;
-    }
-
-    private static org.bytedeco.javacpp.Pointer cudaStream(Tensor t) {
-        return org.bytedeco.pytorch.global.torch_cuda.getCurrentCUDAStream(t.device().index()).stream();
     }
 }

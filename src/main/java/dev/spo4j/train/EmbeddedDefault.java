@@ -14,7 +14,7 @@ import org.bytedeco.pytorch.global.torch;
 
 /**
  * The run that {@code train} does with no arguments: a tiny Llama-style model (4 layers,
- * hidden 128, grouped-query attention, ~0.8M parameters) over the synthetic language of
+ * hidden 128, grouped-query attention, 0.61M parameters) over the synthetic language of
  * {@link SyntheticPreferences}, initialised from the seed, and its preference pairs ranked by
  * the known gold reward (with scores, so SPO's target margin comes from them). Written into
  * the run folder so that the run is reproducible and its model folder loads like any other.

@@ -26,7 +26,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * token for completion positions and -100 elsewhere (prompt, padding). log pi(y) is the sum
  * of the completion tokens' log-probs (or their mean when the loss is length-normalised).
  *
- * <p>{@link LossImpl#FUSED}: the fused kernel reads the logits once, the loss kernel works on
+ * <p>{@link LossImpl#FUSED}: the fused kernel reads the logits once (the logits/chosen and
+ * logits/rejected metrics read them once more, a row mean), the loss kernel works on
  * [B] values, and the backward overwrites the logits with their gradient: nothing of size
  * rows x V is allocated. This is valid because a Linear lm_head saves its input and weight,
  * not its output; a model that post-processes logits with an op that saves its output (a
