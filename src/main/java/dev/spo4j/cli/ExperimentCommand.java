@@ -5,6 +5,7 @@ import dev.spo4j.experiment.ExperimentConfig;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "experiment", mixinStandardHelpOptions = true, sortOptions = false,
@@ -27,8 +28,8 @@ final class ExperimentCommand implements Callable<Integer> {
     Integer steps;
     @Option(names = "--replot", paramLabel = "DIR", description = "only rewrite summary.json, table.md and the plots of a finished run folder")
     java.nio.file.Path replot;
-    @Option(names = "--verbose", description = "stack traces on errors")
-    boolean verbose;
+    @Mixin
+    VerboseOption verbose;
 
     @Override
     public Integer call() throws Exception {

@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.bytedeco.pytorch.global.torch;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "logps", mixinStandardHelpOptions = true, sortOptions = false,
@@ -30,8 +31,8 @@ final class LogpsCommand implements Callable<Integer> {
     int maxLength;
     @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     int threads;
-    @Option(names = "--verbose", description = "stack traces on errors")
-    boolean verbose;
+    @Mixin
+    VerboseOption verbose;
 
     @Override
     public Integer call() throws Exception {

@@ -3,7 +3,7 @@ package dev.spo4j.data;
 import org.bytedeco.pytorch.Tensor;
 
 /**
- * One collated batch of B preference pairs as CPU tensors (see {@link PreferenceCollator}
+ * One collated batch of B preference pairs as CPU tensors (see {@link TokenRule}
  * for the token rule). Rows {@code 0..B-1} are prompt+chosen and rows {@code B..2B-1} are
  * prompt+rejected, pair i in row i and row B+i; T is the longest row of this batch.
  *
@@ -11,7 +11,8 @@ import org.bytedeco.pytorch.Tensor;
  * @param inputIds         {@code [2B, T]} int64, right-padded with the tokenizer's pad id
  * @param attentionMask    {@code [2B, T]} int64, 1 on real tokens, 0 on padding
  * @param targets          {@code [2B, T]} int64: {@code targets[r][t] = inputIds[r][t+1]} when
- *                         position t+1 holds a completion token, else -100 (prompt, padding,
+ *                         position t+1 holds a completion token, else
+ *                         {@link dev.spo4j.kernels.TokenLogProbs#DEFAULT_IGNORE_INDEX} (prompt, padding,
  *                         and always the last column): the next-token targets whose log-probs
  *                         summed per row give log pi(completion | prompt)
  * @param completionTokens {@code [2B]} float32: the number of targets that are not -100 per row
@@ -24,9 +25,6 @@ import org.bytedeco.pytorch.Tensor;
 public record PreferenceBatch(int pairs, Tensor inputIds, Tensor attentionMask, Tensor targets,
                               Tensor completionTokens, Tensor scoreChosen, Tensor scoreRejected,
                               Tensor refChosen, Tensor refRejected, long tokenCount) implements AutoCloseable {
-
-    /** The value of {@link #targets} at positions that are not scored. */
-    public static final long IGNORE_INDEX = -100;
 
     /** 2B. */
     public int rows() {

@@ -10,26 +10,20 @@ import com.google.gson.Strictness;
 import com.google.gson.TypeAdapter;
 import com.google.gson.stream.JsonReader;
 import com.google.gson.stream.JsonToken;
-
+import dev.spo4j.io.AtomicFiles;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.StringReader;
 import java.io.UncheckedIOException;
 import java.io.Writer;
-import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
-import java.util.Locale;
-import java.util.concurrent.ThreadLocalRandom;
 
 /**
  * Preference datasets as JSON Lines, in TRL's field names: one JSON object per line with
@@ -379,33 +373,18 @@ public final class PreferenceDataset {
     static void writeAtomically(Path out, WriterBody body) {
         Path target = out.toAbsolutePath();
         Path dir = target.getParent();
-        String tmpName = "." + target.getFileName() + "."
-                + Long.toHexString(ThreadLocalRandom.current().nextLong()).toLowerCase(Locale.ROOT) + ".tmp";
-        Path tmp = dir.resolve(tmpName);
         try {
             if (!Files.isDirectory(dir)) {
                 throw new IllegalArgumentException(out + ": the directory " + dir + " does not exist");
             }
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            AtomicFiles.write(target, ch -> {
                 Writer w = new java.io.BufferedWriter(
                         java.nio.channels.Channels.newWriter(ch, StandardCharsets.UTF_8), 1 << 16);
                 body.write(w);
                 w.flush();
-                ch.force(true);
-            }
-            try {
-                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-            }
+            });
         } catch (IOException e) {
             throw new UncheckedIOException(out + ": " + e.getMessage(), e);
-        } finally {
-            try {
-                Files.deleteIfExists(tmp);
-            } catch (IOException ignored) {
-                // best effort: the temporary file is hidden and named as such
-            }
         }
     }
 }

@@ -2,7 +2,7 @@ package dev.spo4j.data;
 
 /**
  * A preference pair as token ids, after the collator's token rule and truncation (see
- * {@link PreferenceCollator}): {@code prompt} holds BOS (when the tokenizer adds one) and the
+ * {@link TokenRule}): {@code prompt} holds BOS (when the tokenizer adds one) and the
  * prompt's tokens, shared by both rows; {@code chosen} and {@code rejected} hold the
  * completion's tokens and EOS (when defined and not truncated away). Each completion has at
  * least one token that the loss scores.
@@ -28,7 +28,6 @@ public record TokenizedPair(PreferencePair pair, long[] prompt, long[] chosen, l
      * with no prompt tokens at all cannot score its first token (nothing precedes it).
      */
     public int scoredTokens(boolean chosenRow) {
-        int n = chosenRow ? chosen.length : rejected.length;
-        return prompt.length > 0 ? n : n - 1;
+        return TokenRule.scoredTokens(prompt.length, chosenRow ? chosen.length : rejected.length);
     }
 }

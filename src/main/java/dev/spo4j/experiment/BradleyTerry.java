@@ -1,7 +1,7 @@
 package dev.spo4j.experiment;
 
 import dev.spo4j.data.PreferencePair;
-import dev.spo4j.data.SyntheticPreferences;
+import dev.spo4j.synthetic.SyntheticPreferences;
 import java.util.Random;
 
 /**

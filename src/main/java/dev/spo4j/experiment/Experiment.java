@@ -7,16 +7,19 @@ import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.SftExample;
-import dev.spo4j.data.SyntheticPreferences;
 import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.generate.GenerationConfig;
 import dev.spo4j.generate.Generator;
+import dev.spo4j.io.AtomicFiles;
+import dev.spo4j.loss.LossType;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
-import dev.spo4j.train.Chart;
-import dev.spo4j.train.EmbeddedDefault;
+import dev.spo4j.report.Chart;
+import dev.spo4j.synthetic.EmbeddedDefault;
+import dev.spo4j.synthetic.SyntheticPreferences;
 import dev.spo4j.train.ReferenceLogProbs;
+import dev.spo4j.train.SequenceLogProbs;
 import dev.spo4j.train.SftConfig;
 import dev.spo4j.train.SftTrainer;
 import dev.spo4j.train.TrainConfig;
@@ -29,16 +32,13 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Random;
 import java.util.Set;
 import java.util.TreeMap;
-import java.util.stream.Stream;
 import org.bytedeco.pytorch.global.torch;
 
 /**
@@ -214,7 +214,7 @@ public final class Experiment {
         }
         SftExample.write(out.resolve("sft.jsonl"), sft);
         SftConfig sc = new SftConfig();
-        sc.lr = cfg.sftLr;
+        sc.optim.lr = cfg.sftLr;
         sc.batchSize = cfg.sftBatch;
         sc.maxSteps = cfg.sftSteps;
         sc.seed = seedFor(cfg, 1);
@@ -316,12 +316,12 @@ public final class Experiment {
         // spo-m0: SPO from the labels alone (constant target margin m0), the same information DPO gets
         tc.data = out.resolve(loss.equals("spo-m0") ? "pairs-labels-only.jsonl" : "pairs.jsonl").toString();
         tc.out = runDir.toString();
-        tc.loss = loss.equals("cdpo") ? "dpo" : loss.equals("spo-m0") ? "spo" : loss;
+        tc.loss = LossType.parse(loss.equals("cdpo") ? "dpo" : loss.equals("spo-m0") ? "spo" : loss);
         tc.labelSmoothing = loss.equals("cdpo") ? cfg.cdpoLabelSmoothing : 0.0;
         tc.beta = beta;
-        tc.lr = cfg.lr;
-        tc.schedule = cfg.schedule;
-        tc.warmupSteps = cfg.warmupSteps;
+        tc.optim.lr = cfg.lr;
+        tc.optim.schedule = cfg.schedule;
+        tc.optim.warmupSteps = cfg.warmupSteps;
         tc.batchSize = cfg.batchSize;
         tc.maxSteps = cfg.steps;
         tc.maxLength = 128;
@@ -343,8 +343,8 @@ public final class Experiment {
                 acc[0] = acc[1] = acc[2] = 0;
             }
         }).run();
-        deleteTree(runDir.resolve("checkpoints"));
-        deleteTree(runDir.resolve("final-model"));
+        AtomicFiles.deleteTree(runDir.resolve("checkpoints"));
+        AtomicFiles.deleteTree(runDir.resolve("final-model"));
         return rows;
     }
 
@@ -371,8 +371,8 @@ public final class Experiment {
         }
         double kl = 0;
         if (policy != s.reference) {
-            double[] lp = SequenceScorer.logps(policy, s.heldOutIds, scored, 64, cfg.threads);
-            double[] lr = SequenceScorer.logps(s.reference, s.heldOutIds, scored, 64, cfg.threads);
+            double[] lp = SequenceLogProbs.of(policy, s.heldOutIds, scored, 64, cfg.threads);
+            double[] lr = SequenceLogProbs.of(s.reference, s.heldOutIds, scored, 64, cfg.threads);
             for (int i = 0; i < n; i++) {
                 kl += (lp[i] - lr[i]) / n;
             }
@@ -460,17 +460,6 @@ public final class Experiment {
         Chart.write(win, "Win rate vs reference samples (gold reward judge)", out.resolve("win_rate.png"));
         Chart.write(logps, "Summed log-probs of training pairs", out.resolve("logps.png"));
         Chart.write(grad, "Gradient norm", out.resolve("grad_norm.png"));
-    }
-
-    private static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> files = Files.walk(dir)) {
-            for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
-                Files.delete(p);
-            }
-        }
     }
 
     static JsonArray array(double[] v) {

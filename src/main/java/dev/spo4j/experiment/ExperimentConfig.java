@@ -2,6 +2,7 @@ package dev.spo4j.experiment;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.train.LrSchedule;
 import java.util.List;
 
 /**
@@ -44,7 +45,7 @@ public final class ExperimentConfig {
     public double lr = 1e-3;
     public int batchSize = 16;
     public int warmupSteps = 10;
-    public String schedule = "constant";
+    public LrSchedule.Kind schedule = LrSchedule.Kind.CONSTANT;
     public double cdpoLabelSmoothing = 0.1;
 
     // 5: measurements every evalEvery steps

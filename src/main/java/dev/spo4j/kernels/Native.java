@@ -13,35 +13,35 @@ import org.bytedeco.javacpp.annotation.Platform;
 /**
  * The raw C ABI of {@code native/include/spo4j.h}, bound by JavaCPP (the Maven build runs the
  * JavaCPP Builder over this class and links it to {@code libspo4j.so}, built by CMake).
+ * Package-private: the public API is the op level ({@link TokenLogProbs},
+ * {@link PreferenceLossKernel}, {@link CudaKernels}), which checks tensors first.
  *
- * <p>Nothing here validates: callers are {@link TokenLogProbs} and
- * {@link dev.spo4j.loss.PreferenceLoss}, which check tensors first, and every status goes
- * through {@link #check(int, String)}, the one place where a native failure becomes a Java
- * exception.
+ * <p>Nothing here validates, and every status goes through {@link #check(int, String)}, the
+ * one place where a native failure becomes a Java exception. The constants below copy the
+ * header's; {@code AbiConstantsTest} reads the header and checks that they agree.
  */
 @Platform(include = "spo4j.h", link = "spo4j")
-public final class Native {
+final class Native {
     static {
         Loader.load();
     }
 
     private Native() {}
 
-    public static final int F32 = 0, BF16 = 1, F16 = 2;
-    public static final int OK = 0, ERR_ARGUMENT = 1, ERR_TARGET = 2, ERR_NONFINITE = 3,
+    /** {@code spo4j_dtype}. */
+    static final int F32 = 0, BF16 = 1, F16 = 2;
+    /** {@code spo4j_status}. */
+    static final int OK = 0, ERR_ARGUMENT = 1, ERR_TARGET = 2, ERR_NONFINITE = 3,
             ERR_CUDA = 4, ERR_NOT_BUILT = 5, ERR_INTERNAL = 6;
-    public static final int STAT_LOSS = 0, STAT_REWARD_CHOSEN = 1, STAT_REWARD_REJECTED = 2,
-            STAT_REWARD_MARGIN = 3, STAT_ACCURACY = 4, STAT_LOGP_CHOSEN = 5,
-            STAT_LOGP_REJECTED = 6, STAT_COUNT = 7;
 
     /** {@code spo4j_loss_params}: loss type, beta, label smoothing, default margin. */
     @Name("spo4j_loss_params")
-    public static class LossParams extends Pointer {
+    static class LossParams extends Pointer {
         static {
             Loader.load();
         }
 
-        public LossParams() {
+        LossParams() {
             allocate();
         }
 
@@ -57,18 +57,18 @@ public final class Native {
         public native LossParams margin(float v);
     }
 
-    public static native int spo4j_token_logprobs_fwd_cpu(
+    static native int spo4j_token_logprobs_fwd_cpu(
             @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
             @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
             FloatPointer logp, FloatPointer lse, FloatPointer entropy, int numThreads);
 
-    public static native int spo4j_token_logprobs_bwd_cpu(
+    static native int spo4j_token_logprobs_bwd_cpu(
             @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
             @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
             @Const FloatPointer lse, @Const FloatPointer gradLogp,
             Pointer gradLogits, long gradRowStride, int numThreads);
 
-    public static native int spo4j_preference_loss_cpu(
+    static native int spo4j_preference_loss_cpu(
             @Const LossParams p, long pairs,
             @Const FloatPointer policyChosen, @Const FloatPointer policyRejected,
             @Const FloatPointer refChosen, @Const FloatPointer refRejected,
@@ -76,18 +76,18 @@ public final class Native {
             FloatPointer loss, FloatPointer gradChosen, FloatPointer gradRejected,
             FloatPointer stats);
 
-    public static native int spo4j_token_logprobs_fwd_cuda(
+    static native int spo4j_token_logprobs_fwd_cuda(
             @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
             @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
             FloatPointer logp, FloatPointer lse, FloatPointer entropy, Pointer stream);
 
-    public static native int spo4j_token_logprobs_bwd_cuda(
+    static native int spo4j_token_logprobs_bwd_cuda(
             @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
             @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
             @Const FloatPointer lse, @Const FloatPointer gradLogp,
             Pointer gradLogits, long gradRowStride, Pointer stream);
 
-    public static native int spo4j_preference_loss_cuda(
+    static native int spo4j_preference_loss_cuda(
             @Const LossParams p, long pairs,
             @Const FloatPointer policyChosen, @Const FloatPointer policyRejected,
             @Const FloatPointer refChosen, @Const FloatPointer refRejected,
@@ -95,12 +95,12 @@ public final class Native {
             FloatPointer loss, FloatPointer gradChosen, FloatPointer gradRejected,
             FloatPointer stats, Pointer stream);
 
-    public static native int spo4j_cuda_built();
+    static native int spo4j_cuda_built();
 
-    public static native int spo4j_cuda_device_count();
+    static native int spo4j_cuda_device_count();
 
     @Cast("const char*")
-    public static native BytePointer spo4j_last_error();
+    static native BytePointer spo4j_last_error();
 
     /**
      * The exception funnel: turns a non-zero status into an exception carrying the native
@@ -108,7 +108,7 @@ public final class Native {
      * CUDA build are the caller's fault ({@link IllegalArgumentException}); CUDA runtime and
      * internal errors are {@link IllegalStateException}.
      */
-    public static void check(int status, String what) {
+    static void check(int status, String what) {
         if (status == OK) {
             return;
         }

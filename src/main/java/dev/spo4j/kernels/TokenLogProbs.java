@@ -1,12 +1,10 @@
 package dev.spo4j.kernels;
 
+import java.util.Arrays;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
-
-import java.util.Arrays;
 
 /**
  * Fused log-softmax + gather over LM logits, with its backward: the per-token log-probs
@@ -25,7 +23,10 @@ import java.util.Arrays;
  * intra-op thread count); CUDA tensors run the CUDA kernels on LibTorch's current stream.
  */
 public final class TokenLogProbs {
-    /** Hugging Face's and PyTorch's default label for "no loss here". */
+    /**
+     * Hugging Face's and PyTorch's default label for "no loss here" ({@code SPO4J_IGNORE_INDEX}
+     * of the header): the one Java definition, used for every target row the collators write.
+     */
     public static final long DEFAULT_IGNORE_INDEX = -100;
 
     private TokenLogProbs() {}
@@ -41,10 +42,9 @@ public final class TokenLogProbs {
                                  int numThreads) {
         Layout in = Layout.of(logits, targets, ignoreIndex);
         TensorChecks.Placement where = TensorChecks.sameDevice(new String[] {"logits", "targets"}, logits, targets);
-        TensorOptions f32 = new TensorOptions(ScalarType.Float).device(new org.bytedeco.pytorch.DeviceOptional(logits.device()));
-        Tensor logp = torch.empty(new long[] {in.rows}, f32, null);
-        Tensor lse = torch.empty(new long[] {in.rows}, f32, null);
-        Tensor entropy = withEntropy ? torch.empty(new long[] {in.rows}, f32, null) : null;
+        Tensor logp = Tensors.emptyFloats(logits, in.rows);
+        Tensor lse = Tensors.emptyFloats(logits, in.rows);
+        Tensor entropy = withEntropy ? Tensors.emptyFloats(logits, in.rows) : null;
         FloatPointer ent = withEntropy ? entropy.data_ptr_float() : null;
         int status;
         if (where == TensorChecks.Placement.CUDA) {
@@ -86,7 +86,7 @@ public final class TokenLogProbs {
                     + "autograd's saved tensor (detach them, or pass inPlace = false)");
         }
         Tensor grad = inPlace ? logits : torch.empty(new long[] {in.rows, in.vocab},
-                new TensorOptions(logits.scalar_type()).device(new org.bytedeco.pytorch.DeviceOptional(logits.device())), null);
+                Tensors.options(logits.scalar_type().intern(), logits.device()), null);
         long gradStride = inPlace ? in.rowStride : in.vocab;
         int status;
         if (where == TensorChecks.Placement.CUDA) {

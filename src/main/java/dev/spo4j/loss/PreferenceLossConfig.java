@@ -1,7 +1,8 @@
 package dev.spo4j.loss;
 
 /**
- * Settings of a {@link PreferenceLoss}; validated on construction.
+ * Settings of a {@link PreferenceLoss}; validated on construction. Formulas:
+ * {@code src/site/markdown/LOSSES.md}.
  *
  * @param type             which loss
  * @param beta             the KL weight beta, finite and &gt; 0 (default 0.1)
@@ -13,8 +14,12 @@ package dev.spo4j.loss;
  */
 public record PreferenceLossConfig(LossType type, double beta, double labelSmoothing, double margin,
                                    double rewardScale, boolean lengthNormalised) {
+    /** beta's default (TRL's). */
     public static final double DEFAULT_BETA = 0.1;
+    /** SPO's m0 default: the Bradley-Terry log-odds of p ~ 0.73. */
     public static final double DEFAULT_MARGIN = 1.0;
+    /** SPO's gamma default. */
+    public static final double DEFAULT_REWARD_SCALE = 1.0;
 
     public PreferenceLossConfig {
         if (type == null) {
@@ -36,25 +41,30 @@ public record PreferenceLossConfig(LossType type, double beta, double labelSmoot
 
     /** The defaults for a loss type: beta 0.1, eps 0, m0 1.0, gamma 1.0, length-normalised for IPO. */
     public static PreferenceLossConfig of(LossType type) {
-        return new PreferenceLossConfig(type, DEFAULT_BETA, 0.0, DEFAULT_MARGIN, 1.0, type == LossType.IPO);
+        return new PreferenceLossConfig(type, DEFAULT_BETA, 0.0, DEFAULT_MARGIN, DEFAULT_REWARD_SCALE, type == LossType.IPO);
     }
 
+    /** With another beta. */
     public PreferenceLossConfig withBeta(double v) {
         return new PreferenceLossConfig(type, v, labelSmoothing, margin, rewardScale, lengthNormalised);
     }
 
+    /** With another label smoothing eps. */
     public PreferenceLossConfig withLabelSmoothing(double v) {
         return new PreferenceLossConfig(type, beta, v, margin, rewardScale, lengthNormalised);
     }
 
+    /** With another m0. */
     public PreferenceLossConfig withMargin(double v) {
         return new PreferenceLossConfig(type, beta, labelSmoothing, v, rewardScale, lengthNormalised);
     }
 
+    /** With another gamma. */
     public PreferenceLossConfig withRewardScale(double v) {
         return new PreferenceLossConfig(type, beta, labelSmoothing, margin, v, lengthNormalised);
     }
 
+    /** With length normalisation on or off. */
     public PreferenceLossConfig withLengthNormalised(boolean v) {
         return new PreferenceLossConfig(type, beta, labelSmoothing, margin, rewardScale, v);
     }

@@ -8,7 +8,7 @@ import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
-
+import dev.spo4j.io.AtomicFiles;
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
@@ -410,13 +410,7 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
 
     /** Writes config.json naming the given torch_dtype ("float32", "bfloat16", ...). */
     public void write(Path file, String torchDtype) throws IOException {
-        Path tmp = AtomicFiles.newTempFileBeside(file);
-        try {
-            Files.writeString(tmp, toJson(torchDtype), StandardCharsets.UTF_8);
-            AtomicFiles.replace(tmp, file);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        AtomicFiles.writeString(file, toJson(torchDtype));
     }
 
     /** The config.json text: the standard keys, architectures and torch_dtype. */

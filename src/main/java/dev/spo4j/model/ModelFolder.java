@@ -4,24 +4,19 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonParser;
-
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
-
+import dev.spo4j.io.AtomicFiles;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.stream.Stream;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * A Hugging Face model folder: {@code config.json} plus {@code model.safetensors}, or
@@ -158,23 +153,9 @@ public final class ModelFolder {
                     }
                 }
             }
-            if (Files.exists(target)) {
-                Path old = AtomicFiles.freeSiblingName(target, "old");
-                Files.move(target, old, StandardCopyOption.ATOMIC_MOVE);
-                try {
-                    Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
-                } catch (IOException e) {
-                    Files.move(old, target, StandardCopyOption.ATOMIC_MOVE);  // put the old one back
-                    throw e;
-                }
-                deleteTree(old);
-            } else {
-                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
-            }
+            AtomicFiles.replaceDirectory(tmp, target);
         } finally {
-            if (Files.exists(tmp)) {
-                deleteTree(tmp);
-            }
+            AtomicFiles.deleteTree(tmp);
         }
     }
 
@@ -190,19 +171,5 @@ public final class ModelFolder {
             return "float64";
         }
         return "float32";
-    }
-
-    private static void deleteTree(Path root) throws IOException {
-        try (Stream<Path> walk = Files.walk(root)) {
-            for (Path p : (Iterable<Path>) walk.sorted(Comparator.reverseOrder())::iterator) {
-                try {
-                    Files.delete(p);
-                } catch (NoSuchFileException ignored) {
-                    // already gone
-                }
-            }
-        } catch (UncheckedIOException e) {
-            throw e.getCause();
-        }
     }
 }

@@ -5,14 +5,7 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonParser;
-
-import org.bytedeco.javacpp.BytePointer;
-import org.bytedeco.javacpp.Pointer;
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
-import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
-
+import dev.spo4j.io.AtomicFiles;
 import java.io.IOException;
 import java.lang.ref.Reference;
 import java.math.BigDecimal;
@@ -22,7 +15,6 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -32,6 +24,12 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * Reads and writes the safetensors format of Hugging Face: an unsigned 64-bit little-endian
@@ -361,20 +359,12 @@ public final class SafeTensors {
         }
         head.flip();
 
-        Path target = file.toAbsolutePath();
-        Path tmp = AtomicFiles.newTempFileBeside(target);
-        try {
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
-                writeFully(ch, head);
-                for (Tensor t : sorted.values()) {
-                    writeTensor(ch, t, chunk);
-                }
-                ch.force(true);
+        AtomicFiles.write(file.toAbsolutePath(), ch -> {
+            writeFully(ch, head);
+            for (Tensor t : sorted.values()) {
+                writeTensor(ch, t, chunk);
             }
-            AtomicFiles.replace(tmp, target);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        });
     }
 
     private static void writeTensor(FileChannel ch, Tensor t, int chunk) throws IOException {

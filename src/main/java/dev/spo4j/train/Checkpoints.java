@@ -2,13 +2,13 @@ package dev.spo4j.train;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelFolder;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Comparator;
@@ -37,10 +37,15 @@ public final class Checkpoints {
 
     /** What a checkpoint records besides the weights and the optimiser. */
     public static final class State {
+        /** Optimiser steps done. */
         public int step;
+        /** The data position: epoch ... */
         public int epoch;
+        /** ... and the next batch's index in it. */
         public int batchIndex;
+        /** The run's {@link TrainConfig} as JSON. */
         public String config;
+        /** LibTorch's CPU generator state, base64. */
         public String rngState;
     }
 
@@ -49,21 +54,23 @@ public final class Checkpoints {
         try {
             Path root = Files.createDirectories(runDir.resolve("checkpoints"));
             String name = String.format("step-%07d", state.step);
-            Path tmp = root.resolve("." + name + ".tmp");
-            deleteTree(tmp);
-            Files.createDirectories(tmp);
-            ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
-            OutputArchive archive = new OutputArchive();
-            optimizer.save(archive);
-            archive.save_to(tmp.resolve(OPTIMIZER).toString());
-            state.rngState = Base64.getEncoder().encodeToString(generatorState());
-            Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
             Path dst = root.resolve(name);
-            deleteTree(dst);
-            Files.move(tmp, dst, StandardCopyOption.ATOMIC_MOVE);
+            removeLeftovers(root);
+            Path tmp = AtomicFiles.newTempDirBeside(dst, "tmp");
+            try {
+                ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
+                OutputArchive archive = new OutputArchive();
+                optimizer.save(archive);
+                archive.save_to(tmp.resolve(OPTIMIZER).toString());
+                state.rngState = Base64.getEncoder().encodeToString(generatorState());
+                Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
+                AtomicFiles.replaceDirectory(tmp, dst);
+            } finally {
+                AtomicFiles.deleteTree(tmp);
+            }
             List<Path> all = list(runDir);
             for (int i = 0; i + keep < all.size(); i++) {
-                deleteTree(all.get(i));
+                AtomicFiles.deleteTree(all.get(i));
             }
             return dst;
         } catch (IOException e) {
@@ -132,13 +139,11 @@ public final class Checkpoints {
         return b;
     }
 
-    static void deleteTree(Path p) throws IOException {
-        if (!Files.exists(p)) {
-            return;
-        }
-        try (Stream<Path> s = Files.walk(p)) {
-            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) {
-                Files.delete(q);
+    /** Hidden temporary folders that an interrupted save or deletion left in {@code checkpoints/}. */
+    private static void removeLeftovers(Path root) throws IOException {
+        try (Stream<Path> s = Files.list(root)) {
+            for (Path p : s.filter(q -> q.getFileName().toString().startsWith(".step-")).toList()) {
+                AtomicFiles.deleteTree(p);
             }
         }
     }

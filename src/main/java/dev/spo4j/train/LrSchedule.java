@@ -1,23 +1,47 @@
 package dev.spo4j.train;
 
+import com.google.gson.annotations.SerializedName;
 import java.util.Locale;
 
-/** Linear warm-up to the peak rate, then cosine decay to 0, linear decay to 0, or constant. */
+/**
+ * Linear warm-up to the peak rate, then cosine decay to 0, linear decay to 0, or constant.
+ *
+ * @param kind        the shape after warm-up
+ * @param peak        the peak rate, finite and &gt; 0
+ * @param warmupSteps steps of linear warm-up (0 for none)
+ * @param totalSteps  the run's optimiser steps, at least 1
+ */
 public record LrSchedule(Kind kind, double peak, int warmupSteps, int totalSteps) {
+    /** The shape after warm-up. */
     public enum Kind {
-        COSINE, LINEAR, CONSTANT;
+        /** Cosine decay to 0. */
+        @SerializedName("cosine")
+        COSINE,
+        /** Linear decay to 0. */
+        @SerializedName("linear")
+        LINEAR,
+        /** The peak rate until the end. */
+        @SerializedName("constant")
+        CONSTANT;
 
+        /** Parses "cosine", "linear" or "constant" (any case). */
         public static Kind parse(String s) {
             for (Kind k : values()) {
-                if (k.name().equalsIgnoreCase(s.trim())) {
+                if (s != null && k.name().equalsIgnoreCase(s.trim())) {
                     return k;
                 }
             }
             throw new IllegalArgumentException("unknown schedule '" + s + "' (expected cosine, linear or constant)");
         }
 
+        /** The lower-case name used on the command line. */
         public String id() {
             return name().toLowerCase(Locale.ROOT);
+        }
+
+        @Override
+        public String toString() {
+            return id();
         }
     }
 

@@ -1,61 +1,140 @@
 package dev.spo4j.train;
 
+import com.google.gson.Gson;
 import dev.spo4j.data.PreferenceBatch;
 import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferencePair;
-import dev.spo4j.kernels.TokenLogProbs;
+import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelFolder;
+import dev.spo4j.train.dist.DataParallel;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.List;
 import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.Tensor;
 
 /**
- * Summed log-probs of each pair's chosen and rejected completion under a frozen model
- * (the reference), computed once, without gradients, through the fused kernel.
+ * Summed log-probs of each pair's chosen and rejected completion under a frozen model (the
+ * reference), computed once, without gradients, through the fused kernel.
  */
 public final class ReferenceLogProbs {
+    private static final Gson GSON = new Gson();
+    /** The run folder's file: {train {chosen, rejected}, eval {chosen, rejected}}. */
+    static final String FILE = "reference_logps.json";
+
     private ReferenceLogProbs() {}
 
-    /** {chosen[n], rejected[n]} for the pairs, in order. */
+    /** {chosen[n], rejected[n]} for the pairs, in order, {@code batchSize} pairs per forward. */
     public static double[][] compute(LlamaModel model, PreferenceCollator collator, List<PreferencePair> pairs,
                                      int batchSize, int threads) {
         int n = pairs.size();
         double[] chosen = new double[n], rejected = new double[n];
-        try (NoGradGuard ng = new NoGradGuard()) {
-            for (int start = 0; start < n; start += batchSize) {
-                int end = Math.min(n, start + batchSize);
-                try (PointerScope scope = new PointerScope();
-                     PreferenceBatch batch = collator.collate(pairs.subList(start, end))) {
-                    double[] seq = sequenceLogps(model, batch, threads);
-                    int b = end - start;
-                    for (int i = 0; i < b; i++) {
-                        chosen[start + i] = seq[i];
-                        rejected[start + i] = seq[b + i];
-                    }
-                }
+        for (int start = 0; start < n; start += batchSize) {
+            int end = Math.min(n, start + batchSize);
+            try (PointerScope scope = new PointerScope();
+                 PreferenceBatch batch = collator.collate(pairs.subList(start, end))) {
+                double[] seq = SequenceLogProbs.of(model, batch, threads);
+                int b = end - start;
+                System.arraycopy(seq, 0, chosen, start, b);
+                System.arraycopy(seq, b, rejected, start, b);
             }
         }
         return new double[][] {chosen, rejected};
     }
 
-    /** Summed completion log-probs of every row of the batch ([2B]: chosen rows, then rejected). */
-    static double[] sequenceLogps(LlamaModel model, PreferenceBatch batch, int threads) {
-        org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
-        Tensor ids = batch.inputIds().to(device, batch.inputIds().scalar_type());
-        Tensor mask = batch.attentionMask().to(device, batch.attentionMask().scalar_type());
-        Tensor targets = batch.targets().contiguous().view(-1);
-        Tensor logits = model.forward(ids, mask);
-        long v = logits.size(2);
-        TokenLogProbs.Result r = TokenLogProbs.forward(logits.view(-1, v), targets.to(device, targets.scalar_type()),
-                TokenLogProbs.DEFAULT_IGNORE_INDEX, false, threads);
-        Tensor seq = r.logp().view(batch.rows(), batch.length()).sum(new long[] {1}, false, null).cpu().contiguous();
-        double[] out = new double[batch.rows()];
-        float[] f = new float[out.length];
-        seq.data_ptr_float().get(f);
-        for (int i = 0; i < f.length; i++) {
-            out[i] = f[i];
+    /**
+     * A run's reference log-probs {train{chosen, rejected}, eval{chosen, rejected}}: a set's
+     * precomputed fields when every pair has them, else from the reference model (cfg.refModel,
+     * else the initial policy in {@code modelDir}), stored in the run folder by rank 0. On
+     * resume they are read back from there. Data parallel ({@code dp} not null): each rank
+     * computes a contiguous shard of the pairs and a sum over ranks assembles them; on resume
+     * rank 0 reads the file and broadcasts it.
+     */
+    static double[][][] forRun(TrainConfig cfg, Path runDir, Path modelDir, PreferenceCollator collator,
+                               List<PreferencePair> train, List<PreferencePair> eval, int threads, Device device,
+                               boolean resuming, DataParallel dp, PrintStream console) throws IOException {
+        Path file = runDir.resolve(FILE);
+        int rank = dp == null ? 0 : dp.rank(), world = dp == null ? 1 : dp.worldSize();
+        if (dp != null && resuming) {
+            double[][][] read = rank == 0 ? GSON.fromJson(Files.readString(file), double[][][].class) : null;
+            return unflatten(dp.broadcastFromRank0(read != null ? flatten(read) : new double[2 * (train.size() + eval.size())],
+                    "broadcast of the reference log-probs"), train.size(), eval.size());
+        }
+        if (resuming && Files.exists(file)) {
+            return GSON.fromJson(Files.readString(file), double[][][].class);
+        }
+        double[][][] out = new double[2][][];
+        List<List<PreferencePair>> sets = List.of(train, eval);
+        LlamaModel reference = null;
+        boolean computed = false;
+        for (int s = 0; s < 2; s++) {
+            List<PreferencePair> set = sets.get(s);
+            double[][] pre = precomputed(set);
+            if (pre != null) {
+                out[s] = pre;
+                continue;
+            }
+            if (reference == null) {
+                Path refDir = cfg.refModel != null ? Path.of(cfg.refModel) : modelDir;
+                console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
+                        : "the initial policy (frozen)") + " for " + set.size() + " pairs");
+                reference = ModelFolder.load(refDir);
+                reference.to(device, false);
+                for (Tensor p : reference.parameterList()) {
+                    p.set_requires_grad(false);
+                }
+            }
+            int n = set.size(), from = (int) ((long) n * rank / world), to = (int) ((long) n * (rank + 1) / world);
+            double[][] mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+            out[s] = new double[][] {new double[n], new double[n]};
+            System.arraycopy(mine[0], 0, out[s][0], from, to - from);
+            System.arraycopy(mine[1], 0, out[s][1], from, to - from);
+            computed = true;
+        }
+        if (reference != null) {
+            reference.close();
+        }
+        if (dp != null && computed) {  // the same decision on every rank: they all hold the same data
+            out = unflatten(dp.sum(flatten(out), "all-reduce of the reference log-probs"), train.size(), eval.size());
+        }
+        if (rank == 0) {
+            AtomicFiles.writeString(file, GSON.toJson(out));
         }
         return out;
+    }
+
+    private static double[] flatten(double[][][] refs) {
+        int nt = refs[0][0].length, ne = refs[1][0].length;
+        double[] v = new double[2 * (nt + ne)];
+        System.arraycopy(refs[0][0], 0, v, 0, nt);
+        System.arraycopy(refs[0][1], 0, v, nt, nt);
+        System.arraycopy(refs[1][0], 0, v, 2 * nt, ne);
+        System.arraycopy(refs[1][1], 0, v, 2 * nt + ne, ne);
+        return v;
+    }
+
+    private static double[][][] unflatten(double[] v, int nt, int ne) {
+        return new double[][][] {
+            {Arrays.copyOfRange(v, 0, nt), Arrays.copyOfRange(v, nt, 2 * nt)},
+            {Arrays.copyOfRange(v, 2 * nt, 2 * nt + ne), Arrays.copyOfRange(v, 2 * nt + ne, 2 * (nt + ne))}};
+    }
+
+    /** {chosen, rejected} from the pairs' own fields, or null unless every pair has them (an empty set has them). */
+    private static double[][] precomputed(List<PreferencePair> set) {
+        double[] c = new double[set.size()], r = new double[set.size()];
+        for (int i = 0; i < set.size(); i++) {
+            PreferencePair p = set.get(i);
+            if (p.refChosenLogps() == null || p.refRejectedLogps() == null) {
+                return null;
+            }
+            c[i] = p.refChosenLogps();
+            r[i] = p.refRejectedLogps();
+        }
+        return new double[][] {c, r};
     }
 }

@@ -1,34 +1,48 @@
 package dev.spo4j.train;
 
-/** Settings of a supervised fine-tuning run ({@link SftTrainer}). */
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+/**
+ * Settings of a supervised fine-tuning run ({@link SftTrainer}): the defaults are the field
+ * initialisers and each field is an {@code sft} option, as for {@link TrainConfig}; the
+ * optimiser settings are the preference trainer's ({@link OptimizerConfig}) with SFT's
+ * defaults (lr 1e-3, 5% warm-up).
+ */
 public final class SftConfig {
+    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder")
     public String model;
+    @Option(names = "--data", required = true, paramLabel = "FILE", description = "JSONL: prompt, completion")
     public String data;
+    @Option(names = "--out", required = true, paramLabel = "RUN_DIR", description = "run folder: final-model/, metrics.jsonl, metrics.png")
     public String out;
-    public double lr = 1e-3;
-    public String schedule = "cosine";
-    public int warmupSteps = 0;
-    public double warmupRatio = 0.05;
-    public double weightDecay = 0.0;
-    public double maxGradNorm = 1.0;
+
+    /** AdamW, clipping and the learning-rate schedule. */
+    @Mixin
+    public OptimizerConfig optim = OptimizerConfig.withDefaults(1e-3, 0.05);
+
+    @Option(names = "--batch-size", description = "(default: ${DEFAULT-VALUE})")
     public int batchSize = 16;
+    @Option(names = "--epochs", description = "(default: ${DEFAULT-VALUE})")
     public int epochs = 1;
+    @Option(names = "--max-steps", description = "overrides --epochs when > 0 (default: ${DEFAULT-VALUE})")
     public int maxSteps = -1;
+    @Option(names = "--max-length", description = "(default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
+    @Option(names = "--threads", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     public int threads = 0;
+    @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 10;
 
+    /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
-        LrSchedule.Kind.parse(schedule);
+        optim.validate();
         if (batchSize < 1 || epochs < 1 || maxLength < 2 || maxSteps == 0 || maxSteps < -1 || logEvery < 1
                 || threads < 0) {
             throw new IllegalArgumentException("sft: batch size, epochs, log-every >= 1, max length >= 2, "
                     + "max steps > 0 or -1, threads >= 0 are required");
-        }
-        if (!(lr > 0 && Double.isFinite(lr)) || !(maxGradNorm >= 0) || !(weightDecay >= 0)) {
-            throw new IllegalArgumentException("sft: lr = " + lr + " must be finite and > 0; max grad norm and "
-                    + "weight decay >= 0");
         }
     }
 }

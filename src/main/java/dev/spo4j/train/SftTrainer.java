@@ -1,17 +1,20 @@
 package dev.spo4j.train;
 
-import dev.spo4j.data.PreferenceBatches;
+import dev.spo4j.data.Batches;
 import dev.spo4j.data.SftExample;
 import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.data.TokenRule;
+import dev.spo4j.loss.SftObjective;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelFolder;
+import dev.spo4j.report.MetricsLog;
+import dev.spo4j.report.MetricsPlot;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -19,20 +22,19 @@ import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.AdamW;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * Supervised fine-tuning: next-token cross-entropy on prompt + completion, scored on the
  * completion tokens only (EOS included), through {@link SftObjective} (the fused kernel),
- * with AdamW, gradient clipping and the learning-rate schedule of the preference trainer.
+ * with AdamW, gradient clipping and the learning-rate schedule of the preference trainer
+ * ({@link OptimizerConfig}).
  *
- * <p>Tokens follow the preference collator's rule: {@code [BOS if add_bos_token] +
- * encode(prompt) + encode(completion) + [EOS]}, prompt cut from the left and then the
- * completion from the right to fit maxLength; rows right-padded. Batches are shuffled per
- * epoch by {@link PreferenceBatches} from the seed, so a run is a function of its config.
+ * <p>Tokens follow the {@link TokenRule token rule} of the preference trainer: {@code [BOS if
+ * add_bos_token] + encode(prompt) + encode(completion) + [EOS]}, prompt cut from the left
+ * and then the completion from the right to fit maxLength; rows right-padded. Batches are
+ * shuffled per epoch by {@link Batches} from the seed, so a run is a function of its config.
  */
 public final class SftTrainer {
     private SftTrainer() {}
@@ -84,11 +86,10 @@ public final class SftTrainer {
         }
         torch.manual_seed(cfg.seed);
         TensorVector params = new TensorVector(model.parameterList().toArray(new Tensor[0]));
-        AdamW optimizer = Optimizers.adamW(params, cfg.lr, 0.9, 0.999, 1e-8, cfg.weightDecay);
-        PreferenceBatches<long[][]> batches = new PreferenceBatches<>(rows, cfg.batchSize, cfg.seed);
+        AdamW optimizer = cfg.optim.adamW(params);
+        Batches<long[][]> batches = new Batches<>(rows, cfg.batchSize, cfg.seed);
         int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * batches.batchesPerEpoch();
-        int warmup = cfg.warmupSteps > 0 ? cfg.warmupSteps : (int) Math.round(cfg.warmupRatio * total);
-        LrSchedule schedule = new LrSchedule(LrSchedule.Kind.parse(cfg.schedule), cfg.lr, warmup, total);
+        LrSchedule schedule = cfg.optim.schedule(total);
         SftObjective objective = new SftObjective(threads);
         long pad = tok.padId();
         List<Map<String, Double>> log = new ArrayList<>();
@@ -103,12 +104,12 @@ public final class SftTrainer {
             double loss, gradNorm, lr = schedule.at(step);
             try (PointerScope scope = new PointerScope()) {
                 optimizer.zero_grad(true);
-                Tensor[] t = collate(batch, pad);
-                Tensor logits = model.forward(t[0], t[1]);
-                SftObjective.Result r = objective.compute(logits, t[2]);
+                TokenRule.Rows t = collate(batch, pad);
+                Tensor logits = model.forward(t.ids(), t.mask());
+                SftObjective.Result r = objective.compute(logits, t.targets());
                 r.backward();
                 loss = r.loss();
-                gradNorm = torch.clip_grad_norm_(params, cfg.maxGradNorm > 0 ? cfg.maxGradNorm : 1e30);
+                gradNorm = torch.clip_grad_norm_(params, cfg.optim.maxGradNorm > 0 ? cfg.optim.maxGradNorm : 1e30);
                 Optimizers.setLearningRate(optimizer, lr);
                 optimizer.step();
             }
@@ -132,65 +133,25 @@ public final class SftTrainer {
         return new Summary(null, total, first, last, (System.nanoTime() - t0) / 1e9, log);
     }
 
-    /** {prompt part, completion part} of one example, truncated to maxLength (prompt from the left first). */
+    /** {prompt part, completion part} of one example by the token rule, truncated to maxLength. */
     static long[][] tokenize(TextTokenizer tok, SftExample e, int maxLength) {
-        long[] prompt = tok.encode(e.prompt());
-        if (tok.addBos()) {
-            long[] p = new long[prompt.length + 1];
-            p[0] = tok.bosId();
-            System.arraycopy(prompt, 0, p, 1, prompt.length);
-            prompt = p;
-        }
-        long[] completion = tok.encode(e.completion());
-        if (tok.eosId() != null) {
-            completion = Arrays.copyOf(completion, completion.length + 1);
-            completion[completion.length - 1] = tok.eosId();
-        }
-        int bos = tok.addBos() ? 1 : 0;
-        int over = prompt.length + completion.length - maxLength;
-        if (over > 0) {
-            int cut = Math.min(over, Math.max(0, prompt.length - bos - 1));
-            long[] kept = new long[prompt.length - cut];
-            System.arraycopy(prompt, 0, kept, 0, bos);
-            System.arraycopy(prompt, bos + cut, kept, bos, kept.length - bos);
-            prompt = kept;
-        }
-        if (prompt.length + completion.length > maxLength) {
-            completion = Arrays.copyOf(completion, Math.max(0, maxLength - prompt.length));
-        }
-        if (prompt.length == 0 ? completion.length < 2 : completion.length < 1) {
+        long[] prompt = TokenRule.prompt(tok, e.prompt());
+        TokenRule.Truncated t = TokenRule.truncate(prompt, tok.addBos(), maxLength, TokenRule.completion(tok, e.completion()));
+        long[] completion = t.completions()[0];
+        if (TokenRule.scoredTokens(t.prompt().length, completion.length) < 1) {
             throw new IllegalArgumentException("an SFT example has no scored completion token after truncation to "
                     + maxLength + " tokens: " + e);
         }
-        return new long[][] {prompt, completion};
+        return new long[][] {t.prompt(), completion};
     }
 
-    /** {ids, mask, targets}, each [B, T] int64, right-padded; targets -100 outside completions. */
-    static Tensor[] collate(List<long[][]> batch, long pad) {
-        int b = batch.size(), t = 0;
+    /** Rows of {prompt part, completion part}s: ids, mask and targets [B, T], right-padded. */
+    static TokenRule.Rows collate(List<long[][]> batch, long pad) {
+        List<long[]> prompts = new ArrayList<>(batch.size()), completions = new ArrayList<>(batch.size());
         for (long[][] r : batch) {
-            t = Math.max(t, r[0].length + r[1].length);
+            prompts.add(r[0]);
+            completions.add(r[1]);
         }
-        long[] ids = new long[b * t], mask = new long[b * t], targets = new long[b * t];
-        Arrays.fill(ids, pad);
-        Arrays.fill(targets, dev.spo4j.kernels.TokenLogProbs.DEFAULT_IGNORE_INDEX);
-        for (int i = 0; i < b; i++) {
-            long[] p = batch.get(i)[0], c = batch.get(i)[1];
-            int base = i * t, len = p.length + c.length;
-            System.arraycopy(p, 0, ids, base, p.length);
-            System.arraycopy(c, 0, ids, base + p.length, c.length);
-            Arrays.fill(mask, base, base + len, 1L);
-            for (int pos = Math.max(1, p.length); pos < len; pos++) {
-                targets[base + pos - 1] = ids[base + pos];
-            }
-        }
-        return new Tensor[] {longs(ids, b, t), longs(mask, b, t), longs(targets, b, t)};
+        return TokenRule.rows(prompts, completions, pad);
     }
-
-    private static Tensor longs(long[] v, long... shape) {
-        Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Long), null);
-        t.data_ptr_long().put(v);
-        return t;
-    }
-
 }

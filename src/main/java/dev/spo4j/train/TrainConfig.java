@@ -2,96 +2,137 @@ package dev.spo4j.train;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
- * Everything a training run needs, with TRL-like defaults; serialised into each checkpoint
- * so that {@code --resume} continues the same run. Null model/data mean the embedded default
- * (a tiny Llama-style model and a synthetic preference set ranked by a known gold reward).
+ * Everything a preference training run needs, with TRL-like defaults; serialised into each
+ * run folder and checkpoint so that {@code --resume} continues the same run. Null
+ * model/data mean the embedded default (a tiny Llama-style model and a synthetic preference
+ * set ranked by a known gold reward; {@link #embeddedDefault()}).
+ *
+ * <p>This is the one place where the run's settings and their defaults are defined: the field
+ * initialisers are the defaults, the picocli annotations make each field a {@code train}
+ * option (the command mixes this class in), and Java callers set the fields directly.
+ * Settings objects like this one are mutable; the values handed to the objective and the
+ * kernels ({@link PreferenceLossConfig}, {@link LrSchedule}) are immutable records built from
+ * them.
  */
 public final class TrainConfig {
+    @Option(names = "--model", paramLabel = "DIR", description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json)")
     public String model;
+    @Option(names = "--data", paramLabel = "FILE", description = "JSONL: prompt, chosen, rejected [, score_chosen, score_rejected, ref_chosen_logps, ref_rejected_logps]")
     public String data;
+    @Option(names = "--eval-data", paramLabel = "FILE", description = "JSONL evaluated every --eval-every steps and at the end")
     public String evalData;
+    @Option(names = "--ref-model", paramLabel = "DIR", description = "reference model (default: a frozen copy of the initial policy; precomputed ref_*_logps win)")
     public String refModel;
+    @Option(names = "--out", paramLabel = "RUN_DIR", description = "run folder (default: runs/<loss>-<time>)")
     public String out;
 
-    public String loss = "spo";
+    @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    public LossType loss = LossType.SPO;
+    @Option(names = "--beta", description = "KL weight beta (default: ${DEFAULT-VALUE})")
     public double beta = PreferenceLossConfig.DEFAULT_BETA;
+    @Option(names = "--margin", description = "SPO target margin m0 for pairs without scores (default: ${DEFAULT-VALUE})")
     public double margin = PreferenceLossConfig.DEFAULT_MARGIN;
-    public double rewardScale = 1.0;
+    @Option(names = "--reward-scale", description = "SPO gamma: m = gamma (score_chosen - score_rejected) (default: ${DEFAULT-VALUE})")
+    public double rewardScale = PreferenceLossConfig.DEFAULT_REWARD_SCALE;
+    @Option(names = "--label-smoothing", description = "DPO eps in [0, 0.5): cDPO (default: ${DEFAULT-VALUE})")
     public double labelSmoothing = 0.0;
     /** null: the loss's default (IPO yes, others no). */
+    @Option(names = "--length-normalised", arity = "1", paramLabel = "BOOL", description = "mean instead of summed token log-probs (default: true for ipo only)")
     public Boolean lengthNormalised;
+    @Option(names = "--sft-weight", description = "alpha of an added SFT term alpha * NLL(chosen) (default: ${DEFAULT-VALUE})")
     public double sftWeight = 0.0;
-    public String lossImpl = "fused";
+    @Option(names = "--loss-impl", description = "fused (spo4j kernels) | libtorch (composite ops) (default: ${DEFAULT-VALUE})")
+    public LossImpl lossImpl = LossImpl.FUSED;
 
-    public double lr = 5e-6;
-    public String schedule = "cosine";
-    public int warmupSteps = 0;
-    public double warmupRatio = 0.1;
-    public double weightDecay = 0.0;
-    public double adamBeta1 = 0.9;
-    public double adamBeta2 = 0.999;
-    public double adamEps = 1e-8;
-    public double maxGradNorm = 1.0;
+    /** AdamW, clipping and the learning-rate schedule. */
+    @Mixin
+    public OptimizerConfig optim = new OptimizerConfig();
 
     /** Pairs per micro-batch per process (TRL's per_device_train_batch_size): a step's global batch is batchSize x WORLD_SIZE x gradAccum. */
+    @Option(names = "--batch-size", description = "pairs per micro-batch per process; a step's global batch is batch-size x processes x grad-accum (default: ${DEFAULT-VALUE})")
     public int batchSize = 8;
+    @Option(names = "--grad-accum", description = "micro-batches per optimiser step (default: ${DEFAULT-VALUE})")
     public int gradAccum = 1;
+    @Option(names = "--epochs", description = "(default: ${DEFAULT-VALUE})")
     public int epochs = 1;
+    @Option(names = "--max-steps", description = "optimiser steps; overrides --epochs when > 0 (default: ${DEFAULT-VALUE})")
     public int maxSteps = -1;
+    @Option(names = "--max-length", description = "tokens per sequence: the prompt is cut from the left first (default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
+    @Option(names = "--threads", description = "CPU threads for LibTorch and the kernels; 0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     public int threads = 0;
     /** "cpu", "cuda" or "cuda:N". */
+    @Option(names = "--device", description = "cpu | cuda | cuda:N (CUDA needs the -Pgpu build) (default: ${DEFAULT-VALUE})")
     public String device = "cpu";
 
     /** Data parallel: seconds a rank waits for its peers (rendezvous, each collective) before the job fails. */
+    @Option(names = "--dist-timeout", paramLabel = "SECONDS", description = "data parallel: how long a rank waits for its "
+            + "peers (rendezvous and each collective) before the job fails (default: ${DEFAULT-VALUE})")
     public double distTimeout = 300;
     /** Processes that trained this run (set by the trainer from WORLD_SIZE; a resume must use as many). */
     public int worldSize = 1;
 
+    @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 1;
+    @Option(names = "--eval-every", description = "steps between evaluations; 0 = at the end (default: ${DEFAULT-VALUE})")
     public int evalEvery = 0;
+    @Option(names = "--eval-batches", description = "evaluate the first N batches of the eval data; 0 = all (default: ${DEFAULT-VALUE})")
     public int evalBatches = 0;
+    @Option(names = "--checkpoint-every", description = "steps between checkpoints; 0 = at the end (default: ${DEFAULT-VALUE})")
     public int checkpointEvery = 0;
+    @Option(names = "--keep-checkpoints", description = "(default: ${DEFAULT-VALUE})")
     public int keepCheckpoints = 2;
 
     private static final Gson GSON = new GsonBuilder().setPrettyPrinting().serializeNulls().create();
 
+    /**
+     * The embedded default's settings (what {@code train} does without --model and --data): a
+     * tiny randomly initialised model learns at a higher rate than a pretrained one, so lr 2e-3,
+     * 16 pairs a batch, 600 steps, an evaluation every 50.
+     */
+    public static TrainConfig embeddedDefault() {
+        TrainConfig c = new TrainConfig();
+        c.optim.lr = 2e-3;
+        c.batchSize = 16;
+        c.maxSteps = 600;
+        c.evalEvery = 50;
+        return c;
+    }
+
+    /** The loss settings as the objective takes them. */
     public PreferenceLossConfig lossConfig() {
-        LossType t = LossType.parse(loss);
-        PreferenceLossConfig c = PreferenceLossConfig.of(t).withBeta(beta).withMargin(margin)
+        PreferenceLossConfig c = PreferenceLossConfig.of(loss).withBeta(beta).withMargin(margin)
                 .withRewardScale(rewardScale).withLabelSmoothing(labelSmoothing);
         return lengthNormalised == null ? c : c.withLengthNormalised(lengthNormalised);
     }
 
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
+        if (loss == null || lossImpl == null) {
+            throw new IllegalArgumentException("loss and loss implementation must be set (e.g. spo, fused)");
+        }
         lossConfig();
-        LossImpl.parse(lossImpl);
-        LrSchedule.Kind.parse(schedule);
+        optim.validate();
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);
         positive("epochs", epochs);
-        positive("max length", maxLength);
         if (maxLength < 2) {
             throw new IllegalArgumentException("max length = " + maxLength + " (expected >= 2)");
         }
         if (maxSteps == 0 || maxSteps < -1) {
             throw new IllegalArgumentException("max steps = " + maxSteps + " (expected > 0, or -1 for epochs)");
         }
-        if (!(lr > 0 && Double.isFinite(lr))) {
-            throw new IllegalArgumentException("learning rate = " + lr + " (expected a finite value > 0)");
-        }
-        if (!(warmupRatio >= 0 && warmupRatio < 1) || warmupSteps < 0) {
-            throw new IllegalArgumentException("warm-up = " + warmupSteps + " steps / ratio " + warmupRatio
-                    + " (expected steps >= 0 and 0 <= ratio < 1)");
-        }
-        if (!(maxGradNorm >= 0) || !(weightDecay >= 0) || !(sftWeight >= 0)) {
-            throw new IllegalArgumentException("max grad norm, weight decay and sft weight must be >= 0");
+        if (!(sftWeight >= 0 && Double.isFinite(sftWeight))) {
+            throw new IllegalArgumentException("sft weight = " + sftWeight + " (expected a finite value >= 0)");
         }
         if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
             throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
@@ -99,26 +140,30 @@ public final class TrainConfig {
         if (!(distTimeout > 0 && Double.isFinite(distTimeout))) {
             throw new IllegalArgumentException("dist timeout = " + distTimeout + " s (expected a finite value > 0)");
         }
-        if (threads < 0 || keepCheckpoints < 1 || logEvery < 1 || evalEvery < 0 || checkpointEvery < 0) {
+        if (threads < 0 || keepCheckpoints < 1 || logEvery < 1 || evalEvery < 0 || evalBatches < 0
+                || checkpointEvery < 0) {
             throw new IllegalArgumentException("threads >= 0, keep-checkpoints >= 1, log-every >= 1, "
-                    + "eval-every >= 0 and checkpoint-every >= 0 are required");
+                    + "eval-every >= 0, eval-batches >= 0 and checkpoint-every >= 0 are required");
         }
     }
 
-    private static void positive(String name, int v) {
+    static void positive(String name, int v) {
         if (v < 1) {
             throw new IllegalArgumentException(name + " = " + v + " (expected >= 1)");
         }
     }
 
+    /** The settings as pretty-printed JSON (the run folder's config.json). */
     public String toJson() {
         return GSON.toJson(this);
     }
 
+    /** The inverse of {@link #toJson()}. */
     public static TrainConfig fromJson(String json) {
         return GSON.fromJson(json, TrainConfig.class);
     }
 
+    /** A deep copy. */
     public TrainConfig copy() {
         return fromJson(toJson());
     }

@@ -1,19 +1,5 @@
 package dev.spo4j.data;
 
-import dev.spo4j.testing.Tensors;
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
-
-import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.util.Arrays;
-import java.util.List;
-
 import static dev.spo4j.data.TextTokenizerTest.id;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -23,9 +9,24 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.spo4j.kernels.Tensors;
+import dev.spo4j.kernels.TokenLogProbs;
+import dev.spo4j.synthetic.SyntheticPreferences;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
 /** The token rule, targets and masks by hand with the synthetic tokenizer; truncation; optional tensors. */
 class PreferenceCollatorTest {
-    private static final long X = PreferenceBatch.IGNORE_INDEX;
+    private static final long X = TokenLogProbs.DEFAULT_IGNORE_INDEX;
     private static final long BOS = 1;
     private static final long EOS = 2;
     private static final long PAD = 0;

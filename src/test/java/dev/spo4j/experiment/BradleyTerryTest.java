@@ -4,7 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.spo4j.data.PreferencePair;
-import dev.spo4j.data.SyntheticPreferences;
+import dev.spo4j.synthetic.SyntheticPreferences;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 

@@ -45,7 +45,7 @@ class ExperimentTest {
         assertTrue(pairs.size() >= c.pairs / 2);
         for (PreferencePair p : pairs) {
             assertTrue(p.hasScores());
-            assertEquals(dev.spo4j.data.SyntheticPreferences.goldReward(p.prompt(), p.chosen()), p.scoreChosen());
+            assertEquals(dev.spo4j.synthetic.SyntheticPreferences.goldReward(p.prompt(), p.chosen()), p.scoreChosen());
         }
         JsonObject s = JsonParser.parseString(Files.readString(out.resolve("summary.json"))).getAsJsonObject();
         assertEquals(c.losses.size() * c.betas.size(), s.getAsJsonArray("results").size());

@@ -1,14 +1,14 @@
 package dev.spo4j.kernels;
 
+import static dev.spo4j.kernels.Tensors.floats;
+import static dev.spo4j.kernels.Tensors.longs;
+import static dev.spo4j.kernels.Tensors.toDoubles;
 import static dev.spo4j.kernels.TokenLogProbsTest.IGNORE;
 import static dev.spo4j.kernels.TokenLogProbsTest.logits;
 import static dev.spo4j.kernels.TokenLogProbsTest.storageRtol;
 import static dev.spo4j.kernels.TokenLogProbsTest.targets;
 import static dev.spo4j.kernels.TokenLogProbsTest.upstream;
 import static dev.spo4j.testing.AllClose.assertAllClose;
-import static dev.spo4j.testing.Tensors.floats;
-import static dev.spo4j.testing.Tensors.longs;
-import static dev.spo4j.testing.Tensors.toDoubles;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;

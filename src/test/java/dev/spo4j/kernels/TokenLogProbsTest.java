@@ -1,11 +1,11 @@
 package dev.spo4j.kernels;
 
+import static dev.spo4j.kernels.Tensors.floats;
+import static dev.spo4j.kernels.Tensors.longs;
+import static dev.spo4j.kernels.Tensors.toDoubles;
+import static dev.spo4j.kernels.Tensors.toLongs;
 import static dev.spo4j.testing.AllClose.assertAllClose;
 import static dev.spo4j.testing.AllClose.maxAbsDiff;
-import static dev.spo4j.testing.Tensors.floats;
-import static dev.spo4j.testing.Tensors.longs;
-import static dev.spo4j.testing.Tensors.toDoubles;
-import static dev.spo4j.testing.Tensors.toLongs;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;

@@ -1,6 +1,6 @@
 package dev.spo4j.loss;
 
-/** The float64 oracle of shared/LOSSES.md: per-pair losses from the summed (or normalised) log-probs. */
+/** The float64 oracle of src/site/markdown/LOSSES.md: per-pair losses from the summed (or normalised) log-probs. */
 final class PreferenceLossReference {
     private PreferenceLossReference() {}
 

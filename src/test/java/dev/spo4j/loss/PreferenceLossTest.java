@@ -1,8 +1,8 @@
 package dev.spo4j.loss;
 
+import static dev.spo4j.kernels.Tensors.floats;
+import static dev.spo4j.kernels.Tensors.toDoubles;
 import static dev.spo4j.testing.AllClose.assertAllClose;
-import static dev.spo4j.testing.Tensors.floats;
-import static dev.spo4j.testing.Tensors.toDoubles;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;

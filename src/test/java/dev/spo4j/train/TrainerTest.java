@@ -1,14 +1,16 @@
 package dev.spo4j.train;
 
+import static dev.spo4j.testing.RunFolders.metrics;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonObject;
-import com.google.gson.JsonParser;
 import dev.spo4j.cli.Main;
 import dev.spo4j.data.PreferenceDataset;
-import dev.spo4j.data.SyntheticPreferences;
+import dev.spo4j.loss.LossImpl;
+import dev.spo4j.synthetic.EmbeddedDefault;
+import dev.spo4j.synthetic.SyntheticPreferences;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -29,33 +31,21 @@ class TrainerTest {
     static final PrintStream QUIET = new PrintStream(new ByteArrayOutputStream());
 
     static TrainConfig tiny(Path out, int steps) {
-        TrainConfig c = new TrainConfig();
-        EmbeddedDefault.applyDefaults(c, false, false, false);
+        TrainConfig c = TrainConfig.embeddedDefault();
         c.out = out.toString();
         c.maxSteps = steps;
         c.batchSize = 4;
         c.evalEvery = 0;
         c.threads = 2;
-        c.warmupSteps = 2;
+        c.optim.warmupSteps = 2;
         return c;
-    }
-
-    static List<JsonObject> metrics(Path runDir) throws IOException {
-        List<JsonObject> rows = new ArrayList<>();
-        for (String line : Files.readAllLines(runDir.resolve("metrics.jsonl"))) {
-            JsonObject o = JsonParser.parseString(line).getAsJsonObject();
-            if (o.has("loss")) {  // training rows (eval rows carry eval/ names)
-                rows.add(o);
-            }
-        }
-        return rows;
     }
 
     @Test
     void fusedAndLibTorchFollowTheSameTrajectory(@TempDir Path tmp) throws IOException {
         TrainConfig fused = tiny(tmp.resolve("fused"), 8);
         TrainConfig composite = tiny(tmp.resolve("libtorch"), 8);
-        composite.lossImpl = "libtorch";
+        composite.lossImpl = LossImpl.LIBTORCH;
         new Trainer(fused, QUIET).run();
         new Trainer(composite, QUIET).run();
         List<JsonObject> a = metrics(tmp.resolve("fused")), b = metrics(tmp.resolve("libtorch"));

@@ -1,0 +1,105 @@
+package dev.spo4j.kernels;
+
+import org.bytedeco.javacpp.DoublePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.LongPointer;
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.DeviceOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Copies between Java arrays and CPU tensors, and tensor options for a dtype on a device: the
+ * small LibTorch plumbing that every package needs, written once.
+ */
+public final class Tensors {
+    private Tensors() {}
+
+    /** Options for a new tensor of {@code dtype} on {@code device}. */
+    public static TensorOptions options(ScalarType dtype, Device device) {
+        return new TensorOptions(dtype).device(new DeviceOptional(device));
+    }
+
+    /** An uninitialised fp32 tensor of {@code shape} on the device of {@code like}. */
+    public static Tensor emptyFloats(Tensor like, long... shape) {
+        return torch.empty(shape, options(ScalarType.Float, like.device()), null);
+    }
+
+    /** A CPU fp32 tensor of {@code shape} holding {@code v} (row-major). */
+    public static Tensor floats(float[] v, long... shape) {
+        Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Float), null);
+        if (v.length > 0) {  // an empty tensor has no data pointer
+            t.data_ptr_float().put(v);
+        }
+        return t;
+    }
+
+    /** A CPU fp32 vector of {@code v}. */
+    public static Tensor floats(float... v) {
+        return floats(v, v.length);
+    }
+
+    /** A CPU fp32 vector of {@code v}, each value rounded to fp32. */
+    public static Tensor floats(double[] v) {
+        float[] f = new float[v.length];
+        for (int i = 0; i < v.length; i++) {
+            f[i] = (float) v[i];
+        }
+        return floats(f);
+    }
+
+    /** A CPU float64 vector of {@code v}. */
+    public static Tensor doubles(double... v) {
+        Tensor t = torch.empty(new long[] {v.length}, new TensorOptions(ScalarType.Double), null);
+        if (v.length > 0) {
+            t.data_ptr_double().put(v);
+        }
+        return t;
+    }
+
+    /** A CPU int64 tensor of {@code shape} holding {@code v} (row-major). */
+    public static Tensor longs(long[] v, long... shape) {
+        Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Long), null);
+        if (v.length > 0) {
+            t.data_ptr_long().put(v);
+        }
+        return t;
+    }
+
+    /** A CPU int64 vector of {@code v}. */
+    public static Tensor longs(long... v) {
+        return longs(v, v.length);
+    }
+
+    /** Any floating tensor's values as doubles (converted exactly through float64, on the CPU). */
+    public static double[] toDoubles(Tensor t) {
+        Tensor d = t.to(ScalarType.Double).cpu().contiguous();
+        double[] out = new double[(int) d.numel()];
+        if (out.length > 0) {
+            new DoublePointer(d.data_ptr()).get(out);
+        }
+        return out;
+    }
+
+    /** Any tensor's values as fp32 floats (on the CPU). */
+    public static float[] toFloats(Tensor t) {
+        Tensor f = t.to(ScalarType.Float).cpu().contiguous();
+        float[] out = new float[(int) f.numel()];
+        if (out.length > 0) {
+            new FloatPointer(f.data_ptr()).get(out);
+        }
+        return out;
+    }
+
+    /** Any integer tensor's values as longs (on the CPU). */
+    public static long[] toLongs(Tensor t) {
+        Tensor l = t.to(ScalarType.Long).cpu().contiguous();
+        long[] out = new long[(int) l.numel()];
+        if (out.length > 0) {
+            new LongPointer(l.data_ptr()).get(out);
+        }
+        return out;
+    }
+}

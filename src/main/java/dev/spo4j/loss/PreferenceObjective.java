@@ -1,0 +1,355 @@
+package dev.spo4j.loss;
+
+import dev.spo4j.kernels.TensorChecks;
+import dev.spo4j.kernels.TokenLogProbs;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.ScalarTypeOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorArrayRefOptional;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * The preference objective for trainers that own their model: from the policy logits of a
+ * batch of pairs it computes the loss, TRL's metrics and dL/dlogits, so that the caller's
+ * next line is {@link Result#backward()} (or {@code logits.backward(result.gradLogits())}).
+ *
+ * <p>Layout: logits {@code [2B, T, V]} (or {@code [2B*T, V]}), rows 0..B-1 the chosen
+ * sequences and B..2B-1 the rejected ones; targets {@code [2B, T]} int64 holding the next
+ * token for completion positions and {@link TokenLogProbs#DEFAULT_IGNORE_INDEX} elsewhere
+ * (prompt, padding). log pi(y) is the sum of the completion tokens' log-probs (or their mean
+ * when the loss is length-normalised; see {@link PairTerms}).
+ *
+ * <p>{@link LossImpl#FUSED}: the fused kernel reads the logits once (the logits/chosen and
+ * logits/rejected metrics read them once more, a row mean), the loss kernel works on
+ * [B] values, and the backward overwrites the logits with their gradient: nothing of size
+ * rows x V is allocated. This is valid because a Linear lm_head saves its input and weight,
+ * not its output; a model that post-processes logits with an op that saves its output (a
+ * soft-cap, a scale by a learnt tensor) must use {@link LossImpl#LIBTORCH}.
+ * {@link LossImpl#LIBTORCH}: log_softmax, gather and the loss in LibTorch ops with autograd
+ * ({@link CompositePreferenceLoss}).
+ *
+ * <p>Metrics come back as {@link MetricSums}: pair means weighted by the pair count, and the
+ * token means (logits/chosen, logits/rejected, entropy) weighted by their token counts, so
+ * that a trainer adds micro-batches and processes without knowing what a metric means.
+ */
+public final class PreferenceObjective {
+    private static final long IGNORE = TokenLogProbs.DEFAULT_IGNORE_INDEX;
+
+    private final PreferenceLoss loss;
+    private final LossImpl impl;
+    private final double sftWeight;
+    private final int threads;
+
+    /**
+     * @param config    the preference loss
+     * @param impl      fused kernels or LibTorch's composite ops
+     * @param sftWeight alpha of the optional SFT term alpha * NLL(y_c) (mean token NLL of the
+     *                  chosen completion; TRL's rpo_alpha); 0 disables it
+     * @param threads   CPU kernel threads (0 = LibTorch's intra-op thread count)
+     */
+    public PreferenceObjective(PreferenceLossConfig config, LossImpl impl, double sftWeight, int threads) {
+        if (impl == null) {
+            throw new IllegalArgumentException("loss implementation is null (expected fused or libtorch)");
+        }
+        if (!(sftWeight >= 0 && Double.isFinite(sftWeight))) {
+            throw new IllegalArgumentException("sft weight = " + sftWeight + " (expected a finite value >= 0)");
+        }
+        this.loss = new PreferenceLoss(config);
+        this.impl = impl;
+        this.sftWeight = sftWeight;
+        this.threads = threads;
+    }
+
+    /** The fused objective without an SFT term, on LibTorch's thread count. */
+    public PreferenceObjective(PreferenceLossConfig config) {
+        this(config, LossImpl.FUSED, 0, 0);
+    }
+
+    /** The preference loss's settings. */
+    public PreferenceLossConfig config() {
+        return loss.config();
+    }
+
+    /** How the loss and gradient are computed. */
+    public LossImpl impl() {
+        return impl;
+    }
+
+    /** The names {@link Result#metricSums()} holds, in order; the same for every batch. */
+    public List<String> metricNames() {
+        List<String> names = new ArrayList<>(PreferenceMetrics.NAMES);
+        names.addAll(List.of("logits/chosen", "logits/rejected", "entropy"));
+        if (sftWeight > 0) {
+            names.add("nll");
+        }
+        return names;
+    }
+
+    /**
+     * One batch. Reference log-probs are summed over the completion tokens, like the policy's.
+     * Scores (SPO's target margin from rewards) or explicit margins are optional.
+     *
+     * @param logits      the policy's logits [2B, T, V] (or [2B*T, V]), with autograd history
+     * @param targets     [2B, T] int64: next tokens at completion positions, -100 elsewhere
+     * @param refChosen   summed reference log-probs of the chosen completions, fp32 [B]
+     * @param refRejected the same for the rejected completions
+     * @param scoreChosen nullable, with scoreRejected: reward scores (SPO's margins)
+     * @param scoreRejected nullable, with scoreChosen
+     * @param margins     nullable: SPO's target margins directly
+     */
+    public record Inputs(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected,
+                         Tensor scoreChosen, Tensor scoreRejected, Tensor margins) {
+        /** Logits, targets and the reference log-probs. */
+        public static Inputs of(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected) {
+            return new Inputs(logits, targets, refChosen, refRejected, null, null, null);
+        }
+
+        /** With reward scores: SPO's margin m = rewardScale (chosen - rejected). */
+        public Inputs withScores(Tensor chosen, Tensor rejected) {
+            return new Inputs(logits, targets, refChosen, refRejected, chosen, rejected, margins);
+        }
+
+        /** With SPO's target margins given directly. */
+        public Inputs withMargins(Tensor m) {
+            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, m);
+        }
+    }
+
+    /** The outcome of {@link #compute}; {@link #backward()} propagates into the model. */
+    public static final class Result {
+        private final double loss;
+        private final PreferenceMetrics metrics;
+        private final MetricSums sums;
+        private final Tensor logits, gradLogits, lossTensor;
+        private final Tensor policyChosen, policyRejected;
+        private boolean done;
+
+        Result(double loss, PreferenceMetrics metrics, MetricSums sums, Tensor logits, Tensor gradLogits,
+               Tensor lossTensor, Tensor policyChosen, Tensor policyRejected) {
+            this.loss = loss;
+            this.metrics = metrics;
+            this.sums = sums;
+            this.logits = logits;
+            this.gradLogits = gradLogits;
+            this.lossTensor = lossTensor;
+            this.policyChosen = policyChosen;
+            this.policyRejected = policyRejected;
+        }
+
+        /** The total loss (preference loss + the SFT term). */
+        public double loss() {
+            return loss;
+        }
+
+        /** The preference loss's own metrics (its loss without the SFT term). */
+        public PreferenceMetrics metrics() {
+            return metrics;
+        }
+
+        /** Every metric as weighted sums: pair means by pairs, token means by tokens (see the class comment). */
+        public MetricSums metricSums() {
+            return sums;
+        }
+
+        /** TRL's names: the loss metrics plus logits/chosen, logits/rejected, entropy, nll (when SFT is on). */
+        public Map<String, Double> metricsMap() {
+            return sums.means();
+        }
+
+        /** dL/dlogits, sharing the logits' storage (fused), or null (libtorch: use backward()). */
+        public Tensor gradLogits() {
+            return gradLogits;
+        }
+
+        /** Summed policy log-probs [B] of the chosen completions (detached). */
+        public Tensor policyChosen() {
+            return policyChosen;
+        }
+
+        /** Summed policy log-probs [B] of the rejected completions (detached). */
+        public Tensor policyRejected() {
+            return policyRejected;
+        }
+
+        /** Back-propagates the loss into the model's parameters (once). */
+        public void backward() {
+            if (gradLogits == null && lossTensor == null) {
+                throw new IllegalStateException("this result came from evaluate(): it has no gradient");
+            }
+            if (done) {
+                throw new IllegalStateException("backward() was already called for this result");
+            }
+            done = true;
+            if (gradLogits != null) {
+                logits.backward(gradLogits, new BoolOptional(), false, new TensorArrayRefOptional());
+            } else {
+                lossTensor.backward();
+            }
+        }
+    }
+
+    /** Loss, metrics and dL/dlogits (fused: written over the logits). */
+    public Result compute(Inputs in) {
+        return compute(in, true);
+    }
+
+    /** Loss and metrics only (evaluation): no gradient is computed and the logits are left as they are. */
+    public Result evaluate(Inputs in) {
+        return compute(in, false);
+    }
+
+    /** The checked geometry of one batch: targets flattened, completion mask and token counts. */
+    private record Batch(Tensor logits, Tensor flatTargets, Tensor mask, Tensor counts, long rows, long length,
+                         long vocab, long pairs) {
+        Tensor chosenCounts() {
+            return counts.narrow(0, 0, pairs).contiguous();
+        }
+
+        Tensor rejectedCounts() {
+            return counts.narrow(0, pairs, pairs).contiguous();
+        }
+    }
+
+    private static Batch batch(Inputs in) {
+        Tensor logits = TensorChecks.defined(in.logits(), "logits");
+        Tensor targets = TensorChecks.defined(in.targets(), "targets");
+        if (targets.dim() != 2 || targets.size(0) % 2 != 0 || targets.size(0) == 0) {
+            throw new IllegalArgumentException("targets has shape " + Arrays.toString(TensorChecks.shape(targets))
+                    + " (expected [2B, T]: B chosen rows, then B rejected rows)");
+        }
+        long rows = targets.size(0), t = targets.size(1);
+        long vocab = logits.size(logits.dim() - 1);
+        boolean shapeOk = logits.dim() == 3 ? logits.size(0) == rows && logits.size(1) == t
+                : logits.dim() == 2 && logits.size(0) == rows * t;
+        if (!shapeOk) {
+            throw new IllegalArgumentException("logits has shape " + Arrays.toString(TensorChecks.shape(logits))
+                    + " but targets " + Arrays.toString(TensorChecks.shape(targets))
+                    + " (expected [2B, T, V] or [2B*T, V] matching the targets)");
+        }
+        if (!logits.is_contiguous()) {
+            throw new IllegalArgumentException("logits are not contiguous (expected the model's output layout)");
+        }
+        Tensor mask = targets.ne(new Scalar(IGNORE)).to(ScalarType.Float);  // [2B, T]
+        Tensor counts = mask.sum(new long[] {1}, false, null);              // [2B]
+        if (counts.min().item_double() < 1) {
+            throw new IllegalArgumentException("a sequence has no completion token (every target is "
+                    + IGNORE + "): each row needs at least one");
+        }
+        return new Batch(logits, targets.contiguous().view(-1), mask, counts, rows, t, vocab, rows / 2);
+    }
+
+    private Result compute(Inputs in, boolean withGrad) {
+        Batch b = batch(in);
+        TensorChecks.defined(in.refChosen(), "refChosen");
+        TensorChecks.defined(in.refRejected(), "refRejected");
+        return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b);
+    }
+
+    private Result fused(Inputs in, Batch b, boolean withGrad) {
+        Tensor raw = b.logits.detach().view(-1, b.vocab);  // same storage, no autograd
+        TokenLogProbs.Result tok = TokenLogProbs.forward(raw, b.flatTargets, IGNORE, true, threads());
+        Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
+        Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
+        MetricSums token = tokenMetrics(raw, tok.entropy(), b);
+        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b));
+        Tensor gc = r.gradChosen(), gr = r.gradRejected();
+        double total = r.loss(), nll = Double.NaN;
+        if (sftWeight > 0) {
+            // alpha * mean_i(-logp_c,i / n_c,i): d/d(logp_c,i) = -alpha / (B n_c,i)
+            nll = pc.div(b.chosenCounts()).neg().mean().item_double();
+            total += sftWeight * nll;
+            gc = gc.sub(b.chosenCounts().reciprocal().mul(new Scalar(sftWeight / b.pairs)));
+        }
+        MetricSums sums = sums(total, r.metrics(), token, nll, b.pairs);
+        if (!withGrad) {
+            return new Result(total, r.metrics(), sums, b.logits, null, null, pc, pr);
+        }
+        Tensor perRow = torch.cat(new TensorVector(gc, gr), 0);  // [2B]
+        Tensor gradLogp = perRow.unsqueeze(1).expand(b.rows, b.length).contiguous().view(-1);
+        Tensor grad = TokenLogProbs.backward(raw, b.flatTargets, tok.lse(), gradLogp, IGNORE, true, threads());
+        return new Result(total, r.metrics(), sums, b.logits, grad.view(TensorChecks.shape(b.logits)), null, pc, pr);
+    }
+
+    private Result composite(Inputs in, Batch b) {
+        Tensor z = b.logits.view(-1, b.vocab);
+        Tensor ls = torch.log_softmax(z, 1);
+        Tensor safe = b.flatTargets.clamp_min(new Scalar(0L));
+        Tensor tokLogp = torch.gather(ls, 1, safe.unsqueeze(1)).squeeze(1).view(b.rows, b.length).mul(b.mask);
+        Tensor seq = tokLogp.sum(new long[] {1}, false, null);
+        Tensor pc = seq.narrow(0, 0, b.pairs), pr = seq.narrow(0, b.pairs, b.pairs);
+        MetricSums token;
+        try (NoGradGuard ng = new NoGradGuard()) {
+            Tensor zd = z.detach();
+            Tensor p = torch.softmax(zd, 1, new ScalarTypeOptional());
+            Tensor entropy = torch.logsumexp(zd, new long[] {1}, false).sub(p.mul(zd).sum(new long[] {1}, false, null));
+            token = tokenMetrics(zd, entropy, b);
+        }
+        // metrics from the native loss on detached values (identical definitions)
+        PreferenceLoss.Result metricsOnly = loss.compute(preferenceInputs(in, pc.detach().contiguous(),
+                pr.detach().contiguous(), b));
+        PreferenceLossConfig c = loss.config();
+        PairTerms terms = PairTerms.of(c, b.pairs, pc, pr, in.refChosen(), in.refRejected(), in.scoreChosen(),
+                in.scoreRejected(), in.margins(), b.chosenCounts(), b.rejectedCounts());
+        Tensor lossTensor = CompositePreferenceLoss.perPair(c, terms).mean();
+        double nll = Double.NaN;
+        if (sftWeight > 0) {
+            Tensor nllTensor = pc.div(b.chosenCounts()).neg().mean();
+            nll = nllTensor.item_double();
+            lossTensor = lossTensor.add(nllTensor.mul(new Scalar(sftWeight)));
+        }
+        double total = lossTensor.item_double();
+        return new Result(total, metricsOnly.metrics(), sums(total, metricsOnly.metrics(), token, nll, b.pairs),
+                b.logits, null, lossTensor, pc.detach(), pr.detach());
+    }
+
+    private PreferenceLoss.Inputs preferenceInputs(Inputs in, Tensor pc, Tensor pr, Batch b) {
+        PreferenceLoss.Inputs li = PreferenceLoss.Inputs.of(pc, pr, in.refChosen(), in.refRejected());
+        if (in.scoreChosen() != null || in.scoreRejected() != null) {
+            li = li.withScores(in.scoreChosen(), in.scoreRejected());
+        }
+        if (in.margins() != null) {
+            li = li.withMargins(in.margins());
+        }
+        return loss.config().lengthNormalised() ? li.withTokenCounts(b.chosenCounts(), b.rejectedCounts()) : li;
+    }
+
+    /** The pair means (weight B; "loss" is the total), the token sums, then nll when the SFT term is on. */
+    private MetricSums sums(double total, PreferenceMetrics m, MetricSums token, double nll, long pairs) {
+        MetricSums s = new MetricSums();
+        m.asMap().forEach((k, v) -> s.addMean(k, k.equals("loss") ? total : v, pairs));
+        s.addAll(token);
+        if (sftWeight > 0) {
+            s.addMean("nll", nll, pairs);
+        }
+        return s;
+    }
+
+    /**
+     * logits/chosen, logits/rejected (the mean logit of each completion token, averaged over the
+     * chosen / rejected completion tokens) and entropy (over all completion tokens), as sums
+     * weighted by those token counts.
+     */
+    private static MetricSums tokenMetrics(Tensor z2d, Tensor entropy, Batch b) {
+        Tensor rowMean = z2d.mean(new long[] {1}, false, new ScalarTypeOptional(ScalarType.Float))
+                .view(b.rows, b.length).mul(b.mask).sum(new long[] {1}, false, null);  // [2B] sums of per-token means
+        double tokensChosen = b.counts.narrow(0, 0, b.pairs).sum().item_double();
+        double tokensRejected = b.counts.narrow(0, b.pairs, b.pairs).sum().item_double();
+        return new MetricSums()
+                .add("logits/chosen", rowMean.narrow(0, 0, b.pairs).sum().item_double(), tokensChosen)
+                .add("logits/rejected", rowMean.narrow(0, b.pairs, b.pairs).sum().item_double(), tokensRejected)
+                .add("entropy", entropy.view(b.rows, b.length).mul(b.mask).sum().item_double(),
+                        tokensChosen + tokensRejected);
+    }
+
+    private int threads() {
+        return threads > 0 ? threads : torch.get_num_threads();
+    }
+}

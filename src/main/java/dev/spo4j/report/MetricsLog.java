@@ -1,0 +1,103 @@
+package dev.spo4j.report;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import dev.spo4j.io.AtomicFiles;
+import java.io.BufferedWriter;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * metrics.jsonl in the run folder: one JSON object per optimiser step (TRL's metric names
+ * plus step, epoch, tokens/s) and per evaluation ("eval/..." names). Kept in memory too, for
+ * the plot and the summary. On resume, lines past the checkpoint's step are dropped first,
+ * so a resumed run's log reads as if it had never stopped. A null file keeps the rows in memory
+ * only (data-parallel ranks other than 0).
+ */
+public final class MetricsLog implements AutoCloseable {
+    private static final Gson GSON = new GsonBuilder().serializeSpecialFloatingPointValues().create();
+    private final Path file;
+    private final BufferedWriter out;
+    private final List<Map<String, Double>> rows = new ArrayList<>();
+
+    public MetricsLog(Path file, int resumeFromStep) {
+        this.file = file;
+        if (file == null) {
+            out = null;
+            return;
+        }
+        try {
+            if (resumeFromStep > 0 && Files.exists(file)) {
+                List<String> kept = new ArrayList<>();
+                for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+                    if (line.isBlank()) {
+                        continue;
+                    }
+                    Map<String, Double> row = parse(line);
+                    if (row.getOrDefault("step", 0.0) <= resumeFromStep) {
+                        kept.add(line);
+                        rows.add(row);
+                    }
+                }
+                AtomicFiles.writeString(file, kept.isEmpty() ? "" : String.join("\n", kept) + "\n");
+            } else {
+                Files.deleteIfExists(file);
+            }
+            out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
+                    StandardOpenOption.APPEND);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot open metrics log " + file, e);
+        }
+    }
+
+    private static Map<String, Double> parse(String line) {
+        JsonObject o = JsonParser.parseString(line).getAsJsonObject();
+        Map<String, Double> m = new LinkedHashMap<>();
+        o.entrySet().forEach(e -> m.put(e.getKey(), e.getValue().getAsDouble()));
+        return m;
+    }
+
+    public void append(Map<String, Double> row) {
+        rows.add(new LinkedHashMap<>(row));
+        if (out == null) {
+            return;
+        }
+        try {
+            out.write(GSON.toJson(row));
+            out.newLine();
+            out.flush();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write metrics log " + file, e);
+        }
+    }
+
+    public List<Map<String, Double>> rows() {
+        return rows;
+    }
+
+    public Path file() {
+        return file;
+    }
+
+    @Override
+    public void close() {
+        if (out == null) {
+            return;
+        }
+        try {
+            out.close();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+package dev.spo4j.loss;
+
+import static dev.spo4j.kernels.Tensors.floats;
+import static dev.spo4j.kernels.Tensors.toDoubles;
+import static dev.spo4j.testing.AllClose.assertAllClose;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.spo4j.loss.LossType;
+import dev.spo4j.loss.PreferenceLossConfig;
+import java.util.Map;
+import java.util.Random;
+import org.bytedeco.pytorch.LinearImpl;
+import org.bytedeco.pytorch.LinearOptions;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/**
+ * The fused objective (kernels, in-place backward through the logits) against the LibTorch
+ * composite with autograd, through a real Linear lm_head: same loss, metrics and parameter
+ * gradients.
+ */
+class PreferenceObjectiveTest {
+    static final int B = 3, T = 7, H = 16, V = 131;
+
+    /** Targets: per row a prompt of random length (-100), then completion tokens, then padding (-100). */
+    static Tensor targets(Random rnd) {
+        long[] t = new long[2 * B * T];
+        for (int r = 0; r < 2 * B; r++) {
+            int prompt = 1 + rnd.nextInt(2), len = 1 + rnd.nextInt(T - prompt - 1);
+            for (int i = 0; i < T; i++) {
+                t[r * T + i] = i >= prompt && i < prompt + len ? rnd.nextInt(V) : -100;
+            }
+        }
+        Tensor x = torch.empty(new long[] {2 * B, T}, new TensorOptions(ScalarType.Long), null);
+        x.data_ptr_long().put(t);
+        return x;
+    }
+
+    record Outcome(PreferenceObjective.Result result, double[] weightGrad, double[] biasGrad) {}
+
+    static Outcome run(LossImpl impl, PreferenceLossConfig c, double sft, Tensor hidden, Tensor targets,
+                       Tensor refC, Tensor refR, Tensor sc, Tensor sr) {
+        torch.manual_seed(3);
+        LinearImpl head = new LinearImpl(new LinearOptions(H, V));
+        Tensor logits = head.forward(hidden);  // [2B, T, V]
+        PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, targets, refC, refR);
+        if (sc != null) {
+            in = in.withScores(sc, sr);
+        }
+        PreferenceObjective.Result r = new PreferenceObjective(c, impl, sft, 2).compute(in);
+        r.backward();
+        double[] w = toDoubles(head.weight().grad().clone());
+        double[] b = toDoubles(head.bias().grad().clone());
+        java.lang.ref.Reference.reachabilityFence(head);
+        return new Outcome(r, w, b);
+    }
+
+    @ParameterizedTest(name = "{0} normalised={1} sft={2}")
+    @CsvSource({"SPO,false,0", "SPO,false,0.5", "DPO,false,0", "IPO,true,0", "HINGE,false,0", "SPO,true,0"})
+    void fusedMatchesLibTorchComposite(LossType type, boolean normalised, double sft) {
+        Random rnd = new Random(41 + type.ordinal());
+        torch.manual_seed(5);
+        Tensor hidden = torch.randn(2 * B, T, H);
+        Tensor targets = targets(rnd);
+        Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
+        Tensor sc = floats(2f, 0.5f, 1f), sr = floats(1f, 1f, -1f);
+        PreferenceLossConfig c = PreferenceLossConfig.of(type).withBeta(0.3).withLengthNormalised(normalised);
+        Outcome fused = run(LossImpl.FUSED, c, sft, hidden, targets, refC, refR, sc, sr);
+        Outcome composite = run(LossImpl.LIBTORCH, c, sft, hidden, targets, refC, refR, sc, sr);
+
+        assertEquals(composite.result.loss(), fused.result.loss(), 1e-5 * Math.max(1, Math.abs(fused.result.loss())));
+        Map<String, Double> a = fused.result.metricsMap(), e = composite.result.metricsMap();
+        assertEquals(e.keySet(), a.keySet());
+        for (String k : e.keySet()) {
+            assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
+        }
+        assertTrue(a.containsKey("entropy") && a.containsKey("logits/chosen"));
+        assertAllClose("lm_head weight grad", composite.weightGrad, fused.weightGrad, 1e-6, 1e-4);
+        assertAllClose("lm_head bias grad", composite.biasGrad, fused.biasGrad, 1e-6, 1e-4);
+    }
+
+    @org.junit.jupiter.api.Test
+    void rowsWithoutCompletionTokensAndBadShapesAreRejected() {
+        PreferenceObjective o = new PreferenceObjective(PreferenceLossConfig.of(LossType.SPO));
+        Tensor logits = torch.randn(2, 3, 5);
+        Tensor ok = torch.zeros(new long[] {2, 3}, new TensorOptions(ScalarType.Long));
+        Tensor ref = floats(0f);
+        Tensor noCompletion = ok.clone();
+        noCompletion.fill_(new org.bytedeco.pytorch.Scalar(-100L));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> o.compute(PreferenceObjective.Inputs.of(logits, noCompletion, ref, ref)));
+        assertTrue(e.getMessage().contains("no completion token"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> o.compute(PreferenceObjective.Inputs.of(torch.randn(2, 4, 5), ok, ref, ref)));
+        assertTrue(e.getMessage().contains("logits has shape"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> o.compute(PreferenceObjective.Inputs.of(torch.randn(3, 3, 5), ok.narrow(0, 0, 1), ref, ref)));
+        assertTrue(e.getMessage().contains("[2B, T]"), e.getMessage());
+    }
+}
