@@ -13,6 +13,7 @@
 // 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
 // Test: native/tests (spo4j_harness check).
 #include "common.cuh"
+#include "loss_params.h"
 #include "pair_loss.h"
 
 #include <cinttypes>
@@ -81,7 +82,7 @@ int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* poli
                     const float* policy_rejected, const float* ref_chosen,
                     const float* ref_rejected, const float* margin, float* loss,
                     float* grad_chosen, float* grad_rejected, float* stats, void* stream_ptr) {
-    int st = spo4j::check_loss_params(p);  // native/cpu/preference_loss.cpp: one wording
+    int st = spo4j::check_loss_params(p);  // native/common/loss_params.cpp: one wording
     if (st) return st;
     if (pairs < 1) return fail(SPO4J_ERR_ARGUMENT, "pairs = %" PRId64 " (expected >= 1)", pairs);
     if (!policy_chosen || !policy_rejected || !ref_chosen || !ref_rejected || !grad_chosen ||

@@ -22,10 +22,6 @@
 
 namespace spo4j {
 
-// Host-side validation of the loss parameters (defined in preference_loss.cpp; the CUDA entry
-// point uses it too, so both report the same messages).
-int check_loss_params(const spo4j_loss_params* p);
-
 struct PairLoss {
     double loss;
     double dh;  // dL/dh: the chosen log-prob's gradient is +dh, the rejected one's -dh
