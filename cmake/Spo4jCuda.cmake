@@ -23,13 +23,14 @@ if(NOT SPO4J_CUDA STREQUAL "OFF")
 endif()
 
 # spo4j_cuda_kernels(target): what a target holding the CUDA kernels (native/cuda, whose
-# sources native/CMakeLists.txt lists) builds with.
+# sources native/CMakeLists.txt lists) builds with. IEEE semantics: no --use_fast_math here;
+# a source that wants it sets it on itself (see native/CMakeLists.txt).
 function(spo4j_cuda_kernels target)
   target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/cuda")
   # Static cudart: the library loads where no CUDA runtime is installed; calls then fail
   # with cudaErrorInsufficientDriver / cudaErrorNoDevice, which we report.
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Static)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-O3 --use_fast_math -lineinfo -Xcompiler=-fvisibility=hidden>)
+    $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo -Xcompiler=-fvisibility=hidden>)
   target_compile_definitions(${target} PRIVATE SPO4J_WITH_CUDA=1)
 endfunction()

@@ -7,8 +7,11 @@
 //   ipo  : (h - 1/(2 beta))^2                  dL/dh = 2 (h - 1/(2 beta))
 //   hinge: max(0, 1 - beta h)                  dL/dh = -beta if beta h < 1 else 0
 // Outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
-// Per-pair math in double (B is small next to the logits; double keeps fast-math away from
-// exp/log1p). One launch of one 512-thread block: a fixed thread-to-pair assignment and a
+// Per-pair math in double, for accuracy and to match the CPU kernel: both run the same
+// native/common/pair_loss.h and round the same double results to float (B is small next to
+// the logits, so double costs little). Compiled with IEEE semantics, like the CPU kernels
+// (no --use_fast_math: native/CMakeLists.txt), so subnormal inputs and outputs are kept.
+// One launch of one 512-thread block: a fixed thread-to-pair assignment and a
 // fixed reduction tree, so the batch means are deterministic. Reads 4-5 floats and writes
 // 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
 // Test: native/tests (spo4j_harness check).
