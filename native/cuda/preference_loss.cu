@@ -1,6 +1,7 @@
 // preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
 // batch metrics for B pairs (CUDA). The CPU twin is native/cpu/preference_loss.cpp;
-// definitions: shared/LOSSES.md. With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
+// definitions: src/site/markdown/LOSSES.md.
+// With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
 //   spo  : (beta h - m)^2                      dL/dh = 2 beta (beta h - m)
 //   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)      (= -(1-e) logsig - e logsig)
 //                                              dL/dh = -beta (1-e) sig(-beta h) + beta e sig(beta h)
