@@ -4,7 +4,8 @@
 // (native/cuda/preference_loss.cu). The outputs are gradients of the MEAN loss:
 // dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
 // Math in double; logsigma via softplus. O(B) memory, one pass.
-// Test: src/test/java/dev/spo4j/loss/PreferenceLossTest.java.
+// Test: src/test/java/dev/spo4j/loss/PreferenceLossTest.java; native harness:
+// native/tests/preference_loss_check.cpp.
 #include <cinttypes>
 #include <cmath>
 

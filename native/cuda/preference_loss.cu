@@ -15,7 +15,7 @@
 // One launch of one 512-thread block: a fixed thread-to-pair assignment and a
 // fixed reduction tree, so the batch means are deterministic. Reads 4-5 floats and writes
 // 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
-// Test: native/tests (spo4j_harness check).
+// Test: native/tests/preference_loss_check.cu (spo4j_harness check).
 #include "common.cuh"
 #include "loss_params.h"
 #include "pair_loss.h"
