@@ -1,5 +1,5 @@
 # Optional CUDA. SPO4J_CUDA=AUTO (default) builds native/cuda when a CUDA compiler is found,
-# ON requires one, OFF skips it. Sets SPO4J_HAVE_CUDA and defines spo4j_add_cuda_sources().
+# ON requires one, OFF skips it. Sets SPO4J_HAVE_CUDA and defines spo4j_cuda_kernels().
 set(SPO4J_CUDA AUTO CACHE STRING "Build the CUDA kernels: AUTO, ON or OFF")
 set(SPO4J_HAVE_CUDA OFF)
 if(NOT SPO4J_CUDA STREQUAL "OFF")
@@ -22,14 +22,15 @@ if(NOT SPO4J_CUDA STREQUAL "OFF")
   endif()
 endif()
 
-function(spo4j_add_cuda_sources target)
-  file(GLOB _cu "${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cu")
-  target_sources(${target} PRIVATE ${_cu})
+# spo4j_cuda_kernels(target): what a target holding the CUDA kernels (native/cuda, whose
+# sources native/CMakeLists.txt lists) builds with. IEEE semantics: no --use_fast_math here;
+# a source that wants it sets it on itself (see native/CMakeLists.txt).
+function(spo4j_cuda_kernels target)
   target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/cuda")
   # Static cudart: the library loads where no CUDA runtime is installed; calls then fail
   # with cudaErrorInsufficientDriver / cudaErrorNoDevice, which we report.
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Static)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-O3 --use_fast_math -lineinfo -Xcompiler=-fvisibility=hidden>)
+    $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo -Xcompiler=-fvisibility=hidden>)
   target_compile_definitions(${target} PRIVATE SPO4J_WITH_CUDA=1)
 endfunction()

@@ -8,7 +8,8 @@
 # Steps (each logged; the whole run aims to finish in under 6 minutes on an H100):
 #   1. cmake -DSPO4J_CUDA=ON build of native/ into $BUILD_DIR
 #   2. spo4j_harness check   (CUDA against CPU against float64; a failure skips the timings)
-#   3. spo4j_harness bench   (cudaEvent timings, GB/s against the device-to-device copy)
+#   3. spo4j_harness bench   (bench/native/token_logprobs_bench.cu: cudaEvent timings,
+#                             GB/s against the device-to-device copy)
 #   4. bench/gpu/torch_compare.py (spo4j vs torch eager vs torch.compile, correctness first)
 # Output: ONE JSON file, $OUT/gpu-<UTC date>.json (OUT defaults to bench/results), with the
 # check status, the harness timings and the comparison rows; the console log goes beside it

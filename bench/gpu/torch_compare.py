@@ -20,6 +20,11 @@ timed work minus what was allocated before it (inputs included in the baseline).
 Writes one JSON file (--out) that also carries the harness check status and the harness
 bench results when given (--harness-json, --check-*). Runs without torch only far enough to
 write that file with the reason. Driven by bench/gpu/run.sh.
+
+The ABI constants (dtype codes, SPO4J_IGNORE_INDEX, ...) are read at run time from the enum
+blocks of native/include/spo4j.h, found relative to this script (../../native/include), so
+they are defined once. --print-abi prints them as one JSON object and exits; it needs
+neither torch nor a GPU.
 """
 import argparse
 import ctypes
@@ -27,14 +32,57 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 import traceback
 
-SPO4J_F32, SPO4J_BF16, SPO4J_F16 = 0, 1, 2
-IGNORE_INDEX = -100
+HEADER = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                                      "native", "include", "spo4j.h"))
+
+
+def read_abi(path=HEADER):
+    """The enumerators of every enum block of spo4j.h, in header order: {"SPO4J_F32": 0, ...}.
+
+    C's rules: an enumerator without a value is the previous one plus 1 (the first is 0); a
+    value is an integer literal or the name of an enumerator before it. Anything else (an
+    expression) is an error, not a guess."""
+    with open(path) as f:
+        text = f.read()
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    abi = {}
+    for body in re.findall(r"\benum\s*\w*\s*\{(.*?)\}", text, flags=re.S):
+        value = -1
+        for item in body.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            m = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:=\s*(.+))?", item, flags=re.S)
+            if not m:
+                raise ValueError("cannot read the enumerator %r" % item)
+            name, init = m.group(1), m.group(2)
+            if init is None:
+                value += 1
+            elif init.strip() in abi:
+                value = abi[init.strip()]
+            else:
+                try:
+                    value = int(init.strip().rstrip("uUlL"), 0)
+                except ValueError:
+                    raise ValueError("%s = %r is not an integer literal" % (name, init.strip())) from None
+            abi[name] = value
+    return abi
+
+
+try:
+    ABI = read_abi()
+    SPO4J_F32, SPO4J_BF16, SPO4J_F16 = ABI["SPO4J_F32"], ABI["SPO4J_BF16"], ABI["SPO4J_F16"]
+    IGNORE_INDEX = ABI["SPO4J_IGNORE_INDEX"]
+except (OSError, ValueError, KeyError) as _e:
+    sys.exit("torch_compare.py: cannot read the ABI constants from %s: %r" % (HEADER, _e))
 
 
 def parse_args(argv=None):
@@ -60,6 +108,9 @@ def parse_args(argv=None):
     p.add_argument("--note", action="append", default=[], help="free text recorded in the JSON")
     p.add_argument("--record-only", action="store_true",
                    help="write the JSON (check status, harness results, notes) and time nothing")
+    p.add_argument("--print-abi", action="store_true",
+                   help="print the ABI constants read from native/include/spo4j.h as one JSON object "
+                        "and exit (needs neither torch nor a GPU)")
     p.add_argument("--cpu-dry-run", action="store_true",
                    help="exercise this script without a GPU: torch CPU tensors and the *_cpu kernels, "
                         "wall-clock timing, no memory statistics (use small --rows/--vocab)")
@@ -473,6 +524,9 @@ def add_row(result, provider, mode, dname, rows, vocab, elem, med, mn, copy_gbps
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.print_abi:
+        print(json.dumps(ABI))
+        return 0
     out = args.out or os.path.join("bench", "results",
                                    "gpu-%s.json" % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     result = {

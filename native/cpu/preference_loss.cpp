@@ -1,28 +1,17 @@
 // preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
-// batch metrics for B pairs (CPU). The per-pair formulas live in pair_loss.h, shared with
-// the CUDA kernel. The outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
+// batch metrics for B pairs (CPU). The per-pair formulas live in native/common/pair_loss.h and
+// the parameter check in native/common/loss_params.cpp, both shared with the CUDA kernel
+// (native/cuda/preference_loss.cu). The outputs are gradients of the MEAN loss:
+// dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
 // Math in double; logsigma via softplus. O(B) memory, one pass.
-// Test: src/test/java/dev/spo4j/loss/PreferenceLossTest.java.
+// Test: src/test/java/dev/spo4j/loss/PreferenceLossTest.java; native harness:
+// native/tests/preference_loss_check.cpp.
 #include <cinttypes>
 #include <cmath>
 
+#include "loss_params.h"
 #include "pair_loss.h"
 #include "status.h"
-
-namespace spo4j {
-int check_loss_params(const spo4j_loss_params* p) {
-    if (!p) return fail(SPO4J_ERR_ARGUMENT, "null loss parameters");
-    if (p->type < SPO4J_LOSS_SPO || p->type > SPO4J_LOSS_HINGE)
-        return fail(SPO4J_ERR_ARGUMENT, "unknown loss type %d (expected 0=spo, 1=dpo, 2=ipo, 3=hinge)", p->type);
-    if (!(std::isfinite(p->beta) && p->beta > 0))
-        return fail(SPO4J_ERR_ARGUMENT, "beta = %g (expected a finite value > 0)", double(p->beta));
-    if (!(p->label_smoothing >= 0 && p->label_smoothing < 0.5f))
-        return fail(SPO4J_ERR_ARGUMENT, "label smoothing = %g (expected 0 <= eps < 0.5)", double(p->label_smoothing));
-    if (!std::isfinite(p->margin))
-        return fail(SPO4J_ERR_ARGUMENT, "margin = %g (expected a finite value)", double(p->margin));
-    return SPO4J_OK;
-}
-}  // namespace spo4j
 
 extern "C" SPO4J_API int spo4j_preference_loss_cpu(
         const spo4j_loss_params* p, int64_t pairs, const float* policy_chosen,

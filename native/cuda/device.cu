@@ -1,8 +1,8 @@
 // Device discovery and the host-side plumbing shared by the CUDA kernels: the per-device
 // pool of error-flag slots, pointer checks and the scoped device switch (see common.cuh).
 // spo4j_cuda_device_count() never fails: without a driver (cudaErrorInsufficientDriver, 35)
-// or a GPU (cudaErrorNoDevice, 100) it returns 0. The harness checks it:
-//   native/tests: spo4j_harness check
+// or a GPU (cudaErrorNoDevice, 100) it returns 0. The harness checks it
+// (native/tests/check.cpp, spo4j_harness check).
 #include "common.cuh"
 
 #include <mutex>

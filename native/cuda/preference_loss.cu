@@ -1,18 +1,23 @@
 // preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
 // batch metrics for B pairs (CUDA). The CPU twin is native/cpu/preference_loss.cpp;
-// definitions: shared/LOSSES.md. With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
+// definitions: src/site/markdown/LOSSES.md.
+// With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
 //   spo  : (beta h - m)^2                      dL/dh = 2 beta (beta h - m)
 //   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)      (= -(1-e) logsig - e logsig)
 //                                              dL/dh = -beta (1-e) sig(-beta h) + beta e sig(beta h)
 //   ipo  : (h - 1/(2 beta))^2                  dL/dh = 2 (h - 1/(2 beta))
 //   hinge: max(0, 1 - beta h)                  dL/dh = -beta if beta h < 1 else 0
 // Outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
-// Per-pair math in double (B is small next to the logits; double keeps fast-math away from
-// exp/log1p). One launch of one 512-thread block: a fixed thread-to-pair assignment and a
+// Per-pair math in double, for accuracy and to match the CPU kernel: both run the same
+// native/common/pair_loss.h and round the same double results to float (B is small next to
+// the logits, so double costs little). Compiled with IEEE semantics, like the CPU kernels
+// (no --use_fast_math: native/CMakeLists.txt), so subnormal inputs and outputs are kept.
+// One launch of one 512-thread block: a fixed thread-to-pair assignment and a
 // fixed reduction tree, so the batch means are deterministic. Reads 4-5 floats and writes
 // 2-3 floats per pair, plus SPO4J_STAT_COUNT floats.
-// Test: native/tests (spo4j_harness check).
+// Test: native/tests/preference_loss_check.cu (spo4j_harness check).
 #include "common.cuh"
+#include "loss_params.h"
 #include "pair_loss.h"
 
 #include <cinttypes>
@@ -81,7 +86,7 @@ int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* poli
                     const float* policy_rejected, const float* ref_chosen,
                     const float* ref_rejected, const float* margin, float* loss,
                     float* grad_chosen, float* grad_rejected, float* stats, void* stream_ptr) {
-    int st = spo4j::check_loss_params(p);  // native/cpu/preference_loss.cpp: one wording
+    int st = spo4j::check_loss_params(p);  // native/common/loss_params.cpp: one wording
     if (st) return st;
     if (pairs < 1) return fail(SPO4J_ERR_ARGUMENT, "pairs = %" PRId64 " (expected >= 1)", pairs);
     if (!policy_chosen || !policy_rejected || !ref_chosen || !ref_rejected || !grad_chosen ||

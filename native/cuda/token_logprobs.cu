@@ -27,8 +27,11 @@
 // writing when the slot holds an error; the host synchronises the stream, reads the slot and
 // reports the smallest offending row. A forward row whose lse turns out not finite is only
 // known after its pass, so that row's outputs are written before SPO4J_ERR_NONFINITE.
-// Test: native/tests (spo4j_harness check); benchmark: spo4j_harness bench and
-// bench/gpu/run.sh (against PyTorch eager and torch.compile).
+// The only CUDA source compiled with --use_fast_math (for flush-to-zero in the hot loops;
+// native/CMakeLists.txt says why); the explicit __expf calls do not depend on it.
+// Test: native/tests/token_logprobs_check.cu (spo4j_harness check); benchmark:
+// bench/native/token_logprobs_bench.cu (spo4j_harness bench) and bench/gpu/run.sh (against
+// PyTorch eager and torch.compile).
 #include "common.cuh"
 
 #include <cinttypes>

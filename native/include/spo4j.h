@@ -2,7 +2,11 @@
  * spo4j.h: the C ABI of spo4j's kernels. The CPU kernels (native/cpu) and the CUDA
  * kernels (native/cuda) implement the same prototypes; the CUDA ones take a stream last.
  *
- * Conventions (llm.c style: outputs documented, inputs, then sizes):
+ * Conventions:
+ *  - Argument order: inputs first, then outputs, then how to run (num_threads on the CPU,
+ *    the stream for CUDA). A buffer is followed by what describes it (the logits by dtype,
+ *    rows, vocab and row stride; grad_logits by its row stride); the loss parameters and
+ *    the pair count come before the per-pair inputs.
  *  - Raw pointers, element counts, a row stride in ELEMENTS (>= vocab) and flags.
  *  - Every entry point returns an spo4j_status; 0 is success. On failure a message for the
  *    calling thread is available from spo4j_last_error() until that thread's next call.
@@ -14,7 +18,7 @@
  *  - NaN logits propagate (NaN lse/logp/gradient), as in LibTorch; only a row whose logits
  *    are all -inf is an error.
  *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
- *  - Formulas: ../shared/LOSSES.md (the project's loss definitions).
+ *  - Formulas: src/site/markdown/LOSSES.md in this repository (the loss definitions).
  */
 #ifndef SPO4J_H
 #define SPO4J_H
@@ -36,6 +40,11 @@ typedef enum {
     SPO4J_BF16 = 1,
     SPO4J_F16 = 2
 } spo4j_dtype;
+
+/* The conventional ignore_index: the label that marks a position with no loss (prompt and
+ * padding tokens) in Hugging Face and PyTorch (torch.nn.CrossEntropyLoss's default). The
+ * token log-prob entry points take ignore_index as an argument; this is the usual value. */
+enum { SPO4J_IGNORE_INDEX = -100 };
 
 typedef enum {
     SPO4J_OK = 0,

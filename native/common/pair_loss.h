@@ -1,6 +1,6 @@
-// Internal: the per-pair preference losses of shared/LOSSES.md and their batch statistics,
-// written once for both the CPU kernel (native/cpu/preference_loss.cpp) and the CUDA kernel
-// (native/cuda/preference_loss.cu). Double precision; logsigma through softplus.
+// Internal: the per-pair preference losses of src/site/markdown/LOSSES.md and their batch
+// statistics, written once for both the CPU kernel (native/cpu/preference_loss.cpp) and the
+// CUDA kernel (native/cuda/preference_loss.cu). Double precision; logsigma through softplus.
 //   h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r
 //   spo  : (beta h - m)^2                   dL/dh = 2 beta (beta h - m)
 //   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)
@@ -21,10 +21,6 @@
 #endif
 
 namespace spo4j {
-
-// Host-side validation of the loss parameters (defined in preference_loss.cpp; the CUDA entry
-// point uses it too, so both report the same messages).
-int check_loss_params(const spo4j_loss_params* p);
 
 struct PairLoss {
     double loss;

@@ -1,5 +1,6 @@
-// Built instead of native/cuda when no CUDA compiler was found: the CUDA entry points exist
-// (so the JNI glue links the same way) and report SPO4J_ERR_NOT_BUILT.
+// Built instead of the .cu files of native/cuda when there is no CUDA (SPO4J_CUDA=OFF, or
+// AUTO without nvcc): a plain C++ file, so that the CUDA entry points still exist (the JNI
+// glue links the same way) and report SPO4J_ERR_NOT_BUILT.
 #include "status.h"
 
 namespace {

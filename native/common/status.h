@@ -1,5 +1,5 @@
 // Internal: the thread-local error message behind spo4j_last_error(), shared by the CPU
-// and CUDA kernels. spo4j_fail() records a printf-style message and returns the status.
+// and CUDA kernels. spo4j::fail() records a printf-style message and returns the status.
 #pragma once
 #include "spo4j.h"
 

@@ -1,12 +1,20 @@
-// Shared pieces of the native harness (spo4j_harness): the one allclose used by every
-// check, float64 references, test-case data and the dtype codecs. harness.cpp holds the
-// CPU checks and main(); harness_cuda.cu (built only with CUDA) the CUDA checks and the
-// benchmark.
+// The shared part of the native harness spo4j_harness: counting checks (Checker), the one
+// allclose every check uses (Closeness, allclose), status checks, the dtype codecs, a
+// deterministic generator, and the entry points of the parts that check.cpp's main() runs.
+// The harness's files (native/tests unless said otherwise):
+//   check.{h,cpp}                       this shared part and main()
+//   token_logprobs_check.{h,cpp,cu}     token log-probs (cases and CPU checks; CUDA checks)
+//   preference_loss_check.{h,cpp,cu}    preference losses (cases and CPU checks; CUDA checks)
+//   cuda_check.{cuh,cu}                 what the CUDA checks and the bench share
+//   bench/native/token_logprobs_bench.cu   the CUDA timings (spo4j_harness bench)
+// Without CUDA, cuda_stub.cpp stands in for every .cu file and says why the CUDA part is
+// skipped.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -79,67 +87,26 @@ const char* dtype_name(int dtype);
 float load_elem(const uint8_t* base, int dtype, int64_t i);
 void store_elem(uint8_t* base, int dtype, int64_t i, float v);
 
-// ---- token log-probs cases ------------------------------------------------------------
+// ---- test data --------------------------------------------------------------------------
 
-struct TokenCase {
-    std::string label;
-    int dtype = SPO4J_F32;
-    int64_t rows = 0, vocab = 0, stride = 0;
-    int64_t ignore_index = -100;
-    bool entropy = true;
-    std::vector<uint8_t> logits;     // rows * stride elements; padding holds NaN
-    std::vector<int64_t> targets;    // rows
-    std::vector<float> grad_logp;    // rows: upstream g
-    std::vector<float> lse_in;       // rows: float(lse_ref), 0 on ignored rows (backward input)
-    // float64 truth
-    std::vector<double> lse_ref, logp_ref, entropy_ref;
-    std::vector<double> scale;       // rows: max(1, max |finite z|), for the fp32 error model
-    // CPU kernel results (filled by the CPU check, compared against by the CUDA check)
-    std::vector<float> lse_cpu, logp_cpu, entropy_cpu;
-    std::vector<uint8_t> grad_cpu;   // rows * vocab, dense, in dtype
-    bool cpu_ok = false;
+// Deterministic generator (fixed seeds: a failure reproduces).
+struct Rng {
+    std::mt19937_64 g;
+    explicit Rng(uint64_t seed) : g(seed) {}
+    double uniform() { return double(g() >> 11) * 0x1.0p-53; }  // [0, 1)
+    int64_t below(int64_t n) { return int64_t(uniform() * double(n)); }
+    double normal() {
+        const double u1 = 1.0 - uniform(), u2 = uniform();
+        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    }
 };
 
-// Float64 gradient row: g * (1[v == t] - exp(z_v - lse_in)) (zeros for an ignored row).
-void ref_grad_row(const TokenCase& c, int64_t r, std::vector<double>& out);
-
-// Tolerances, from an error model (not tuned to pass): fp32 accumulation over a row,
-// the fp32 rounding of values of magnitude `scale`, and the output dtype's rounding.
-double tol_lse(const TokenCase& c, int64_t r);       // lse and logp
-double tol_entropy(const TokenCase& c, int64_t r);
-double tol_grad(const TokenCase& c, int64_t r, double ref);
-
-// Compares a forward result with the case's float64 truth; tolerances times `slack`.
-void compare_forward(Checker& ck, const TokenCase& c, const char* who, const float* logp,
-                     const float* lse, const float* entropy, double slack);
-
-// ---- preference-loss cases ------------------------------------------------------------
-
-struct LossCase {
-    std::string label;
-    spo4j_loss_params p{};
-    int64_t pairs = 0;
-    bool with_margin = false;
-    std::vector<float> pc, pr, rc, rr, margin;
-    // float64 truth
-    std::vector<double> loss_ref, gc_ref, gr_ref;
-    double stats_ref[SPO4J_STAT_COUNT] = {0};
-    // CPU results
-    std::vector<float> loss_cpu, gc_cpu, gr_cpu;
-    float stats_cpu[SPO4J_STAT_COUNT] = {0};
-};
-
-void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* loss,
-                  const float* gc, const float* gr, const float* stats, double slack);
-
-// ---- CUDA part (harness_cuda.cu, or stubs without CUDA) --------------------------------
+// ---- CUDA part (cuda_check.cu, or cuda_stub.cpp without CUDA) -----------------------------
 
 // True when the library was built with CUDA and a device is usable; else `why` says why.
 bool cuda_usable(std::string* why);
-void cuda_check_token_case(Checker& ck, TokenCase& c, uint64_t seed);
-void cuda_check_token_errors(Checker& ck);
-void cuda_check_loss_case(Checker& ck, const LossCase& c);
-void cuda_check_loss_errors(Checker& ck);
+
+// ---- bench mode (bench/native/token_logprobs_bench.cu, or cuda_stub.cpp without CUDA) -----
 
 struct BenchOptions {
     int reps = 20;
@@ -149,6 +116,6 @@ struct BenchOptions {
     std::vector<int> dtypes{SPO4J_BF16, SPO4J_F32};
     std::string json;  // write results here when not empty
 };
-int cuda_bench(const BenchOptions& o);
+int token_logprobs_bench(const BenchOptions& o);
 
 }  // namespace harness

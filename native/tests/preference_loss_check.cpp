@@ -1,0 +1,191 @@
+// Preference losses in `spo4j_harness check`, CPU side: the cases (SPO, DPO, IPO, hinge over
+// 1..65537 pairs, with and without per-pair margins and label smoothing), their float64
+// truth (preference_loss_check.h), the CPU kernel against them, its error statuses, and the
+// order in which each case then runs on CUDA (preference_loss_check.cu).
+// Kernel: native/cpu/preference_loss.cpp; definitions: src/site/markdown/LOSSES.md.
+#include "preference_loss_check.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+namespace harness {
+
+// ---- data and references ------------------------------------------------------------------
+
+namespace {
+
+double logsig(double x) { return x > 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
+double sig(double x) { return 0.5 * (1.0 + std::tanh(0.5 * x)); }
+
+LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool with_margin,
+                        uint64_t seed) {
+    static const char* names[] = {"spo", "dpo", "ipo", "hinge"};
+    Rng rng(seed);
+    LossCase c;
+    c.p.type = type;
+    c.p.beta = beta;
+    c.p.label_smoothing = eps;
+    c.p.margin = 1.0f;
+    c.pairs = pairs;
+    c.with_margin = with_margin;
+    c.label = strf("%s B=%" PRId64 " beta=%g eps=%g%s", names[type], pairs, double(beta),
+                     double(eps), with_margin ? " margins" : "");
+    const size_t n = size_t(pairs);
+    c.pc.resize(n);
+    c.pr.resize(n);
+    c.rc.resize(n);
+    c.rr.resize(n);
+    c.margin.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+        c.pc[i] = float(-20 - 180 * rng.uniform());
+        c.pr[i] = float(-20 - 180 * rng.uniform());
+        c.rc[i] = float(c.pc[i] + 3 * rng.normal());
+        c.rr[i] = float(c.pr[i] + 3 * rng.normal());
+        c.margin[i] = float(-1 + 4 * rng.uniform());
+    }
+    // float64 truth, written from src/site/markdown/LOSSES.md with logsigma/sigma in a
+    // different form than the kernels (log1p branches and tanh) so that a shared slip would
+    // show.
+    const double b = beta, e = eps;
+    c.loss_ref.resize(n);
+    c.gc_ref.resize(n);
+    c.gr_ref.resize(n);
+    double sum[SPO4J_STAT_COUNT] = {0};
+    for (size_t i = 0; i < n; ++i) {
+        const double dc = double(c.pc[i]) - double(c.rc[i]);
+        const double dr = double(c.pr[i]) - double(c.rr[i]);
+        const double h = dc - dr;
+        double l = 0, dh = 0;
+        if (type == SPO4J_LOSS_SPO) {
+            const double m = with_margin ? double(c.margin[i]) : double(c.p.margin);
+            l = (b * h - m) * (b * h - m);
+            dh = 2 * b * (b * h - m);
+        } else if (type == SPO4J_LOSS_DPO) {
+            l = -(1 - e) * logsig(b * h) - e * logsig(-b * h);
+            dh = -b * (1 - e) * sig(-b * h) + b * e * sig(b * h);
+        } else if (type == SPO4J_LOSS_IPO) {
+            l = (h - 1 / (2 * b)) * (h - 1 / (2 * b));
+            dh = 2 * (h - 1 / (2 * b));
+        } else {
+            l = std::max(0.0, 1 - b * h);
+            dh = b * h < 1 ? -b : 0.0;
+        }
+        c.loss_ref[i] = l;
+        c.gc_ref[i] = dh / double(pairs);
+        c.gr_ref[i] = -dh / double(pairs);
+        sum[SPO4J_STAT_LOSS] += l;
+        sum[SPO4J_STAT_REWARD_CHOSEN] += b * dc;
+        sum[SPO4J_STAT_REWARD_REJECTED] += b * dr;
+        sum[SPO4J_STAT_REWARD_MARGIN] += b * h;
+        sum[SPO4J_STAT_ACCURACY] += b * dc > b * dr ? 1 : 0;
+        sum[SPO4J_STAT_LOGP_CHOSEN] += c.pc[i];
+        sum[SPO4J_STAT_LOGP_REJECTED] += c.pr[i];
+    }
+    for (int k = 0; k < SPO4J_STAT_COUNT; ++k) c.stats_ref[k] = sum[k] / double(pairs);
+    return c;
+}
+
+}  // namespace
+
+void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* loss,
+                  const float* gc, const float* gr, const float* stats, double slack) {
+    // Double math on float inputs: the results carry the float output rounding (2^-24
+    // relative) and double noise (absolute, scaled by beta and the inputs' size).
+    const double rt = slack * 4 * 0x1.0p-24;
+    const double beta = c.p.beta;
+    const double at_g = slack * 1e-12 * (1 + beta) * (1 + beta) / double(c.pairs);
+    if (loss) {
+        std::vector<float> l(loss, loss + c.pairs);
+        allclose(ck, strf("%s loss per pair", who), l.data(), c.loss_ref.data(), c.pairs,
+                 slack * 1e-10, rt, c.label);
+    }
+    allclose(ck, strf("%s grad chosen", who), gc, c.gc_ref.data(), c.pairs, at_g, rt, c.label);
+    allclose(ck, strf("%s grad rejected", who), gr, c.gr_ref.data(), c.pairs, at_g, rt, c.label);
+    if (stats) {
+        // means of terms up to ~200 * beta in size: allow 1e-9 of that for summation order
+        const double at_s = slack * 1e-9 * 200 * (1 + beta) * (1 + beta);
+        allclose(ck, strf("%s stats", who), stats, c.stats_ref, SPO4J_STAT_COUNT, at_s,
+                 rt, c.label);
+    }
+}
+
+namespace {
+
+void cpu_check_loss_case(Checker& ck, LossCase& c, bool with_loss, bool with_stats) {
+    const size_t n = size_t(c.pairs);
+    const float nanf = std::numeric_limits<float>::quiet_NaN();
+    c.loss_cpu.assign(n, nanf);
+    c.gc_cpu.assign(n, nanf);
+    c.gr_cpu.assign(n, nanf);
+    std::fill(c.stats_cpu, c.stats_cpu + SPO4J_STAT_COUNT, nanf);
+    const int st = spo4j_preference_loss_cpu(&c.p, c.pairs, c.pc.data(), c.pr.data(), c.rc.data(),
+                                             c.rr.data(), c.with_margin ? c.margin.data() : nullptr,
+                                             with_loss ? c.loss_cpu.data() : nullptr,
+                                             c.gc_cpu.data(), c.gr_cpu.data(),
+                                             with_stats ? c.stats_cpu : nullptr);
+    if (!ck.record(st == SPO4J_OK, "cpu loss status [" + c.label + "]",
+                   strf("status %d: %s", st, spo4j_last_error())))
+        return;
+    compare_loss(ck, c, "cpu", with_loss ? c.loss_cpu.data() : nullptr, c.gc_cpu.data(),
+                 c.gr_cpu.data(), with_stats ? c.stats_cpu : nullptr, 1.0);
+}
+
+void cpu_check_loss_errors(Checker& ck) {
+    LossCase c = make_loss_case(SPO4J_LOSS_DPO, 4, 0.1f, 0.0f, false, 7);
+    std::vector<float> gc(4), gr(4);
+    auto run = [&](spo4j_loss_params p, int64_t pairs, const float* pc, float* g) {
+        return spo4j_preference_loss_cpu(&p, pairs, pc, c.pr.data(), c.rc.data(), c.rr.data(),
+                                         nullptr, nullptr, g, gr.data(), nullptr);
+    };
+    const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
+    struct Bad {
+        const char* what;
+        spo4j_loss_params p;
+    } bads[] = {{"beta 0", {1, 0.0f, 0.0f, 1.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f}},
+                {"beta NaN", {1, nanf, 0.0f, 1.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f}},
+                {"eps -0.1", {1, 0.1f, -0.1f, 1.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f}},
+                {"eps NaN", {1, 0.1f, nanf, 1.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f}},
+                {"type 4", {4, 0.1f, 0.0f, 1.0f}},     {"margin NaN", {0, 0.1f, 0.0f, nanf}},
+                {"margin inf", {0, 0.1f, 0.0f, inf}}};
+    for (const Bad& b : bads)
+        expect_status(ck, run(b.p, 4, c.pc.data(), gc.data()), SPO4J_ERR_ARGUMENT,
+                      strf("cpu loss %s -> ARGUMENT", b.what));
+    expect_status(ck, run(c.p, 0, c.pc.data(), gc.data()), SPO4J_ERR_ARGUMENT, "cpu loss pairs 0 -> ARGUMENT");
+    expect_status(ck, run(c.p, 4, nullptr, gc.data()), SPO4J_ERR_ARGUMENT, "cpu loss null input -> ARGUMENT");
+    expect_status(ck, run(c.p, 4, c.pc.data(), nullptr), SPO4J_ERR_ARGUMENT, "cpu loss null grad -> ARGUMENT");
+    expect_status(ck, spo4j_preference_loss_cpu(nullptr, 4, c.pc.data(), c.pr.data(), c.rc.data(),
+                                                c.rr.data(), nullptr, nullptr, gc.data(), gr.data(), nullptr),
+                  SPO4J_ERR_ARGUMENT, "cpu loss null params -> ARGUMENT");
+}
+
+}  // namespace
+
+// ---- the preference-loss part of the check mode -------------------------------------------
+
+void check_preference_loss(Checker& ck, bool cuda) {
+    const int64_t pair_counts[] = {1, 7, 1000, 65537};
+    int lcase = 0;
+    for (int type = SPO4J_LOSS_SPO; type <= SPO4J_LOSS_HINGE; ++type) {
+        for (int64_t B : pair_counts) {
+            for (int variant = 0; variant < 2; ++variant) {
+                ++lcase;
+                const float beta = variant ? 2.5f : 0.1f;
+                const float eps = type == SPO4J_LOSS_DPO && variant ? 0.1f : 0.0f;
+                const bool margins = variant == 1;  // ignored by all but SPO
+                LossCase c = make_loss_case(type, B, beta, eps, margins, 777u * uint64_t(lcase));
+                const bool with_loss = (lcase % 3) != 0, with_stats = (lcase % 4) != 1;
+                const int before = ck.failed;
+                cpu_check_loss_case(ck, c, with_loss, with_stats);
+                if (cuda) cuda_check_loss_case(ck, c);
+                std::printf("%s loss %s\n", ck.failed == before ? "ok  " : "FAIL", c.label.c_str());
+            }
+        }
+    }
+    cpu_check_loss_errors(ck);
+    if (cuda) cuda_check_loss_errors(ck);
+}
+
+}  // namespace harness

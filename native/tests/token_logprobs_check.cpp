@@ -1,0 +1,359 @@
+// Token log-probs in `spo4j_harness check`, CPU side: the cases (a sweep of awkward shapes
+// and dtypes), their float64 truth and tolerances (token_logprobs_check.h), the CPU kernel
+// against them (forward, backward, in place), its error statuses, and the order in which
+// each case then runs on CUDA (token_logprobs_check.cu).
+// Kernel: native/cpu/token_logprobs.cpp.
+#include "token_logprobs_check.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+namespace harness {
+
+// ---- data, references, tolerances -------------------------------------------------------
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kEps32 = 1.1920928955078125e-07;  // 2^-23
+
+// Logits of one case. Row kinds (with extreme=true, drawn per row):
+//   0 normal N(0, sigma^2)            1 normal with 2% of entries at +-1e4
+//   2 normal with 10% of entries -inf  3 all -inf but 1-3 finite entries (target may be -inf)
+//   4 1e4 + N(0, sigma^2)  (tests cancellation: lse ~ 1e4)
+TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
+                          double ignore_frac, bool extreme, bool entropy, int64_t ignore_index,
+                          uint64_t seed) {
+    Rng rng(seed);
+    TokenCase c;
+    c.dtype = dtype;
+    c.rows = rows;
+    c.vocab = vocab;
+    c.stride = vocab + pad;
+    c.ignore_index = ignore_index;
+    c.entropy = entropy;
+    c.label = strf("%s rows=%" PRId64 " V=%" PRId64 " stride=%" PRId64 " ignored=%.2g%s%s ii=%" PRId64,
+                     dtype_name(dtype), rows, vocab, c.stride, ignore_frac,
+                     extreme ? " extreme" : "", entropy ? " entropy" : "", ignore_index);
+    const int es = elem_size(dtype);
+    c.logits.assign(size_t(rows * c.stride * es), 0);
+    const float nanf = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> z(static_cast<size_t>(vocab));
+    for (int64_t r = 0; r < rows; ++r) {
+        const int kind = extreme ? int(rng.below(5)) : 0;
+        const double sigma = 0.5 + 4.0 * rng.uniform();
+        for (int64_t v = 0; v < vocab; ++v) {
+            double x = sigma * rng.normal();
+            if (kind == 1 && rng.uniform() < 0.02) x = rng.uniform() < 0.5 ? 1e4 : -1e4;
+            if (kind == 2 && rng.uniform() < 0.10) x = -kInf;
+            if (kind == 3) x = -kInf;
+            if (kind == 4) x += 1e4;
+            z[size_t(v)] = float(x);
+        }
+        if (kind == 3) {
+            const int64_t n = 1 + rng.below(3);
+            for (int64_t k = 0; k < n; ++k) z[size_t(rng.below(vocab))] = float(sigma * rng.normal());
+        }
+        bool any_finite = false;
+        for (float x : z) any_finite |= std::isfinite(x);
+        if (!any_finite) z[0] = 0.5f;
+        uint8_t* row = c.logits.data() + size_t(r * c.stride * es);
+        for (int64_t v = 0; v < vocab; ++v) store_elem(row, dtype, v, z[size_t(v)]);
+        for (int64_t v = vocab; v < c.stride; ++v) store_elem(row, dtype, v, nanf);  // padding
+    }
+    c.targets.resize(size_t(rows));
+    c.grad_logp.resize(size_t(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        c.targets[size_t(r)] = rng.uniform() < ignore_frac ? ignore_index : rng.below(vocab);
+        c.grad_logp[size_t(r)] = float(4.0 * rng.uniform() - 2.0);
+    }
+    // float64 truth
+    c.lse_ref.assign(size_t(rows), 0.0);
+    c.logp_ref.assign(size_t(rows), 0.0);
+    c.entropy_ref.assign(size_t(rows), 0.0);
+    c.scale.assign(size_t(rows), 1.0);
+    c.lse_in.assign(size_t(rows), nanf);  // ignored rows: never read by the backward
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = c.logits.data() + size_t(r * c.stride * es);
+        double m = -kInf, scale = 1.0;
+        for (int64_t v = 0; v < vocab; ++v) {
+            const double x = load_elem(row, dtype, v);
+            m = std::max(m, x);
+            if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
+        }
+        c.scale[size_t(r)] = scale;
+        const int64_t t = c.targets[size_t(r)];
+        if (t == ignore_index) continue;
+        double s = 0, tt = 0;
+        for (int64_t v = 0; v < vocab; ++v) {
+            const double d = double(load_elem(row, dtype, v)) - m;
+            if (d == -kInf) continue;
+            const double e = std::exp(d);
+            s += e;
+            tt += e * d;
+        }
+        const double lse = m + std::log(s);
+        c.lse_ref[size_t(r)] = lse;
+        c.logp_ref[size_t(r)] = double(load_elem(row, dtype, t)) - lse;
+        c.entropy_ref[size_t(r)] = std::log(s) - tt / s;
+        c.lse_in[size_t(r)] = float(lse);
+    }
+    return c;
+}
+
+}  // namespace
+
+void ref_grad_row(const TokenCase& c, int64_t r, std::vector<double>& out) {
+    out.assign(size_t(c.vocab), 0.0);
+    const int64_t t = c.targets[size_t(r)];
+    if (t == c.ignore_index) return;
+    const uint8_t* row = c.logits.data() + size_t(r * c.stride * elem_size(c.dtype));
+    const double g = c.grad_logp[size_t(r)], l = c.lse_in[size_t(r)];
+    for (int64_t v = 0; v < c.vocab; ++v) {
+        const double x = load_elem(row, c.dtype, v);
+        out[size_t(v)] = g * ((v == t ? 1.0 : 0.0) - std::exp(x - l));
+    }
+}
+
+// fp32 sums over a row (relative error ~1e-5 at most for these V), plus the rounding of
+// fp32 values of the row's magnitude (a 1e4 logit has ulp 1e-3).
+double tol_lse(const TokenCase& c, int64_t r) { return 3e-5 + 16 * kEps32 * c.scale[size_t(r)]; }
+
+double tol_entropy(const TokenCase& c, int64_t r) {
+    return 1e-4 + 2e-5 * std::fabs(c.entropy_ref[size_t(r)]) + 16 * kEps32 * c.scale[size_t(r)];
+}
+
+double tol_grad(const TokenCase& c, int64_t r, double ref) {
+    // exp(z - lse) in fp32: z - lse rounds at the row's magnitude; then the output's
+    // round-to-nearest (at most 2^-24 / 2^-8 / 2^-11 relative for fp32 / bf16 / fp16, and
+    // 2^-25 absolute for fp16 subnormals), with 2x slack.
+    const double g = std::fabs(c.grad_logp[size_t(r)]);
+    const double rt = c.dtype == SPO4J_F32 ? 0x1.0p-23 : c.dtype == SPO4J_BF16 ? 0x1.0p-7 : 0x1.0p-10;
+    const double at = c.dtype == SPO4J_F16 ? 0x1.0p-24 : 0.0;
+    return g * (4e-6 + 8 * kEps32 * c.scale[size_t(r)]) + rt * std::fabs(ref) + at;
+}
+
+// Compares one forward result (logp, lse, entropy) with the truth.
+void compare_forward(Checker& ck, const TokenCase& c, const char* who, const float* logp,
+                     const float* lse, const float* entropy, double slack) {
+    Closeness cl(strf("%s fwd logp", who)), cs(strf("%s fwd lse", who)),
+        ce(strf("%s fwd entropy", who));
+    for (int64_t r = 0; r < c.rows; ++r) {
+        cl.add(r, logp[r], c.logp_ref[size_t(r)], slack * tol_lse(c, r));
+        cs.add(r, lse[r], c.lse_ref[size_t(r)], slack * tol_lse(c, r));
+        if (entropy) ce.add(r, entropy[r], c.entropy_ref[size_t(r)], slack * tol_entropy(c, r));
+    }
+    cl.finish(ck, c.label);
+    cs.finish(ck, c.label);
+    if (entropy) ce.finish(ck, c.label);
+}
+
+namespace {
+
+bool same_bytes(const uint8_t* a, const uint8_t* b, size_t n) { return std::memcmp(a, b, n) == 0; }
+
+void cpu_check_token_case(Checker& ck, TokenCase& c, int threads, int64_t gpad) {
+    const int es = elem_size(c.dtype);
+    const float nanf = std::numeric_limits<float>::quiet_NaN();
+    // forward into poisoned outputs
+    std::vector<float> logp(size_t(c.rows), nanf), lse(size_t(c.rows), nanf),
+        ent(size_t(c.rows), nanf);
+    int st = spo4j_token_logprobs_fwd_cpu(c.logits.data(), c.dtype, c.rows, c.vocab, c.stride,
+                                          c.targets.data(), c.ignore_index, logp.data(),
+                                          lse.data(), c.entropy ? ent.data() : nullptr, threads);
+    if (!ck.record(st == SPO4J_OK, "cpu fwd status [" + c.label + "]",
+                   strf("status %d: %s", st, spo4j_last_error())))
+        return;
+    compare_forward(ck, c, "cpu", logp.data(), lse.data(), c.entropy ? ent.data() : nullptr, 1.0);
+    c.logp_cpu = logp;
+    c.lse_cpu = lse;
+    c.entropy_cpu = ent;
+
+    // backward, separate output with its own stride, poisoned (0xff bytes: NaN in every dtype)
+    const int64_t gstride = c.vocab + gpad;
+    std::vector<uint8_t> grad(size_t(c.rows * gstride * es), 0xff);
+    st = spo4j_token_logprobs_bwd_cpu(c.logits.data(), c.dtype, c.rows, c.vocab, c.stride,
+                                      c.targets.data(), c.ignore_index, c.lse_in.data(),
+                                      c.grad_logp.data(), grad.data(), gstride, threads);
+    ck.record(st == SPO4J_OK, "cpu bwd status [" + c.label + "]",
+              strf("status %d: %s", st, spo4j_last_error()));
+    // backward in place over a copy of the logits
+    std::vector<uint8_t> inplace = c.logits;
+    st = spo4j_token_logprobs_bwd_cpu(inplace.data(), c.dtype, c.rows, c.vocab, c.stride,
+                                      c.targets.data(), c.ignore_index, c.lse_in.data(),
+                                      c.grad_logp.data(), inplace.data(), c.stride, threads);
+    ck.record(st == SPO4J_OK, "cpu bwd in-place status [" + c.label + "]",
+              strf("status %d: %s", st, spo4j_last_error()));
+    Closeness cg("cpu bwd grad"), ci("cpu bwd in-place grad");
+    bool pad_ok = true, inpad_ok = true;
+    c.grad_cpu.assign(size_t(c.rows * c.vocab * es), 0);
+    std::vector<double> ref;
+    for (int64_t r = 0; r < c.rows; ++r) {
+        ref_grad_row(c, r, ref);
+        const uint8_t* g = grad.data() + size_t(r * gstride * es);
+        const uint8_t* gi = inplace.data() + size_t(r * c.stride * es);
+        for (int64_t v = 0; v < c.vocab; ++v) {
+            const double tol = tol_grad(c, r, ref[size_t(v)]);
+            cg.add(r * c.vocab + v, load_elem(g, c.dtype, v), ref[size_t(v)], tol);
+            ci.add(r * c.vocab + v, load_elem(gi, c.dtype, v), ref[size_t(v)], tol);
+        }
+        std::memcpy(c.grad_cpu.data() + size_t(r * c.vocab * es), g, size_t(c.vocab * es));
+        for (int64_t b = c.vocab * es; b < gstride * es; ++b) pad_ok &= g[b] == 0xff;
+        const uint8_t* orig = c.logits.data() + size_t(r * c.stride * es);
+        inpad_ok &= same_bytes(gi + c.vocab * es, orig + c.vocab * es, size_t((c.stride - c.vocab) * es));
+    }
+    cg.finish(ck, c.label);
+    ci.finish(ck, c.label);
+    ck.record(pad_ok, "cpu bwd leaves gradient row padding untouched [" + c.label + "]");
+    ck.record(inpad_ok, "cpu bwd in-place leaves logits row padding untouched [" + c.label + "]");
+    c.cpu_ok = true;
+}
+
+}  // namespace
+
+namespace {
+
+void cpu_check_token_errors(Checker& ck) {
+    for (int dtype : {SPO4J_F32, SPO4J_BF16, SPO4J_F16}) {
+        TokenCase c = make_token_case(7, 129, dtype, 3, 0.0, false, true, -100, 4242 + dtype);
+        const std::string d = dtype_name(dtype);
+        const float nanf = std::numeric_limits<float>::quiet_NaN();
+        std::vector<float> logp(7, nanf), lse(7, nanf), ent(7, nanf);
+        std::vector<uint8_t> grad(size_t(7 * 129 * elem_size(dtype)), 0xff);
+        auto fwd = [&](const std::vector<int64_t>& t, const uint8_t* z, int64_t ii) {
+            return spo4j_token_logprobs_fwd_cpu(z, dtype, 7, 129, c.stride, t.data(), ii,
+                                                logp.data(), lse.data(), ent.data(), 1);
+        };
+        auto untouched = [&]() {
+            bool ok = true;
+            for (int r = 0; r < 7; ++r) ok &= std::isnan(logp[r]) && std::isnan(lse[r]) && std::isnan(ent[r]);
+            return ok;
+        };
+        // target out of range
+        std::vector<int64_t> bad = c.targets;
+        bad[3] = 129;
+        expect_status(ck, fwd(bad, c.logits.data(), -100), SPO4J_ERR_TARGET,
+                      "cpu fwd target == vocab -> TARGET " + d, "target 129 at row 3");
+        ck.record(untouched(), "cpu fwd bad target leaves outputs untouched " + d);
+        bad = c.targets;
+        bad[2] = -1;
+        expect_status(ck, fwd(bad, c.logits.data(), -100), SPO4J_ERR_TARGET,
+                      "cpu fwd target -1 (ignore_index -100) -> TARGET " + d, "row 2");
+        std::vector<uint8_t> copy = c.logits;
+        bad = c.targets;
+        bad[5] = 1000;
+        int st = spo4j_token_logprobs_bwd_cpu(copy.data(), dtype, 7, 129, c.stride, bad.data(), -100,
+                                              c.lse_in.data(), c.grad_logp.data(), copy.data(),
+                                              c.stride, 1);
+        expect_status(ck, st, SPO4J_ERR_TARGET, "cpu bwd in-place bad target -> TARGET " + d, "row 5");
+        ck.record(copy == c.logits, "cpu bwd in-place bad target leaves logits untouched " + d);
+        // a row with no finite logit
+        copy = c.logits;
+        for (int v = 0; v < 129; ++v)
+            store_elem(copy.data() + 4 * c.stride * elem_size(dtype), dtype, v,
+                       -std::numeric_limits<float>::infinity());
+        expect_status(ck, fwd(c.targets, copy.data(), -100), SPO4J_ERR_NONFINITE,
+                      "cpu fwd all -inf row -> NONFINITE " + d, "row 4");
+        std::vector<float> lse_bad = c.lse_in;
+        lse_bad[6] = -std::numeric_limits<float>::infinity();
+        copy = c.logits;
+        st = spo4j_token_logprobs_bwd_cpu(copy.data(), dtype, 7, 129, c.stride, c.targets.data(),
+                                          -100, lse_bad.data(), c.grad_logp.data(), copy.data(),
+                                          c.stride, 1);
+        expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu bwd lse -inf -> NONFINITE " + d, "row 6");
+        ck.record(copy == c.logits, "cpu bwd in-place lse -inf leaves logits untouched " + d);
+        // header: NaN propagates (only an all -inf row is an error)
+        lse_bad[6] = nanf;
+        copy = c.logits;
+        st = spo4j_token_logprobs_bwd_cpu(copy.data(), dtype, 7, 129, c.stride, c.targets.data(),
+                                          -100, lse_bad.data(), c.grad_logp.data(), copy.data(),
+                                          c.stride, 1);
+        expect_status(ck, st, SPO4J_OK, "cpu bwd lse NaN propagates " + d);
+        copy = c.logits;
+        store_elem(copy.data() + 1 * c.stride * elem_size(dtype), dtype, 17, nanf);
+        st = fwd(c.targets, copy.data(), -100);
+        expect_status(ck, st, SPO4J_OK, "cpu fwd NaN logit propagates " + d);
+        // ignore_index inside [0, V): those rows are ignored, not errors
+        std::vector<int64_t> t0 = c.targets;
+        t0[1] = 0;
+        expect_status(ck, fwd(t0, c.logits.data(), 0), SPO4J_OK, "cpu fwd ignore_index 0 " + d);
+        ck.record(logp[1] == 0 && lse[1] == 0 && ent[1] == 0, "cpu fwd ignore_index 0 gives zeros " + d);
+    }
+    // argument errors
+    TokenCase c = make_token_case(3, 10, SPO4J_F32, 0, 0.0, false, true, -100, 99);
+    std::vector<float> o(3), o2(3);
+    std::vector<uint8_t> g(c.logits.size());
+    const void* z = c.logits.data();
+    const int64_t* t = c.targets.data();
+    auto F = [&](const void* zz, int dt, int64_t rows, int64_t V, int64_t s, const int64_t* tt, float* a, float* b) {
+        return spo4j_token_logprobs_fwd_cpu(zz, dt, rows, V, s, tt, -100, a, b, nullptr, 1);
+    };
+    auto B = [&](const void* zz, int64_t s, void* gg, int64_t gs, const float* l, const float* gl) {
+        return spo4j_token_logprobs_bwd_cpu(zz, SPO4J_F32, 3, 10, s, t, -100, l, gl, gg, gs, 1);
+    };
+    expect_status(ck, F(z, 3, 3, 10, 10, t, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd dtype 3 -> ARGUMENT");
+    expect_status(ck, F(z, 0, -1, 10, 10, t, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd rows -1 -> ARGUMENT");
+    expect_status(ck, F(z, 0, 3, 0, 10, t, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd vocab 0 -> ARGUMENT");
+    expect_status(ck, F(z, 0, 3, 10, 9, t, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd stride < vocab -> ARGUMENT");
+    expect_status(ck, F(nullptr, 0, 3, 10, 10, t, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd null logits -> ARGUMENT");
+    expect_status(ck, F(z, 0, 3, 10, 10, nullptr, o.data(), o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd null targets -> ARGUMENT");
+    expect_status(ck, F(z, 0, 3, 10, 10, t, nullptr, o2.data()), SPO4J_ERR_ARGUMENT, "cpu fwd null logp -> ARGUMENT");
+    expect_status(ck, F(z, 0, 3, 10, 10, t, o.data(), nullptr), SPO4J_ERR_ARGUMENT, "cpu fwd null lse -> ARGUMENT");
+    expect_status(ck, F(nullptr, 0, 0, 10, 10, nullptr, nullptr, nullptr), SPO4J_OK, "cpu fwd rows 0 is a no-op");
+    expect_status(ck, B(z, 10, g.data(), 9, c.lse_in.data(), c.grad_logp.data()), SPO4J_ERR_ARGUMENT, "cpu bwd grad stride < vocab -> ARGUMENT");
+    expect_status(ck, B(z, 10, nullptr, 10, c.lse_in.data(), c.grad_logp.data()), SPO4J_ERR_ARGUMENT, "cpu bwd null grad -> ARGUMENT");
+    expect_status(ck, B(z, 10, g.data(), 10, nullptr, c.grad_logp.data()), SPO4J_ERR_ARGUMENT, "cpu bwd null lse -> ARGUMENT");
+    expect_status(ck, B(z, 10, g.data(), 10, c.lse_in.data(), nullptr), SPO4J_ERR_ARGUMENT, "cpu bwd null grad_logp -> ARGUMENT");
+    std::vector<uint8_t> big(size_t(3 * 12 * 4));
+    expect_status(ck, B(big.data(), 10, big.data(), 12, c.lse_in.data(), c.grad_logp.data()), SPO4J_ERR_ARGUMENT,
+                  "cpu bwd in place with different strides -> ARGUMENT");
+}
+
+}  // namespace
+
+// ---- the token log-probs part of the check mode -------------------------------------------
+
+void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
+    // Sweep: every (rows, V, dtype); the variant (stride padding, ignored fraction, extreme
+    // rows, entropy, ignore_index) is drawn per case from a fixed seed, so that the sweep
+    // covers the combinations without their full product.
+    const int64_t rows_list[] = {1, 7, 129, 1000};
+    const int64_t vocab_list[] = {1, 2, 7, 127, 128, 129, 1000, 4096, 32000, 50257};
+    const int dtypes[] = {SPO4J_F32, SPO4J_BF16, SPO4J_F16};
+    Rng pick(20240611);
+    int case_no = 0;
+    for (int64_t rows : rows_list) {
+        for (int64_t V : vocab_list) {
+            for (int dtype : dtypes) {
+                const uint64_t seed = 1000003ull * uint64_t(++case_no);
+                const int64_t pads[] = {0, 1, 3, 8, 13};
+                const int64_t pad = pads[pick.below(5)];
+                const double fracs[] = {0.0, 0.0, 0.1, 0.5, 1.0};
+                const double frac = fracs[pick.below(5)];
+                const bool extreme = pick.uniform() < 0.4;
+                const bool entropy = pick.uniform() < 0.6;
+                const int64_t iis[] = {SPO4J_IGNORE_INDEX, SPO4J_IGNORE_INDEX, -1, 0};
+                const int64_t ii = iis[pick.below(4)];
+                const int64_t gpad = pads[pick.below(5)];
+                const int threads = 1 + int(pick.below(2));
+                // The largest shapes once per row count and dtype cycle: they cost CPU time.
+                if (rows * V > 8000000 && (case_no % 3) != 0) continue;
+                if (quick && rows * V > 200000) continue;
+                TokenCase c = make_token_case(rows, V, dtype, pad, frac, extreme, entropy, ii, seed);
+                const int before = ck.failed;
+                cpu_check_token_case(ck, c, threads, gpad);
+                if (cuda) cuda_check_token_case(ck, c, seed ^ 0x5eedull);
+                std::printf("%s case %s\n", ck.failed == before ? "ok  " : "FAIL", c.label.c_str());
+                std::fflush(stdout);
+            }
+        }
+    }
+    cpu_check_token_errors(ck);
+    if (cuda) cuda_check_token_errors(ck);
+}
+
+}  // namespace harness
