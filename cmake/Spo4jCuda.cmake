@@ -32,5 +32,4 @@ function(spo4j_cuda_kernels target)
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Static)
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo -Xcompiler=-fvisibility=hidden>)
-  target_compile_definitions(${target} PRIVATE SPO4J_WITH_CUDA=1)
 endfunction()

@@ -11,7 +11,7 @@
 // split across num_threads threads; SIMD width is picked at load time (simd.h).
 // Rows whose target is ignore_index give 0 (forward) and a zero gradient row (backward).
 // Tests: src/test/java/dev/spo4j/kernels/TokenLogProbsTest.java; benchmark:
-// src/test/java/dev/spo4j/bench/TokenLogProbsBench.java; native harness:
+// bench/java/dev/spo4j/bench/TokenLogProbsBench.java; native harness:
 // native/tests/token_logprobs_check.cpp.
 #include <atomic>
 #include <cinttypes>

@@ -7,7 +7,7 @@ namespace {
 int not_built() {
     return spo4j::fail(SPO4J_ERR_NOT_BUILT,
                        "spo4j was built without CUDA (no nvcc at build time); rebuild with "
-                       "-Dspo4j.cuda=ON on a machine with the CUDA toolkit");
+                       "-Dspo4j.cuda=ON (Maven) or -DSPO4J_CUDA=ON (CMake) on a machine with the CUDA toolkit");
 }
 }  // namespace
 
