@@ -22,7 +22,13 @@ import java.util.Random;
  * <p>Not thread-safe (the last epoch's permutation is cached).
  */
 public final class Batches<T> {
-    /** One batch with its position, so a trainer can checkpoint where it is. */
+    /**
+     * One batch with its position, so a trainer can checkpoint where it is.
+     *
+     * @param epoch the epoch, from 0
+     * @param index the batch's index in its epoch, from 0
+     * @param items the batch's items in the epoch's order (unmodifiable)
+     */
     public record Batch<T>(int epoch, int index, List<T> items) {}
 
     private final List<T> items;
@@ -56,14 +62,17 @@ public final class Batches<T> {
         return new Batches<>(items, batchSize, 0L, false);
     }
 
+    /** n, the number of items. */
     public int size() {
         return items.size();
     }
 
+    /** B, the items per batch (the last batch of an epoch may have fewer). */
     public int batchSize() {
         return batchSize;
     }
 
+    /** The shuffle seed: epoch e is shuffled by {@code new Random(seed + e)}; 0 for {@link #sequential}. */
     public long seed() {
         return seed;
     }

@@ -36,10 +36,12 @@ public record PreferenceBatch(int pairs, Tensor inputIds, Tensor attentionMask, 
         return (int) inputIds.size(1);
     }
 
+    /** Whether the batch carries reward scores (only when every pair has them). */
     public boolean hasScores() {
         return scoreChosen != null;
     }
 
+    /** Whether the batch carries precomputed reference log-probs (only when every pair has them). */
     public boolean hasReferenceLogps() {
         return refChosen != null;
     }

@@ -52,12 +52,25 @@ import java.util.List;
  * <p>I/O errors other than a missing file surface as {@link UncheckedIOException}.
  */
 public final class PreferenceDataset {
+    /** Field of the prompt text (a string; may be empty). */
     public static final String PROMPT = "prompt";
+    /** Field of the chosen completion (a non-empty string). */
     public static final String CHOSEN = "chosen";
+    /** Field of the rejected completion (a non-empty string). */
     public static final String REJECTED = "rejected";
+    /** Field of the chosen completion's reward score (optional, with {@link #SCORE_REJECTED}). */
     public static final String SCORE_CHOSEN = "score_chosen";
+    /** Field of the rejected completion's reward score (optional, with {@link #SCORE_CHOSEN}). */
     public static final String SCORE_REJECTED = "score_rejected";
+    /**
+     * Field of the reference model's summed log-prob of the chosen completion (optional, with
+     * {@link #REF_REJECTED_LOGPS}).
+     */
     public static final String REF_CHOSEN_LOGPS = "ref_chosen_logps";
+    /**
+     * Field of the reference model's summed log-prob of the rejected completion (optional, with
+     * {@link #REF_CHOSEN_LOGPS}).
+     */
     public static final String REF_REJECTED_LOGPS = "ref_rejected_logps";
 
     /** How many problems a message lists before it only counts the rest. */

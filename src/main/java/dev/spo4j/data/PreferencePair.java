@@ -13,14 +13,26 @@ package dev.spo4j.data;
  * completions (the prompt may be empty), both-or-neither optional fields, finite numbers.
  * {@link PreferenceDataset#read} reports the same problems with the file and line first.
  *
- * @param source where the pair came from, for messages ({@code file:line}, or
- *               {@code synthetic:17}); {@code "<unknown>"} when null
+ * @param prompt           the prompt text; may be empty
+ * @param chosen           the preferred completion; not empty
+ * @param rejected         the other completion; not empty
+ * @param scoreChosen      the chosen completion's reward score, or null (with scoreRejected)
+ * @param scoreRejected    the rejected completion's reward score, or null (with scoreChosen)
+ * @param refChosenLogps   the reference model's summed log-prob of the chosen completion, or
+ *                         null (with refRejectedLogps)
+ * @param refRejectedLogps the same for the rejected completion, or null (with refChosenLogps)
+ * @param source           where the pair came from, for messages ({@code file:line}, or
+ *                         {@code synthetic:17}); {@code "<unknown>"} when null
  */
 public record PreferencePair(String prompt, String chosen, String rejected,
                              Double scoreChosen, Double scoreRejected,
                              Double refChosenLogps, Double refRejectedLogps,
                              String source) {
 
+    /**
+     * Checks the pair as the class comment says; a null {@code source} becomes
+     * {@code "<unknown>"}. Throws IllegalArgumentException naming the source and the field.
+     */
     public PreferencePair {
         if (source == null) {
             source = "<unknown>";
@@ -37,25 +49,30 @@ public record PreferencePair(String prompt, String chosen, String rejected,
         return new PreferencePair(prompt, chosen, rejected, null, null, null, null, null);
     }
 
+    /** A copy with these reward scores (finite). */
     public PreferencePair withScores(double chosenScore, double rejectedScore) {
         return new PreferencePair(prompt, chosen, rejected, chosenScore, rejectedScore,
                 refChosenLogps, refRejectedLogps, source);
     }
 
+    /** A copy with these precomputed reference log-probs (summed over each completion; finite). */
     public PreferencePair withReferenceLogps(double chosenLogps, double rejectedLogps) {
         return new PreferencePair(prompt, chosen, rejected, scoreChosen, scoreRejected,
                 chosenLogps, rejectedLogps, source);
     }
 
+    /** A copy with another source ({@code "<unknown>"} when null). */
     public PreferencePair withSource(String newSource) {
         return new PreferencePair(prompt, chosen, rejected, scoreChosen, scoreRejected,
                 refChosenLogps, refRejectedLogps, newSource);
     }
 
+    /** Whether the pair has reward scores (then both are set). */
     public boolean hasScores() {
         return scoreChosen != null;
     }
 
+    /** Whether the pair has precomputed reference log-probs (then both are set). */
     public boolean hasReferenceLogps() {
         return refChosenLogps != null;
     }

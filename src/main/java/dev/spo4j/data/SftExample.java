@@ -11,8 +11,15 @@ import java.util.List;
  * One supervised fine-tuning example: a prompt and the completion to learn. JSONL records
  * carry {@code prompt} and {@code completion} (strings; the prompt may be empty, the
  * completion may not).
+ *
+ * @param prompt     the prompt text; may be empty
+ * @param completion the text to learn; not blank
  */
 public record SftExample(String prompt, String completion) {
+    /**
+     * Checks that both texts are non-null and the completion is not blank (whitespace only is
+     * rejected too); throws IllegalArgumentException otherwise.
+     */
     public SftExample {
         if (prompt == null || completion == null) {
             throw new IllegalArgumentException("prompt and completion must be strings");

@@ -161,6 +161,7 @@ public final class TextTokenizer implements AutoCloseable {
         return padId;
     }
 
+    /** The model folder the tokenizer files were read from. */
     public Path directory() {
         return directory;
     }

@@ -9,6 +9,10 @@ package dev.spo4j.data;
  *
  * <p>Arrays are owned by this record; callers must not modify them.
  *
+ * @param pair      the text pair these tokens came from
+ * @param prompt    the prompt part: [BOS] + prompt tokens, after truncation
+ * @param chosen    the chosen completion's tokens (+ EOS), after truncation
+ * @param rejected  the rejected completion's tokens (+ EOS), after truncation
  * @param truncated whether any token of the prompt or a completion was cut to fit the maximum length
  */
 public record TokenizedPair(PreferencePair pair, long[] prompt, long[] chosen, long[] rejected, boolean truncated) {

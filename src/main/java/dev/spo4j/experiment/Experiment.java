@@ -89,11 +89,40 @@ public final class Experiment {
 
     private Experiment() {}
 
-    /** One row of measurements.csv. */
+    /**
+     * One row of measurements.csv: one training run (loss, beta, seed) measured after
+     * {@code step} optimiser steps.
+     *
+     * @param loss          the grid's loss name ("spo", "spo-m0", "dpo", "ipo", "cdpo", "hinge")
+     * @param beta          the run's beta
+     * @param seed          the run's training seed, 0 to {@link ExperimentConfig#seeds} - 1
+     * @param step          optimiser steps done; 0 is πref itself
+     * @param goldReward    mean gold reward of one policy sample per held-out prompt
+     * @param winRate       fraction of held-out prompts whose policy sample beats the fixed πref
+     *                      sample by gold reward (ties count 1/2)
+     * @param kl            KL(π‖πref) estimate in nats: mean of log π(y|x) − log πref(y|x) over
+     *                      those samples (0 at step 0)
+     * @param logpsChosen   mean summed policy log-prob of the tracked training pairs' chosen
+     *                      completions
+     * @param logpsRejected the same for their rejected completions
+     * @param gradNorm      mean gradient norm (before clipping) over the steps since the
+     *                      previous row; NaN at step 0
+     * @param trainLoss     mean training loss over those steps; NaN at step 0
+     * @param meanLength    mean sample length in tokens, EOS not counted
+     * @param eosRate       fraction of samples that ended with EOS
+     */
     public record Measurement(String loss, double beta, int seed, int step, double goldReward, double winRate,
                               double kl, double logpsChosen, double logpsRejected, double gradNorm,
                               double trainLoss, double meanLength, double eosRate) {}
 
+    /**
+     * What {@link #run} produced.
+     *
+     * @param runDir  the run folder (absolute)
+     * @param rows    every row of measurements.csv, in the order written
+     * @param summary the content of summary.json
+     * @param seconds wall time of the whole experiment
+     */
     public record Result(Path runDir, List<Measurement> rows, JsonObject summary, double seconds) {}
 
     /** Everything fixed before the grid: tokenizer, reference, pairs, held-out prompts and reference samples. */
@@ -109,6 +138,11 @@ public final class Experiment {
         PreferenceCollator collator;
     }
 
+    /**
+     * Runs the whole experiment into the folder {@code out} (created if missing), printing
+     * progress to {@code console}. Validates {@code cfg} first and sets LibTorch's thread count
+     * to {@link ExperimentConfig#threads}. I/O errors surface as {@link UncheckedIOException}.
+     */
     public static Result run(ExperimentConfig cfg, Path out, PrintStream console) {
         cfg.validate();
         long t0 = System.nanoTime();

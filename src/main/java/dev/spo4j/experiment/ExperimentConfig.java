@@ -12,7 +12,9 @@ import java.util.List;
  * the only per-loss value is cDPO's label smoothing, which is what makes it cDPO.
  */
 public final class ExperimentConfig {
+    /** The preset this came from ("toy", "quick", "full"), or "custom"; recorded in config.json. */
     public String preset = "custom";
+    /** The experiment's seed: every stage's seed is derived from it. */
     public long seed = 1;
     /**
      * LibTorch and kernel threads. One by default: on two cores shared with other work, two
@@ -21,36 +23,62 @@ public final class ExperimentConfig {
     public int threads = 1;
 
     // policy: a small Llama-style model over the synthetic language
+    /** Decoder layers of the policy. */
     public int layers = 2;
+    /** Hidden size of the policy. */
     public int hidden = 64;
+    /** MLP intermediate size of the policy. */
     public int intermediate = 128;
+    /** Attention heads of the policy. */
     public int heads = 4;
+    /** Key/value heads of the policy (grouped-query attention when fewer than {@link #heads}). */
     public int kvHeads = 2;
 
     // 1-2: SFT on completions drawn from the synthetic grammar -> the reference policy
+    /** Synthetic prompts for SFT; each gives two examples (both completions of its synthetic pair). */
     public int sftPrompts = 1024;
+    /** SFT optimiser steps. */
     public int sftSteps = 300;
+    /** SFT examples per batch. */
     public int sftBatch = 32;
+    /** SFT peak learning rate. */
     public double sftLr = 3e-3;
 
     // 3: preference pairs sampled from the reference, labelled by Bradley-Terry on the gold reward
+    /**
+     * Training prompts, one pair each; pairs whose samples are equal or empty are dropped, so a
+     * run may have fewer.
+     */
     public int pairs = 512;
+    /** Tokens per sample at most (EOS counts as one). */
     public int maxNewTokens = 32;
 
     // 4: preference training grid
+    /** The grid's losses: "spo", "spo-m0", "dpo", "ipo", "cdpo" or "hinge". */
     public List<String> losses = List.of("spo", "spo-m0", "dpo", "ipo", "cdpo");
+    /** The grid's betas. */
     public List<Double> betas = List.of(0.1, 0.5);
+    /** Training seeds per loss and beta. */
     public int seeds = 2;
+    /** Preference optimiser steps per run. */
     public int steps = 150;
+    /** Peak learning rate of the preference runs. */
     public double lr = 1e-3;
+    /** Pairs per batch of the preference runs. */
     public int batchSize = 16;
+    /** Warm-up steps of the preference runs (0: {@link dev.spo4j.train.OptimizerConfig#warmupRatio} of the steps). */
     public int warmupSteps = 10;
+    /** Shape of the preference runs' learning rate after warm-up. */
     public LrSchedule.Kind schedule = LrSchedule.Kind.CONSTANT;
+    /** cDPO's label smoothing eps: the "cdpo" loss is DPO with it. */
     public double cdpoLabelSmoothing = 0.1;
 
     // 5: measurements every evalEvery steps
+    /** Steps between measurements (the last step is always measured). */
     public int evalEvery = 30;
+    /** Held-out prompts, one sample each per measurement. */
     public int heldOutPrompts = 96;
+    /** Training pairs (the first ones) whose chosen and rejected log-probs are measured. */
     public int logpsPairs = 64;
 
     private static final Gson GSON = new GsonBuilder().setPrettyPrinting().create();
@@ -107,6 +135,10 @@ public final class ExperimentConfig {
         return c;
     }
 
+    /**
+     * Throws IllegalArgumentException on an empty grid, a count below its minimum or an unknown
+     * loss name.
+     */
     public void validate() {
         if (losses.isEmpty() || betas.isEmpty() || seeds < 1 || steps < 1 || evalEvery < 1 || pairs < 2
                 || heldOutPrompts < 1 || sftSteps < 1 || logpsPairs < 1 || maxNewTokens < 2) {
@@ -119,6 +151,7 @@ public final class ExperimentConfig {
         }
     }
 
+    /** The settings as pretty-printed JSON (the run folder's config.json). */
     public String toJson() {
         return GSON.toJson(this);
     }

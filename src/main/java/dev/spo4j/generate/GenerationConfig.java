@@ -10,6 +10,7 @@ package dev.spo4j.generate;
  * @param seed         the sampler's seed
  */
 public record GenerationConfig(double temperature, int topK, double topP, int maxNewTokens, long seed) {
+    /** Checks the ranges above; throws IllegalArgumentException naming the setting. */
     public GenerationConfig {
         if (!(temperature >= 0) || !Double.isFinite(temperature)) {
             throw new IllegalArgumentException("temperature = " + temperature + " (expected a finite value >= 0)");
@@ -30,6 +31,10 @@ public record GenerationConfig(double temperature, int topK, double topP, int ma
         return new GenerationConfig(1.0, 0, 1.0, maxNewTokens, seed);
     }
 
+    /**
+     * Greedy decoding (temperature 0: the arg-max) of at most {@code maxNewTokens} tokens; seed 0,
+     * which plays no part.
+     */
     public static GenerationConfig greedy(int maxNewTokens) {
         return new GenerationConfig(0.0, 0, 1.0, maxNewTokens, 0);
     }

@@ -23,6 +23,7 @@ public final class CudaKernels {
         return Native.spo4j_cuda_device_count();
     }
 
+    /** True when the CUDA kernels are compiled in and at least one CUDA device is visible. */
     public static boolean available() {
         return built() && deviceCount() > 0;
     }

@@ -14,8 +14,9 @@ public final class TensorChecks {
     private TensorChecks() {}
 
     /** Where a call's tensors live. */
-    public enum Placement { CPU, CUDA }
+    public enum Placement { /** CPU tensors: the C++ kernels. */ CPU, /** CUDA tensors: the CUDA kernels. */ CUDA }
 
+    /** Returns {@code t}; throws when it is null or undefined. */
     public static Tensor defined(Tensor t, String name) {
         if (t == null || t.isNull() || !t.defined()) {
             throw new IllegalArgumentException(name + " is null or undefined (expected a tensor)");
@@ -23,6 +24,7 @@ public final class TensorChecks {
         return t;
     }
 
+    /** The sizes of {@code t}, one per dimension. */
     public static long[] shape(Tensor t) {
         long[] s = new long[(int) t.dim()];
         for (int i = 0; i < s.length; i++) {
@@ -31,6 +33,7 @@ public final class TensorChecks {
         return s;
     }
 
+    /** Throws unless {@code t} has dtype {@code expected}. */
     public static void dtype(Tensor t, String name, ScalarType expected) {
         ScalarType got = t.scalar_type().intern();
         if (got != expected) {
@@ -87,6 +90,7 @@ public final class TensorChecks {
         return t.device().str().getString();
     }
 
+    /** The kernels' dtype code for {@code t}: fp32, bf16 or fp16; any other dtype throws. */
     public static int kernelDtype(Tensor t, String name) {
         ScalarType s = t.scalar_type().intern();  // JavaCPP returns a fresh enum: intern() for ==
         if (s == ScalarType.Float) {

@@ -34,10 +34,16 @@ public final class TokenLogProbs {
     /** logp, lse and (when asked for) entropy, each fp32 {@code [rows]}. */
     public record Result(Tensor logp, Tensor lse, Tensor entropy) {}
 
+    /** The forward on LibTorch's intra-op thread count. */
     public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy) {
         return forward(logits, targets, ignoreIndex, withEntropy, torch.get_num_threads());
     }
 
+    /**
+     * The log-prob of each row's target, the row's log-sum-exp (for the backward) and, when
+     * {@code withEntropy}, its entropy (else a null entropy); CPU tensors run on
+     * {@code numThreads} threads (at least 1).
+     */
     public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy,
                                  int numThreads) {
         Layout in = Layout.of(logits, targets, ignoreIndex);
@@ -60,6 +66,7 @@ public final class TokenLogProbs {
         return new Result(logp, lse, entropy);
     }
 
+    /** The backward on LibTorch's intra-op thread count. */
     public static Tensor backward(Tensor logits, Tensor targets, Tensor lse, Tensor gradLogp,
                                   long ignoreIndex, boolean inPlace) {
         return backward(logits, targets, lse, gradLogp, ignoreIndex, inPlace, torch.get_num_threads());

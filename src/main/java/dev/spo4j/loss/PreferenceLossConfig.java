@@ -21,6 +21,10 @@ public record PreferenceLossConfig(LossType type, double beta, double labelSmoot
     /** SPO's gamma default. */
     public static final double DEFAULT_REWARD_SCALE = 1.0;
 
+    /**
+     * Checks the ranges above (margin and reward scale finite); throws IllegalArgumentException
+     * naming the setting.
+     */
     public PreferenceLossConfig {
         if (type == null) {
             throw new IllegalArgumentException("loss type is null (expected spo, dpo, ipo or hinge)");

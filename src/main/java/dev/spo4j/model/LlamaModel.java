@@ -177,10 +177,12 @@ public final class LlamaModel extends Module {
         return torch.ones(new long[] {n}, new TensorOptions(ScalarType.Float));
     }
 
+    /** The architecture this model was built from. */
     public ModelConfig config() {
         return config;
     }
 
+    /** The attention implementation in use (default {@link Attention#SDPA}). */
     public Attention attention() {
         return attention;
     }

@@ -33,9 +33,22 @@ import java.util.Locale;
  * other than default, linear or llama3, and inconsistent sizes.
  *
  * @param modelType             "llama" or "qwen2"
+ * @param vocabSize             rows of embed_tokens and lm_head
+ * @param hiddenSize            H, the width of the residual stream
+ * @param intermediateSize      the MLP's inner width (gate_proj and up_proj rows)
+ * @param numHiddenLayers       decoder layers
+ * @param numAttentionHeads     query heads
+ * @param numKeyValueHeads      key/value heads, dividing the query heads (fewer is grouped-query
+ *                              attention)
  * @param headDim               per-head size (q/k/v rows are heads * headDim)
+ * @param rmsNormEps            eps of every RMSNorm
+ * @param ropeTheta             RoPE's base theta
+ * @param maxPositionEmbeddings the context length the config states (written back; the forward
+ *                              does not enforce it)
+ * @param tieWordEmbeddings     whether lm_head shares embed_tokens' weight
  * @param attentionBias         as read: for llama, biases on q/k/v/o; for qwen2 always true
  *                              (meaning q/k/v only)
+ * @param mlpBias               biases on gate_proj, up_proj and down_proj
  * @param bosTokenId            nullable
  * @param eosTokenIds           empty when the config has none
  * @param ropeScaling           null for plain RoPE
@@ -48,7 +61,9 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
                           Integer bosTokenId, List<Integer> eosTokenIds, RopeScaling ropeScaling,
                           double initializerRange) {
 
+    /** {@code model_type} of Llama models (LlamaForCausalLM). */
     public static final String LLAMA = "llama";
+    /** {@code model_type} of Qwen2 models (Qwen2ForCausalLM). */
     public static final String QWEN2 = "qwen2";
 
     /**
@@ -56,12 +71,14 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
      *
      * @param type "linear" (positions divided by factor) or "llama3" (Llama 3.1 band-wise
      *             scaling of the inverse frequencies)
+     * @param factor                        the scaling factor, finite and &gt; 0
      * @param lowFreqFactor                 llama3 only (else 0)
      * @param highFreqFactor                llama3 only (else 0)
      * @param originalMaxPositionEmbeddings llama3 only (else 0)
      */
     public record RopeScaling(String type, double factor, double lowFreqFactor, double highFreqFactor,
                               int originalMaxPositionEmbeddings) {
+        /** Checks the type and the factors; throws IllegalArgumentException naming the bad one. */
         public RopeScaling {
             if (!"linear".equals(type) && !"llama3".equals(type)) {
                 throw new IllegalArgumentException("rope_scaling type '" + type
@@ -84,6 +101,11 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
         }
     }
 
+    /**
+     * Checks the model type, the sizes and the numbers (throwing IllegalArgumentException naming
+     * the config.json key); sets {@code attentionBias} for qwen2 and turns a null
+     * {@code eosTokenIds} into an empty list.
+     */
     public ModelConfig {
         if (!LLAMA.equals(modelType) && !QWEN2.equals(modelType)) {
             throw new IllegalArgumentException("model_type '" + modelType
@@ -138,18 +160,21 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
                 1e-6, 10000.0, maxPositionEmbeddings, false, false, false, null, List.of(), null, 0.02);
     }
 
+    /** A copy with lm_head tied to embed_tokens, or not. */
     public ModelConfig withTiedEmbeddings(boolean tied) {
         return new ModelConfig(modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers,
                 numAttentionHeads, numKeyValueHeads, headDim, rmsNormEps, ropeTheta, maxPositionEmbeddings,
                 tied, attentionBias, mlpBias, bosTokenId, eosTokenIds, ropeScaling, initializerRange);
     }
 
+    /** A copy with these bias settings (for qwen2 {@code attentionBias} stays true). */
     public ModelConfig withBiases(boolean attentionBias, boolean mlpBias) {
         return new ModelConfig(modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers,
                 numAttentionHeads, numKeyValueHeads, headDim, rmsNormEps, ropeTheta, maxPositionEmbeddings,
                 tieWordEmbeddings, attentionBias, mlpBias, bosTokenId, eosTokenIds, ropeScaling, initializerRange);
     }
 
+    /** A copy with another rope_theta and rope_scaling (null for plain RoPE). */
     public ModelConfig withRope(double theta, RopeScaling scaling) {
         return new ModelConfig(modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers,
                 numAttentionHeads, numKeyValueHeads, headDim, rmsNormEps, theta, maxPositionEmbeddings,

@@ -30,8 +30,14 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 public final class ModelFolder {
     private ModelFolder() {}
 
+    /** The architecture file ({@link ModelConfig}). */
     public static final String CONFIG = "config.json";
+    /** The single-file weights; both {@code save} methods write this one. */
     public static final String WEIGHTS = "model.safetensors";
+    /**
+     * The index of sharded weights, whose weight_map names each tensor's shard (read, never
+     * written).
+     */
     public static final String INDEX = "model.safetensors.index.json";
     /** Files copied from a tokenizer source by {@link #save(LlamaModel, Path, Path)} when present. */
     public static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json",

@@ -22,9 +22,25 @@ import javax.imageio.ImageIO;
 public final class Chart {
     private Chart() {}
 
-    /** One curve: points (x, y) in order; dashed or not; markers drawn at each point when {@code markers}. */
+    /**
+     * One curve: points (x, y) in order; dashed or not; markers drawn at each point when {@code markers}.
+     *
+     * @param name    the legend's label
+     * @param color   the line and marker colour
+     * @param dashed  dashed rather than solid
+     * @param markers a dot at every point (a single point always gets one)
+     * @param points  (x, y) pairs as {@code double[2]}, joined in order; non-finite ones are skipped
+     */
     public record Series(String name, Color color, boolean dashed, boolean markers, List<double[]> points) {}
 
+    /**
+     * One panel: its title, axis labels and curves.
+     *
+     * @param title  drawn above the panel
+     * @param xLabel the x axis's label
+     * @param yLabel the y axis's label
+     * @param series the curves, in legend order
+     */
     public record Panel(String title, String xLabel, String yLabel, List<Series> series) {}
 
     /** The colours of the losses, fixed so that every plot uses the same. */
@@ -40,6 +56,11 @@ public final class Chart {
         };
     }
 
+    /**
+     * Draws {@code panels} side by side (each 460 pixels wide) under {@code title} and writes
+     * the PNG to {@code png} atomically. Each panel's axes span its finite points; a panel with
+     * none gets only its frame and labels.
+     */
     public static void write(List<Panel> panels, String title, Path png) throws IOException {
         System.setProperty("java.awt.headless", "true");
         int panelW = 460, panelH = 380, left = 60, top = 70;

@@ -30,6 +30,11 @@ public final class MetricsLog implements AutoCloseable {
     private final BufferedWriter out;
     private final List<Map<String, Double>> rows = new ArrayList<>();
 
+    /**
+     * Opens {@code file} for appending. With {@code resumeFromStep} &gt; 0 an existing file keeps
+     * its rows up to that step (read back into {@link #rows()}) and loses the rest; otherwise an
+     * existing file is deleted. A null {@code file} keeps the rows in memory only.
+     */
     public MetricsLog(Path file, int resumeFromStep) {
         this.file = file;
         if (file == null) {
@@ -67,6 +72,7 @@ public final class MetricsLog implements AutoCloseable {
         return m;
     }
 
+    /** Adds a row in memory and, with a file, writes it as one JSON line and flushes. */
     public void append(Map<String, Double> row) {
         rows.add(new LinkedHashMap<>(row));
         if (out == null) {
@@ -81,10 +87,12 @@ public final class MetricsLog implements AutoCloseable {
         }
     }
 
+    /** Every row so far, those kept from a resumed log first (the live list, not a copy). */
     public List<Map<String, Double>> rows() {
         return rows;
     }
 
+    /** The metrics.jsonl path, or null when the rows are kept in memory only. */
     public Path file() {
         return file;
     }

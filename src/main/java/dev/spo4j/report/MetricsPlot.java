@@ -16,6 +16,10 @@ public final class MetricsPlot {
 
     private MetricsPlot() {}
 
+    /**
+     * Writes a PNG with one panel per name in {@code metrics}: its values in {@code rows}
+     * against "step", plus its "eval/" values when there are any. Non-finite values are skipped.
+     */
     public static void write(List<Map<String, Double>> rows, List<String> metrics, String title, Path png)
             throws IOException {
         List<Chart.Panel> panels = new ArrayList<>();

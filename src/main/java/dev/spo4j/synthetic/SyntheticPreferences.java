@@ -56,9 +56,13 @@ import java.util.stream.Stream;
  * the label is noisy but the scores are exact. Everything is a function of the seed.
  */
 public final class SyntheticPreferences {
+    /** The padding token, id 0. */
     public static final String PAD = "<pad>";
+    /** The beginning-of-sequence token, id 1. */
     public static final String BOS = "<bos>";
+    /** The end-of-sequence token, id 2. */
     public static final String EOS = "<eos>";
+    /** The token of any word outside the language, id 3. */
     public static final String UNK = "<unk>";
     private static final List<String> SPECIALS = List.of(PAD, BOS, EOS, UNK);
 

@@ -49,6 +49,12 @@ public final class Checkpoints {
         public String rngState;
     }
 
+    /**
+     * Writes {@code runDir/checkpoints/step-NNNNNNN/} for {@code state.step} (replacing one of
+     * that step), tokenizer files copied from {@code tokenizerDir}, then deletes all but the
+     * newest {@code keep} checkpoints. Fills in {@code state.rngState}; returns the checkpoint
+     * folder. I/O errors surface as {@link UncheckedIOException}.
+     */
     public static Path save(Path runDir, LlamaModel model, Optimizer optimizer, State state, Path tokenizerDir,
                             int keep) {
         try {
@@ -108,6 +114,7 @@ public final class Checkpoints {
         return all.get(all.size() - 1);
     }
 
+    /** The trainer_state.json of a checkpoint folder. */
     public static State readState(Path checkpoint) {
         try {
             return GSON.fromJson(Files.readString(checkpoint.resolve(STATE)), State.class);
@@ -116,12 +123,14 @@ public final class Checkpoints {
         }
     }
 
+    /** Loads the checkpoint's optimizer.pt into {@code optimizer}, its tensors mapped to {@code device}. */
     public static void loadOptimizer(Path checkpoint, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
         InputArchive archive = new InputArchive();
         archive.load_from(checkpoint.resolve(OPTIMIZER).toString(), new org.bytedeco.pytorch.DeviceOptional(device));
         optimizer.load(archive);
     }
 
+    /** Restores LibTorch's CPU generator from {@code state.rngState}; does nothing when that is null. */
     public static void restoreGenerator(State state) {
         if (state.rngState == null) {
             return;

@@ -45,6 +45,7 @@ public record LrSchedule(Kind kind, double peak, int warmupSteps, int totalSteps
         }
     }
 
+    /** Checks the ranges above; throws IllegalArgumentException otherwise. */
     public LrSchedule {
         if (!(peak > 0 && Double.isFinite(peak))) {
             throw new IllegalArgumentException("learning rate = " + peak + " (expected a finite value > 0)");

@@ -9,22 +9,31 @@ import picocli.CommandLine.Option;
  * initialisers are the defaults.
  */
 public final class OptimizerConfig {
+    /** Peak learning rate after warm-up. */
     @Option(names = "--lr", description = "peak learning rate (default: ${DEFAULT-VALUE})")
     public double lr = 5e-6;
+    /** Shape of the learning rate after warm-up. */
     @Option(names = "--schedule", description = "${COMPLETION-CANDIDATES} after warm-up (default: ${DEFAULT-VALUE})")
     public LrSchedule.Kind schedule = LrSchedule.Kind.COSINE;
+    /** Steps of linear warm-up; 0 means {@link #warmupRatio} of the total steps. */
     @Option(names = "--warmup-steps", description = "warm-up steps; 0 = --warmup-ratio of the total (default: ${DEFAULT-VALUE})")
     public int warmupSteps = 0;
+    /** Fraction of the total steps spent warming up when {@link #warmupSteps} is 0. */
     @Option(names = "--warmup-ratio", description = "(default: ${DEFAULT-VALUE})")
     public double warmupRatio = 0.1;
+    /** AdamW's decoupled weight decay. */
     @Option(names = "--weight-decay", description = "AdamW weight decay (default: ${DEFAULT-VALUE})")
     public double weightDecay = 0.0;
+    /** AdamW's beta1, the decay of the first-moment estimate. */
     @Option(names = "--adam-beta1", description = "(default: ${DEFAULT-VALUE})")
     public double adamBeta1 = 0.9;
+    /** AdamW's beta2, the decay of the second-moment estimate. */
     @Option(names = "--adam-beta2", description = "(default: ${DEFAULT-VALUE})")
     public double adamBeta2 = 0.999;
+    /** AdamW's epsilon, added to the denominator. */
     @Option(names = "--adam-eps", description = "(default: ${DEFAULT-VALUE})")
     public double adamEps = 1e-8;
+    /** Clipping threshold for the global gradient norm; 0 turns clipping off. */
     @Option(names = "--max-grad-norm", description = "clip the global gradient norm; 0 = off (default: ${DEFAULT-VALUE})")
     public double maxGradNorm = 1.0;
 

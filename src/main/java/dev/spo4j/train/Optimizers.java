@@ -23,12 +23,14 @@ public final class Optimizers {
         return new AdamW(params, o);
     }
 
+    /** Sets the learning rate of every parameter group. */
     public static void setLearningRate(Optimizer optimizer, double lr) {
         for (long i = 0; i < optimizer.param_groups().size(); i++) {
             optimizer.param_groups().get(i).options().set_lr(lr);
         }
     }
 
+    /** The learning rate of the first parameter group. */
     public static double learningRate(Optimizer optimizer) {
         return optimizer.param_groups().get(0).options().get_lr();
     }

@@ -10,10 +10,13 @@ import picocli.CommandLine.Option;
  * defaults (lr 1e-3, 5% warm-up).
  */
 public final class SftConfig {
+    /** Hugging Face model folder to fine-tune (weights and tokenizer). */
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder")
     public String model;
+    /** JSONL file of prompt/completion records. */
     @Option(names = "--data", required = true, paramLabel = "FILE", description = "JSONL: prompt, completion")
     public String data;
+    /** Run folder for final-model/, metrics.jsonl and metrics.png; null: runs/sft. */
     @Option(names = "--out", required = true, paramLabel = "RUN_DIR", description = "run folder: final-model/, metrics.jsonl, metrics.png")
     public String out;
 
@@ -21,18 +24,25 @@ public final class SftConfig {
     @Mixin
     public OptimizerConfig optim = OptimizerConfig.withDefaults(1e-3, 0.05);
 
+    /** Examples per batch. */
     @Option(names = "--batch-size", description = "(default: ${DEFAULT-VALUE})")
     public int batchSize = 16;
+    /** Passes over the data, unless {@link #maxSteps} is set. */
     @Option(names = "--epochs", description = "(default: ${DEFAULT-VALUE})")
     public int epochs = 1;
+    /** Optimiser steps; overrides {@link #epochs} when &gt; 0 (-1: epochs). */
     @Option(names = "--max-steps", description = "overrides --epochs when > 0 (default: ${DEFAULT-VALUE})")
     public int maxSteps = -1;
+    /** Tokens per row at most: the prompt is cut from the left first. */
     @Option(names = "--max-length", description = "(default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    /** Seed of LibTorch's generator and of the batch order. */
     @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
+    /** LibTorch threads; 0 keeps LibTorch's default. */
     @Option(names = "--threads", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     public int threads = 0;
+    /** Steps between metric rows and console lines; the last step is always logged. */
     @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 10;
 

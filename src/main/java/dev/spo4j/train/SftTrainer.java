@@ -39,7 +39,17 @@ import org.bytedeco.pytorch.global.torch;
 public final class SftTrainer {
     private SftTrainer() {}
 
-    /** How a run ended: the run folder's final model (null for {@link #train}), steps, first and last loss. */
+    /**
+     * How a run ended.
+     *
+     * @param finalModel the run folder's final-model folder; null from {@link #train}
+     * @param steps      optimiser steps done
+     * @param firstLoss  the first step's loss
+     * @param lastLoss   the last step's loss
+     * @param seconds    wall time of the training, tokenisation included
+     * @param rows       the logged rows (step, loss, grad_norm, learning_rate), every
+     *                   {@code logEvery} steps and the last
+     */
     public record Summary(Path finalModel, int steps, double firstLoss, double lastLoss, double seconds,
                           List<Map<String, Double>> rows) {}
 

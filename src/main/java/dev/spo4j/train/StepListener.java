@@ -11,5 +11,9 @@ import java.util.Map;
  */
 @FunctionalInterface
 public interface StepListener {
+    /**
+     * Called after optimiser step {@code step} (1-based) with the policy and an unmodifiable copy
+     * of the step's metrics.
+     */
     void afterStep(int step, LlamaModel policy, Map<String, Double> metrics);
 }

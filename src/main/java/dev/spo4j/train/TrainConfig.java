@@ -22,32 +22,50 @@ import picocli.CommandLine.Option;
  * them.
  */
 public final class TrainConfig {
+    /** Hugging Face model folder; null, with {@link #data} null, for the embedded default. */
     @Option(names = "--model", paramLabel = "DIR", description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json)")
     public String model;
+    /** JSONL preference pairs to train on; required with {@link #model}. */
     @Option(names = "--data", paramLabel = "FILE", description = "JSONL: prompt, chosen, rejected [, score_chosen, score_rejected, ref_chosen_logps, ref_rejected_logps]")
     public String data;
+    /**
+     * JSONL pairs evaluated every {@link #evalEvery} steps and at the end; null for none (the
+     * embedded default brings its own).
+     */
     @Option(names = "--eval-data", paramLabel = "FILE", description = "JSONL evaluated every --eval-every steps and at the end")
     public String evalData;
+    /**
+     * Reference model folder; null: a frozen copy of the initial policy. Precomputed
+     * ref_*_logps in the data win over either.
+     */
     @Option(names = "--ref-model", paramLabel = "DIR", description = "reference model (default: a frozen copy of the initial policy; precomputed ref_*_logps win)")
     public String refModel;
+    /** Run folder; null: runs/spo4j (the {@code train} command fills in {@code runs/<loss>-<time>}). */
     @Option(names = "--out", paramLabel = "RUN_DIR", description = "run folder (default: runs/<loss>-<time>)")
     public String out;
 
+    /** The preference loss. */
     @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
     public LossType loss = LossType.SPO;
+    /** KL weight beta. */
     @Option(names = "--beta", description = "KL weight beta (default: ${DEFAULT-VALUE})")
     public double beta = PreferenceLossConfig.DEFAULT_BETA;
+    /** SPO's target margin m0 for pairs without scores. */
     @Option(names = "--margin", description = "SPO target margin m0 for pairs without scores (default: ${DEFAULT-VALUE})")
     public double margin = PreferenceLossConfig.DEFAULT_MARGIN;
+    /** SPO's gamma: m = gamma (score_chosen - score_rejected). */
     @Option(names = "--reward-scale", description = "SPO gamma: m = gamma (score_chosen - score_rejected) (default: ${DEFAULT-VALUE})")
     public double rewardScale = PreferenceLossConfig.DEFAULT_REWARD_SCALE;
+    /** DPO's label smoothing eps in [0, 0.5); above 0 it is cDPO. */
     @Option(names = "--label-smoothing", description = "DPO eps in [0, 0.5): cDPO (default: ${DEFAULT-VALUE})")
     public double labelSmoothing = 0.0;
     /** null: the loss's default (IPO yes, others no). */
     @Option(names = "--length-normalised", arity = "1", paramLabel = "BOOL", description = "mean instead of summed token log-probs (default: true for ipo only)")
     public Boolean lengthNormalised;
+    /** alpha of an added SFT term alpha * NLL(chosen); 0 for none. */
     @Option(names = "--sft-weight", description = "alpha of an added SFT term alpha * NLL(chosen) (default: ${DEFAULT-VALUE})")
     public double sftWeight = 0.0;
+    /** How the loss is computed: spo4j's fused kernels or LibTorch's composite ops. */
     @Option(names = "--loss-impl", description = "fused (spo4j kernels) | libtorch (composite ops) (default: ${DEFAULT-VALUE})")
     public LossImpl lossImpl = LossImpl.FUSED;
 
@@ -58,16 +76,22 @@ public final class TrainConfig {
     /** Pairs per micro-batch per process (TRL's per_device_train_batch_size): a step's global batch is batchSize x WORLD_SIZE x gradAccum. */
     @Option(names = "--batch-size", description = "pairs per micro-batch per process; a step's global batch is batch-size x processes x grad-accum (default: ${DEFAULT-VALUE})")
     public int batchSize = 8;
+    /** Micro-batches per optimiser step. */
     @Option(names = "--grad-accum", description = "micro-batches per optimiser step (default: ${DEFAULT-VALUE})")
     public int gradAccum = 1;
+    /** Passes over the training pairs, unless {@link #maxSteps} is set. */
     @Option(names = "--epochs", description = "(default: ${DEFAULT-VALUE})")
     public int epochs = 1;
+    /** Optimiser steps; overrides {@link #epochs} when &gt; 0 (-1: epochs). */
     @Option(names = "--max-steps", description = "optimiser steps; overrides --epochs when > 0 (default: ${DEFAULT-VALUE})")
     public int maxSteps = -1;
+    /** Tokens per sequence at most: the prompt is cut from the left first. */
     @Option(names = "--max-length", description = "tokens per sequence: the prompt is cut from the left first (default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    /** Seed of LibTorch's generator, the batch order and the embedded default's model and data. */
     @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
+    /** CPU threads for LibTorch and the kernels; 0 keeps LibTorch's default. */
     @Option(names = "--threads", description = "CPU threads for LibTorch and the kernels; 0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     public int threads = 0;
     /** "cpu", "cuda" or "cuda:N". */
@@ -81,14 +105,19 @@ public final class TrainConfig {
     /** Processes that trained this run (set by the trainer from WORLD_SIZE; a resume must use as many). */
     public int worldSize = 1;
 
+    /** Steps between rows of metrics.jsonl; the last step is always logged. */
     @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 1;
+    /** Steps between evaluations; 0: only at the end. */
     @Option(names = "--eval-every", description = "steps between evaluations; 0 = at the end (default: ${DEFAULT-VALUE})")
     public int evalEvery = 0;
+    /** Batches of the eval data evaluated (the first ones); 0: all of them. */
     @Option(names = "--eval-batches", description = "evaluate the first N batches of the eval data; 0 = all (default: ${DEFAULT-VALUE})")
     public int evalBatches = 0;
+    /** Steps between checkpoints; 0: only at the end. */
     @Option(names = "--checkpoint-every", description = "steps between checkpoints; 0 = at the end (default: ${DEFAULT-VALUE})")
     public int checkpointEvery = 0;
+    /** Checkpoints kept in the run folder, the newest ones. */
     @Option(names = "--keep-checkpoints", description = "(default: ${DEFAULT-VALUE})")
     public int keepCheckpoints = 2;
 

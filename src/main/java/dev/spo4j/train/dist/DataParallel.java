@@ -113,10 +113,12 @@ public final class DataParallel implements AutoCloseable {
         }
     }
 
+    /** This process's rank, 0 to {@code worldSize() - 1}. */
     public int rank() {
         return env.rank();
     }
 
+    /** The number of processes in the job. */
     public int worldSize() {
         return env.worldSize();
     }
@@ -316,6 +318,7 @@ public final class DataParallel implements AutoCloseable {
 
     /** A collective or the rendezvous failed; the message names the ranks. */
     public static final class DistributedException extends RuntimeException {
+        /** An exception with this message (which names the ranks) and the c10d error behind it. */
         public DistributedException(String message, Throwable cause) {
             super(message, cause);
         }

@@ -6,10 +6,18 @@ import java.util.Map;
  * Where this process sits in a data-parallel job, read from torchrun's environment:
  * {@code RANK}, {@code WORLD_SIZE}, {@code LOCAL_RANK}, {@code MASTER_ADDR}, {@code MASTER_PORT}.
  * No {@code WORLD_SIZE} (or 1) is a single process: no process group at all.
+ *
+ * @param rank       RANK, 0 to worldSize - 1
+ * @param worldSize  WORLD_SIZE, the number of processes
+ * @param localRank  LOCAL_RANK, the rank on this machine (which GPU); RANK when unset
+ * @param masterAddr MASTER_ADDR, the host of rank 0's rendezvous store
+ * @param masterPort MASTER_PORT, the store's port
  */
 public record DistributedEnv(int rank, int worldSize, int localRank, String masterAddr, int masterPort) {
+    /** One process on its own: rank 0 of 1, no process group. */
     public static final DistributedEnv SINGLE = new DistributedEnv(0, 1, 0, "127.0.0.1", 0);
 
+    /** This process's place, from its environment variables (see {@link #from}). */
     public static DistributedEnv fromEnvironment() {
         return from(System.getenv());
     }
@@ -36,6 +44,7 @@ public record DistributedEnv(int rank, int worldSize, int localRank, String mast
         return new DistributedEnv(rank, world, local, addr.trim(), port);
     }
 
+    /** Whether the job has more than one process. */
     public boolean isDistributed() {
         return worldSize > 1;
     }
