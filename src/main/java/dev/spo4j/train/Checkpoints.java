@@ -59,7 +59,7 @@ public final class Checkpoints {
                             int keep) {
         try {
             Path root = Files.createDirectories(runDir.resolve("checkpoints"));
-            String name = String.format("step-%07d", state.step);
+            String name = String.format(java.util.Locale.ROOT, "step-%07d", state.step);
             Path dst = root.resolve(name);
             removeLeftovers(root);
             Path tmp = AtomicFiles.newTempDirBeside(dst, "tmp");

@@ -60,13 +60,14 @@ public final class OptimizerConfig {
             throw new IllegalArgumentException("warm-up = " + warmupSteps + " steps / ratio " + warmupRatio
                     + " (expected steps >= 0 and 0 <= ratio < 1)");
         }
-        if (!(maxGradNorm >= 0) || !(weightDecay >= 0)) {
+        if (!(maxGradNorm >= 0 && Double.isFinite(maxGradNorm)) || !(weightDecay >= 0 && Double.isFinite(weightDecay))) {
             throw new IllegalArgumentException("max grad norm = " + maxGradNorm + ", weight decay = " + weightDecay
                     + " (expected finite values >= 0)");
         }
-        if (!(adamBeta1 >= 0 && adamBeta1 < 1 && adamBeta2 >= 0 && adamBeta2 < 1 && adamEps > 0)) {
+        if (!(adamBeta1 >= 0 && adamBeta1 < 1 && adamBeta2 >= 0 && adamBeta2 < 1 && adamEps > 0
+                && Double.isFinite(adamEps))) {
             throw new IllegalArgumentException("AdamW betas " + adamBeta1 + ", " + adamBeta2 + ", eps " + adamEps
-                    + " (expected 0 <= beta < 1 and eps > 0)");
+                    + " (expected 0 <= beta < 1 and a finite eps > 0)");
         }
     }
 
