@@ -112,6 +112,16 @@ void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* 
     }
 }
 
+std::vector<BadLossParams> bad_loss_params() {
+    const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
+    return {{"beta 0", {1, 0.0f, 0.0f, 1.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f}},
+            {"beta NaN", {1, nanf, 0.0f, 1.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f}},
+            {"eps -0.1", {1, 0.1f, -0.1f, 1.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f}},
+            {"eps NaN", {1, 0.1f, nanf, 1.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f}},
+            {"type 1000", {1000, 0.1f, 0.0f, 1.0f}}, {"margin NaN", {0, 0.1f, 0.0f, nanf}},
+            {"margin inf", {0, 0.1f, 0.0f, inf}}};
+}
+
 namespace {
 
 void cpu_check_loss_case(Checker& ck, LossCase& c, bool with_loss, bool with_stats) {
@@ -140,17 +150,7 @@ void cpu_check_loss_errors(Checker& ck) {
         return spo4j_preference_loss_cpu(&p, pairs, pc, c.pr.data(), c.rc.data(), c.rr.data(),
                                          nullptr, nullptr, g, gr.data(), nullptr);
     };
-    const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
-    struct Bad {
-        const char* what;
-        spo4j_loss_params p;
-    } bads[] = {{"beta 0", {1, 0.0f, 0.0f, 1.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f}},
-                {"beta NaN", {1, nanf, 0.0f, 1.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f}},
-                {"eps -0.1", {1, 0.1f, -0.1f, 1.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f}},
-                {"eps NaN", {1, 0.1f, nanf, 1.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f}},
-                {"type 4", {4, 0.1f, 0.0f, 1.0f}},     {"margin NaN", {0, 0.1f, 0.0f, nanf}},
-                {"margin inf", {0, 0.1f, 0.0f, inf}}};
-    for (const Bad& b : bads)
+    for (const BadLossParams& b : bad_loss_params())
         expect_status(ck, run(b.p, 4, c.pc.data(), gc.data()), SPO4J_ERR_ARGUMENT,
                       strf("cpu loss %s -> ARGUMENT", b.what));
     expect_status(ck, run(c.p, 0, c.pc.data(), gc.data()), SPO4J_ERR_ARGUMENT, "cpu loss pairs 0 -> ARGUMENT");

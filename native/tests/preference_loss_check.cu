@@ -75,18 +75,8 @@ void cuda_check_loss_errors(Checker& ck) {
         return spo4j_preference_loss_cuda(&p, pairs, x, pr.as<float>(), rc.as<float>(), rr.as<float>(),
                                           nullptr, nullptr, g, gr.as<float>(), nullptr, nullptr);
     };
-    const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
     const spo4j_loss_params ok{1, 0.1f, 0.0f, 1.0f};
-    struct Bad {
-        const char* what;
-        spo4j_loss_params p;
-    } bads[] = {{"beta 0", {1, 0.0f, 0.0f, 1.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f}},
-                {"beta NaN", {1, nanf, 0.0f, 1.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f}},
-                {"eps -0.1", {1, 0.1f, -0.1f, 1.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f}},
-                {"eps NaN", {1, 0.1f, nanf, 1.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f}},
-                {"type 4", {4, 0.1f, 0.0f, 1.0f}},     {"margin NaN", {0, 0.1f, 0.0f, nanf}},
-                {"margin inf", {0, 0.1f, 0.0f, inf}}};
-    for (const Bad& b : bads)
+    for (const BadLossParams& b : bad_loss_params())
         expect_status(ck, run(b.p, 4, pc.as<float>(), gc.as<float>()), SPO4J_ERR_ARGUMENT,
                       strf("cuda loss %s -> ARGUMENT", b.what));
     expect_status(ck, run(ok, 0, pc.as<float>(), gc.as<float>()), SPO4J_ERR_ARGUMENT, "cuda loss pairs 0 -> ARGUMENT");

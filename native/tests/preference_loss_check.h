@@ -33,6 +33,14 @@ struct LossCase {
 void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* loss,
                   const float* gc, const float* gr, const float* stats, double slack);
 
+// Loss parameters every entry point must refuse with SPO4J_ERR_ARGUMENT (the CPU and the CUDA
+// error checks run the same list).
+struct BadLossParams {
+    const char* what;
+    spo4j_loss_params p;
+};
+std::vector<BadLossParams> bad_loss_params();
+
 // ---- checks -----------------------------------------------------------------------------
 
 // The whole preference-loss part of `spo4j_harness check`: the sweep of cases (each on the
