@@ -1,4 +1,5 @@
-// preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
+// preference_loss: SPO, DPO (cDPO with label smoothing), IPO, hinge, soft-DPO and SPO-exp,
+// forward + gradient +
 // batch metrics for B pairs (CPU). The per-pair formulas live in native/common/pair_loss.h and
 // the parameter check in native/common/loss_params.cpp, both shared with the CUDA kernel
 // (native/cuda/preference_loss.cu). The outputs are gradients of the MEAN loss:
@@ -30,7 +31,7 @@ extern "C" SPO4J_API int spo4j_preference_loss_cpu(
         const double dc = double(policy_chosen[i]) - ref_chosen[i];
         const double dr = double(policy_rejected[i]) - ref_rejected[i];
         const double margin_i = margin ? double(margin[i]) : double(p->margin);
-        const PairLoss pl = pair_loss(p->type, beta, eps, margin_i, dc - dr);
+        const PairLoss pl = pair_loss(p->type, beta, eps, margin_i, p->margin_floor, dc - dr);
         const double l = pl.loss, dh = pl.dh;
         if (loss) loss[i] = float(l);
         grad_chosen[i] = float(dh * inv_b);

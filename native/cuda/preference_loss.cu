@@ -1,12 +1,6 @@
-// preference_loss: SPO, DPO (cDPO with label smoothing), IPO and hinge, forward + gradient +
-// batch metrics for B pairs (CUDA). The CPU twin is native/cpu/preference_loss.cpp;
-// definitions: src/site/markdown/LOSSES.md.
-// With h = dc - dr, dc = pi_c - ref_c, dr = pi_r - ref_r:
-//   spo  : (beta h - m)^2                      dL/dh = 2 beta (beta h - m)
-//   dpo  : (1-e) softplus(-beta h) + e softplus(beta h)      (= -(1-e) logsig - e logsig)
-//                                              dL/dh = -beta (1-e) sig(-beta h) + beta e sig(beta h)
-//   ipo  : (h - 1/(2 beta))^2                  dL/dh = 2 (h - 1/(2 beta))
-//   hinge: max(0, 1 - beta h)                  dL/dh = -beta if beta h < 1 else 0
+// preference_loss: the losses of native/common/pair_loss.h (SPO, DPO/cDPO, IPO, hinge,
+// soft-DPO, SPO-exp), forward + gradient + batch metrics for B pairs (CUDA). The CPU twin is
+// native/cpu/preference_loss.cpp; definitions: src/site/markdown/LOSSES.md.
 // Outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
 // Per-pair math in double, for accuracy and to match the CPU kernel: both run the same
 // native/common/pair_loss.h and round the same double results to float (B is small next to
@@ -32,7 +26,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 
 struct LossArgs {
     int32_t type;
-    double beta, eps, margin0;
+    double beta, eps, margin0, margin_floor;
 };
 
 __global__ void __launch_bounds__(kLossThreads)
@@ -50,7 +44,7 @@ __global__ void __launch_bounds__(kLossThreads)
         const double dc = pc - static_cast<double>(ref_chosen[i]);
         const double dr = pr - static_cast<double>(ref_rejected[i]);
         const double m = margin != nullptr ? static_cast<double>(margin[i]) : a.margin0;
-        const PairLoss pl = pair_loss(a.type, beta, eps, m, dc - dr);
+        const PairLoss pl = pair_loss(a.type, beta, eps, m, a.margin_floor, dc - dr);
         const double l = pl.loss, dh = pl.dh;
         if (loss != nullptr) loss[i] = static_cast<float>(l);
         grad_chosen[i] = static_cast<float>(dh * inv_b);
@@ -107,11 +101,11 @@ int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* poli
     }
     DeviceScope scope;
     if ((st = scope.enter(dev))) return st;
-    const LossArgs args{p->type, static_cast<double>(p->beta),
-                        static_cast<double>(p->label_smoothing), static_cast<double>(p->margin)};
+    const LossArgs args{p->type, static_cast<double>(p->beta), static_cast<double>(p->label_smoothing),
+                        static_cast<double>(p->margin), static_cast<double>(p->margin_floor)};
     preference_loss_kernel<<<1, kLossThreads, 0, static_cast<cudaStream_t>(stream_ptr)>>>(
         args, pairs, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
-        p->type == SPO4J_LOSS_SPO ? margin : nullptr, loss, grad_chosen, grad_rejected, stats);
+        margin, loss, grad_chosen, grad_rejected, stats);
     SPO4J_CUDA_LAUNCHED("preference_loss_kernel");
     return SPO4J_OK;
 }

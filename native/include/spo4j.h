@@ -57,17 +57,20 @@ typedef enum {
 } spo4j_status;
 
 typedef enum {
-    SPO4J_LOSS_SPO = 0,    /* (beta*h - m)^2, m per pair or m0 */
-    SPO4J_LOSS_DPO = 1,    /* -(1-eps) logsig(beta h) - eps logsig(-beta h) */
-    SPO4J_LOSS_IPO = 2,    /* (h - 1/(2 beta))^2 */
-    SPO4J_LOSS_HINGE = 3   /* max(0, 1 - beta h) */
+    SPO4J_LOSS_SPO = 0,      /* (beta*h - m)^2, m per pair or m0 */
+    SPO4J_LOSS_DPO = 1,      /* -(1-eps) logsig(beta h) - eps logsig(-beta h) */
+    SPO4J_LOSS_IPO = 2,      /* (h - 1/(2 beta))^2 */
+    SPO4J_LOSS_HINGE = 3,    /* max(0, 1 - beta h) */
+    SPO4J_LOSS_SOFT_DPO = 4, /* -p logsig(beta h) - (1-p) logsig(-beta h), p = sigmoid(m) */
+    SPO4J_LOSS_SPO_EXP = 5   /* f(beta h / m~) with f(z) = 1/e - z e^-z: minimum 0 at beta h = m~ */
 } spo4j_loss_type;
 
 typedef struct {
     int32_t type;            /* spo4j_loss_type */
     float beta;              /* > 0, finite */
     float label_smoothing;   /* DPO only: eps in [0, 0.5) */
-    float margin;            /* SPO only: m0, used when the per-pair margin pointer is NULL */
+    float margin;            /* m0, used when the per-pair margin pointer is NULL (spo, soft-dpo, spo-exp) */
+    float margin_floor;      /* spo-exp only: |m| is raised to at least this (> 0, finite): m~ */
 } spo4j_loss_params;
 
 /* Layout of the stats[] output of the preference loss (batch means). */

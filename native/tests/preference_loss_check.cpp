@@ -1,4 +1,4 @@
-// Preference losses in `spo4j_harness check`, CPU side: the cases (SPO, DPO, IPO, hinge over
+// Preference losses in `spo4j_harness check`, CPU side: the cases (every loss type over
 // 1..65537 pairs, with and without per-pair margins and label smoothing), their float64
 // truth (preference_loss_check.h), the CPU kernel against them, its error statuses, and the
 // order in which each case then runs on CUDA (preference_loss_check.cu).
@@ -22,13 +22,14 @@ double sig(double x) { return 0.5 * (1.0 + std::tanh(0.5 * x)); }
 
 LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool with_margin,
                         uint64_t seed) {
-    static const char* names[] = {"spo", "dpo", "ipo", "hinge"};
+    static const char* names[] = {"spo", "dpo", "ipo", "hinge", "soft-dpo", "spo-exp"};
     Rng rng(seed);
     LossCase c;
     c.p.type = type;
     c.p.beta = beta;
     c.p.label_smoothing = eps;
     c.p.margin = 1.0f;
+    c.p.margin_floor = 0.1f;
     c.pairs = pairs;
     c.with_margin = with_margin;
     c.label = strf("%s B=%" PRId64 " beta=%g eps=%g%s", names[type], pairs, double(beta),
@@ -66,6 +67,24 @@ LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool wit
         } else if (type == SPO4J_LOSS_DPO) {
             l = -(1 - e) * logsig(b * h) - e * logsig(-b * h);
             dh = -b * (1 - e) * sig(-b * h) + b * e * sig(b * h);
+        } else if (type == SPO4J_LOSS_SOFT_DPO) {
+            const double m = with_margin ? double(c.margin[i]) : double(c.p.margin);
+            const double p = sig(m);
+            l = -p * logsig(b * h) - (1 - p) * logsig(-b * h);
+            dh = -b * p * sig(-b * h) + b * (1 - p) * sig(b * h);
+        } else if (type == SPO4J_LOSS_SPO_EXP) {
+            const double m = with_margin ? double(c.margin[i]) : double(c.p.margin);
+            const double fl = double(c.p.margin_floor);
+            const double mt = m < 0 ? std::min(m, -fl) : std::max(m, fl);
+            const double z = b * h / mt;
+            if (z >= -10) {
+                l = std::exp(-1.0) - z * std::exp(-z);
+                dh = (z - 1) * std::exp(-z) * b / mt;
+            } else {  // the linear continuation below z = -10
+                const double f0 = std::exp(-1.0) + 10 * std::exp(10.0), d0 = -11 * std::exp(10.0);
+                l = f0 + d0 * (z + 10);
+                dh = d0 * b / mt;
+            }
         } else if (type == SPO4J_LOSS_IPO) {
             l = (h - 1 / (2 * b)) * (h - 1 / (2 * b));
             dh = 2 * (h - 1 / (2 * b));
@@ -114,12 +133,13 @@ void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* 
 
 std::vector<BadLossParams> bad_loss_params() {
     const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
-    return {{"beta 0", {1, 0.0f, 0.0f, 1.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f}},
-            {"beta NaN", {1, nanf, 0.0f, 1.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f}},
-            {"eps -0.1", {1, 0.1f, -0.1f, 1.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f}},
-            {"eps NaN", {1, 0.1f, nanf, 1.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f}},
-            {"type 1000", {1000, 0.1f, 0.0f, 1.0f}}, {"margin NaN", {0, 0.1f, 0.0f, nanf}},
-            {"margin inf", {0, 0.1f, 0.0f, inf}}};
+    return {{"beta 0", {1, 0.0f, 0.0f, 1.0f, 0.1f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f, 0.1f}},
+            {"beta NaN", {1, nanf, 0.0f, 1.0f, 0.1f}},   {"beta inf", {1, inf, 0.0f, 1.0f, 0.1f}},
+            {"eps -0.1", {1, 0.1f, -0.1f, 1.0f, 0.1f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f, 0.1f}},
+            {"eps NaN", {1, 0.1f, nanf, 1.0f, 0.1f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f, 0.1f}},
+            {"type 1000", {1000, 0.1f, 0.0f, 1.0f, 0.1f}}, {"margin NaN", {0, 0.1f, 0.0f, nanf, 0.1f}},
+            {"margin inf", {0, 0.1f, 0.0f, inf, 0.1f}},  {"margin floor 0", {5, 0.1f, 0.0f, 1.0f, 0.0f}},
+            {"margin floor NaN", {5, 0.1f, 0.0f, 1.0f, nanf}}};
 }
 
 namespace {
@@ -168,13 +188,13 @@ void cpu_check_loss_errors(Checker& ck) {
 void check_preference_loss(Checker& ck, bool cuda) {
     const int64_t pair_counts[] = {1, 7, 1000, 65537};
     int lcase = 0;
-    for (int type = SPO4J_LOSS_SPO; type <= SPO4J_LOSS_HINGE; ++type) {
+    for (int type = SPO4J_LOSS_SPO; type <= SPO4J_LOSS_SPO_EXP; ++type) {
         for (int64_t B : pair_counts) {
             for (int variant = 0; variant < 2; ++variant) {
                 ++lcase;
                 const float beta = variant ? 2.5f : 0.1f;
                 const float eps = type == SPO4J_LOSS_DPO && variant ? 0.1f : 0.0f;
-                const bool margins = variant == 1;  // ignored by all but SPO
+                const bool margins = variant == 1;  // read by spo, soft-dpo and spo-exp
                 LossCase c = make_loss_case(type, B, beta, eps, margins, 777u * uint64_t(lcase));
                 const bool with_loss = (lcase % 3) != 0, with_stats = (lcase % 4) != 1;
                 const int before = ck.failed;

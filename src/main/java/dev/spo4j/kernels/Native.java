@@ -55,6 +55,8 @@ final class Native {
         public native LossParams label_smoothing(float v);
         public native float margin();
         public native LossParams margin(float v);
+        public native float margin_floor();
+        public native LossParams margin_floor(float v);
     }
 
     static native int spo4j_token_logprobs_fwd_cpu(

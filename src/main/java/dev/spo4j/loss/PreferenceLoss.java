@@ -133,6 +133,6 @@ public final class PreferenceLoss {
 
     static PreferenceLossKernel.Params kernelParams(PreferenceLossConfig c) {
         return new PreferenceLossKernel.Params(c.type().id(), c.type().code(), c.beta(), c.labelSmoothing(),
-                c.margin());
+                c.margin(), c.marginFloor());
     }
 }

@@ -45,20 +45,24 @@ public final class TrainConfig {
     public String out;
 
     /** The preference loss. */
-    @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE}); spo-exp is a "
+            + "reconstruction of the asymmetric SPO of the paper's later version, not its exact formula")
     public LossType loss = LossType.SPO;
     /** KL weight beta. */
     @Option(names = "--beta", description = "KL weight beta (default: ${DEFAULT-VALUE})")
     public double beta = PreferenceLossConfig.DEFAULT_BETA;
     /** SPO's target margin m0 for pairs without scores. */
-    @Option(names = "--margin", description = "SPO target margin m0 for pairs without scores (default: ${DEFAULT-VALUE})")
+    @Option(names = "--margin", description = "target margin m0 for pairs without scores (spo, soft-dpo, spo-exp) (default: ${DEFAULT-VALUE})")
     public double margin = PreferenceLossConfig.DEFAULT_MARGIN;
     /** SPO's gamma: m = gamma (score_chosen - score_rejected). */
-    @Option(names = "--reward-scale", description = "SPO gamma: m = gamma (score_chosen - score_rejected) (default: ${DEFAULT-VALUE})")
+    @Option(names = "--reward-scale", description = "gamma: m = gamma (score_chosen - score_rejected); soft-dpo's label is sigmoid(m) (default: ${DEFAULT-VALUE})")
     public double rewardScale = PreferenceLossConfig.DEFAULT_REWARD_SCALE;
     /** DPO's label smoothing eps in [0, 0.5); above 0 it is cDPO. */
     @Option(names = "--label-smoothing", description = "DPO eps in [0, 0.5): cDPO (default: ${DEFAULT-VALUE})")
     public double labelSmoothing = 0.0;
+    /** spo-exp's floor on |m|. */
+    @Option(names = "--margin-floor", description = "spo-exp: |m| is raised to at least this (default: ${DEFAULT-VALUE})")
+    public double marginFloor = PreferenceLossConfig.DEFAULT_MARGIN_FLOOR;
     /** null: the loss's default (IPO yes, others no). */
     @Option(names = "--length-normalised", arity = "1", paramLabel = "BOOL", description = "mean instead of summed token log-probs (default: true for ipo only)")
     public Boolean lengthNormalised;
@@ -141,6 +145,7 @@ public final class TrainConfig {
     public PreferenceLossConfig lossConfig() {
         PreferenceLossConfig c = PreferenceLossConfig.of(loss).withBeta(beta).withMargin(margin)
                 .withRewardScale(rewardScale).withLabelSmoothing(labelSmoothing);
+        c = c.withMarginFloor(marginFloor);
         return lengthNormalised == null ? c : c.withLengthNormalised(lengthNormalised);
     }
 

@@ -15,7 +15,27 @@ final class PreferenceLossReference {
             case DPO -> (1 - c.labelSmoothing()) * softplus(-bh) + c.labelSmoothing() * softplus(bh);
             case IPO -> Math.pow(h - 1 / (2 * c.beta()), 2);
             case HINGE -> Math.max(0, 1 - bh);
+            case SOFT_DPO -> {
+                double p = 1 / (1 + Math.exp(-margin));
+                yield p * softplus(-bh) + (1 - p) * softplus(bh);
+            }
+            case SPO_EXP -> {
+                double mt = margin < 0 ? Math.min(margin, -c.marginFloor()) : Math.max(margin, c.marginFloor());
+                double z = bh / mt;
+                yield z >= -10 ? Math.exp(-1) - z * Math.exp(-z)
+                        : Math.exp(-1) + 10 * Math.exp(10) - 11 * Math.exp(10) * (z + 10);
+            }
         };
+    }
+
+    /** Every pair's loss (margins nullable: m0). */
+    static double[] pairLosses(PreferenceLossConfig c, double[] pc, double[] pr, double[] rc, double[] rr,
+                               double[] margins) {
+        double[] out = new double[pc.length];
+        for (int i = 0; i < pc.length; i++) {
+            out[i] = pairLoss(c, pc[i], pr[i], rc[i], rr[i], margins == null ? c.margin() : margins[i]);
+        }
+        return out;
     }
 
     /** Mean loss over pairs; token counts (nullable) divide the log-probs first. */

@@ -60,7 +60,7 @@ class PreferenceLossTest {
         PreferenceLoss.Result r = new PreferenceLoss(c).compute(
                 PreferenceLoss.Inputs.of(floats(pc), floats(pr), floats(rc), floats(rr)).withMargins(floats(m)));
 
-        double[] margins = type == LossType.SPO ? d(m) : null;
+        double[] margins = type.usesMargin() ? d(m) : null;
         double[] dpc = d(pc), dpr = d(pr), drc = d(rc), drr = d(rr);
         double ref = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
         assertEquals(ref, r.loss(), 1e-6 * Math.max(1, Math.abs(ref)), "mean loss");
@@ -72,26 +72,40 @@ class PreferenceLossTest {
         assertAllClose("per-pair loss", perPair, toDoubles(r.perPairLoss()), 1e-6, 1e-6);
 
         double step = 1e-4;
+        // Central differences of the MEAN loss, every pair re-evaluated at each perturbation (so a
+        // pair coupling bug would show); the per-pair differences are summed before the mean, so
+        // pairs with huge losses (spo-exp's inverted pairs reach 1e7) add exact zeros instead of
+        // cancellation noise.
         double[] fdChosen = new double[B], fdRejected = new double[B];
         for (int i = 0; i < B; i++) {
             double keep = dpc[i];
             dpc[i] = keep + step;
-            double up = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
+            double[] up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
             dpc[i] = keep - step;
-            double down = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
+            double[] down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
             dpc[i] = keep;
-            fdChosen[i] = (up - down) / (2 * step);
+            fdChosen[i] = meanDifference(up, down) / (2 * step);
             keep = dpr[i];
             dpr[i] = keep + step;
-            up = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
+            up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
             dpr[i] = keep - step;
-            down = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
+            down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
             dpr[i] = keep;
-            fdRejected[i] = (up - down) / (2 * step);
+            fdRejected[i] = meanDifference(up, down) / (2 * step);
         }
-        // The hinge's kink is avoided by construction: |1 - beta h| >> step for these inputs.
+        // The hinge's kink (beta h = 1) and spo-exp's (z = -10) are avoided by construction:
+        // |1 - beta h| >> step and, for spo-exp, |beta h / m~ + 10| >> step for these inputs.
         assertAllClose("dL/dchosen", fdChosen, toDoubles(r.gradChosen()), 1e-7, 1e-4);
         assertAllClose("dL/drejected", fdRejected, toDoubles(r.gradRejected()), 1e-7, 1e-4);
+    }
+
+    /** mean_j (up_j - down_j), differences first. */
+    static double meanDifference(double[] up, double[] down) {
+        double s = 0;
+        for (int j = 0; j < up.length; j++) {
+            s += up[j] - down[j];
+        }
+        return s / up.length;
     }
 
     /** The same losses as LibTorch ops on float64 with autograd. */
@@ -107,6 +121,17 @@ class PreferenceLossTest {
                     .sub(torch.log_sigmoid(bh.neg()).mul(new Scalar(c.labelSmoothing())));
             case IPO -> h.sub(new Scalar(1 / (2 * c.beta()))).square();
             case HINGE -> torch.relu(bh.neg().add(new Scalar(1.0)));
+            case SOFT_DPO -> {
+                double p = 1 / (1 + Math.exp(-c.margin()));
+                yield torch.log_sigmoid(bh).mul(new Scalar(-p)).sub(torch.log_sigmoid(bh.neg()).mul(new Scalar(1 - p)));
+            }
+            case SPO_EXP -> {  // m0 > 0 here, so m~ = max(m0, floor); f(z), continued linearly below z = -10
+                Tensor z = bh.div(new Scalar(Math.max(c.margin(), c.marginFloor())));
+                Tensor f = z.mul(z.neg().exp()).neg().add(new Scalar(Math.exp(-1)));
+                Tensor line = z.add(new Scalar(10.0)).mul(new Scalar(-11 * Math.exp(10)))
+                        .add(new Scalar(Math.exp(-1) + 10 * Math.exp(10)));
+                yield torch.where(z.ge(new Scalar(-10.0)), f, line);
+            }
         };
         Tensor loss = per.mean();
         loss.backward();
@@ -154,6 +179,57 @@ class PreferenceLossTest {
         assertEquals(0.64, single(spo, 2).loss(), 1e-6);                                // (0.2 - 1)^2
         assertEquals(2 * 0.1 * (0.2 - 1), toDoubles(single(spo, 2).gradChosen())[0], 1e-7);
         assertEquals(-2 * 0.1 * (0.2 - 1), toDoubles(single(spo, 2).gradRejected())[0], 1e-7);
+    }
+
+    @Test
+    void softDpoIsDpoWithTheSigmoidOfTheMarginAsItsLabel() {
+        PreferenceLossConfig soft = PreferenceLossConfig.of(LossType.SOFT_DPO);  // beta 0.1, m0 1
+        double p = 1 / (1 + Math.exp(-1.0));                                        // 0.731059
+        // h = 2: beta h = 0.2; loss = p softplus(-0.2) + (1-p) softplus(0.2) = 0.651923
+        assertEquals(p * Math.log1p(Math.exp(-0.2)) + (1 - p) * Math.log1p(Math.exp(0.2)), single(soft, 2).loss(), 1e-7);
+        // dL/dh = -beta p sigma(-0.2) + beta (1-p) sigma(0.2)
+        assertEquals(-0.1 * p / (1 + Math.exp(0.2)) + 0.1 * (1 - p) / (1 + Math.exp(-0.2)),
+                toDoubles(single(soft, 2).gradChosen())[0], 1e-8);
+        // scores 5 vs 2, gamma 1: p = sigma(3); at h = 0 the loss is log 2 whatever p
+        PreferenceLoss.Result r = new PreferenceLoss(soft).compute(
+                PreferenceLoss.Inputs.of(floats(0f), floats(0f), floats(0f), floats(0f)).withScores(floats(5f), floats(2f)));
+        assertEquals(Math.log(2), r.loss(), 1e-7);
+        double p3 = 1 / (1 + Math.exp(-3.0));
+        assertEquals(-0.1 * p3 * 0.5 + 0.1 * (1 - p3) * 0.5, toDoubles(r.gradChosen())[0], 1e-8);
+        // with p = 1 - eps it is cDPO: sigma(m) = 0.9 <=> m = log 9
+        PreferenceLoss.Result asCdpo = new PreferenceLoss(soft.withMargin(Math.log(9))).compute(floats(2f), floats(0f),
+                floats(0f), floats(0f));
+        assertEquals(single(PreferenceLossConfig.of(LossType.DPO).withLabelSmoothing(0.1), 2).loss(), asCdpo.loss(), 1e-7);
+    }
+
+    @Test
+    void spoExpHasItsMinimumAtTheTargetAndPunishesInversionExponentially() {
+        PreferenceLossConfig c = PreferenceLossConfig.of(LossType.SPO_EXP).withBeta(0.5);  // m0 1, floor 0.1
+        // z = beta h / m: h = 2 -> z = 1, the minimum: loss 0, gradient 0
+        assertEquals(0.0, single(c, 2).loss(), 1e-7);
+        assertEquals(0.0, toDoubles(single(c, 2).gradChosen())[0], 1e-8);
+        // h = 0 -> z = 0: loss 1/e, dL/dh = (0 - 1) e^0 beta / m = -0.5
+        assertEquals(Math.exp(-1), single(c, 0).loss(), 1e-7);
+        assertEquals(-0.5, toDoubles(single(c, 0).gradChosen())[0], 1e-7);
+        // overshoot by one target (z = 2): 1/e - 2/e^2 = 0.0972; inverted by one (z = -2): 1/e + 2 e^2 = 15.15
+        double over = single(c, 4).loss(), inverted = single(c, -4).loss();
+        assertEquals(Math.exp(-1) - 2 * Math.exp(-2), over, 1e-6);
+        assertEquals(Math.exp(-1) + 2 * Math.exp(2), inverted, 1e-4);
+        assertEquals(Math.exp(-2) * 0.5, toDoubles(single(c, 4).gradChosen())[0], 1e-7);       // (2 - 1) e^-2 beta
+        assertEquals(-3 * Math.exp(2) * 0.5, toDoubles(single(c, -4).gradChosen())[0], 1e-5);  // (-2 - 1) e^2 beta
+        assertTrue(inverted > 100 * over, "asymmetric: " + inverted + " vs " + over);
+        // a negative margin (scores say the rejected answer is better): the minimum is at beta h = m
+        PreferenceLoss.Result neg = new PreferenceLoss(c).compute(
+                PreferenceLoss.Inputs.of(floats(-2f), floats(0f), floats(0f), floats(0f)).withMargins(floats(-1f)));
+        assertEquals(0.0, neg.loss(), 1e-7);
+        // a margin below the floor is raised to it: m = 0.01 -> m~ = 0.1, minimum at beta h = 0.1 (h = 0.2)
+        PreferenceLoss.Result tiny = new PreferenceLoss(c).compute(
+                PreferenceLoss.Inputs.of(floats(0.2f), floats(0f), floats(0f), floats(0f)).withMargins(floats(0.01f)));
+        assertEquals(0.0, tiny.loss(), 1e-6);
+        // far below z = -10 the loss continues linearly: finite loss and gradient
+        PreferenceLoss.Result far = new PreferenceLoss(c).compute(floats(-1e4f), floats(0f), floats(0f), floats(0f));
+        assertEquals(Math.exp(-1) + 10 * Math.exp(10) - 11 * Math.exp(10) * (-5000 + 10), far.loss(), 1e-6 * far.loss());
+        assertEquals(-11 * Math.exp(10) * 0.5, toDoubles(far.gradChosen())[0], 1e-6 * 11 * Math.exp(10));
     }
 
     @Test
@@ -249,6 +325,10 @@ class PreferenceLossTest {
         assertThrows(IllegalArgumentException.class, () -> c.withLabelSmoothing(0.5));
         assertThrows(IllegalArgumentException.class, () -> c.withLabelSmoothing(-0.01));
         assertThrows(IllegalArgumentException.class, () -> c.withMargin(Double.POSITIVE_INFINITY));
+        assertThrows(IllegalArgumentException.class, () -> c.withMarginFloor(0));
+        assertThrows(IllegalArgumentException.class, () -> c.withMarginFloor(Double.NaN));
+        assertEquals(LossType.SPO_EXP, LossType.parse("spo_exp"));
+        assertEquals(LossType.SOFT_DPO, LossType.parse("Soft-DPO"));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LossType.parse("kto"));
         assertTrue(e.getMessage().contains("kto"));
         assertEquals(LossType.SPO, LossType.parse(" SPO "));

@@ -61,16 +61,21 @@ class PreferenceObjectiveTest {
         return new Outcome(r, w, b);
     }
 
-    @ParameterizedTest(name = "{0} normalised={1} sft={2}")
-    @CsvSource({"SPO,false,0", "SPO,false,0.5", "DPO,false,0", "IPO,true,0", "HINGE,false,0", "SPO,true,0"})
-    void fusedMatchesLibTorchComposite(LossType type, boolean normalised, double sft) {
+    // spo-exp at beta 0.05: beta h / m then stays within a few units here; at 0.3 its per-pair
+    // gradients reach 1e3 and cancel between the chosen and rejected rows in the lm_head
+    // gradient, where fp32 rounding of the composite's terms alone exceeds rtol 1e-4 (the
+    // kernel's pair math is float64; its large-|z| regime is checked in PreferenceLossTest).
+    @ParameterizedTest(name = "{0} normalised={1} sft={2} beta={3}")
+    @CsvSource({"SPO,false,0,0.3", "SPO,false,0.5,0.3", "DPO,false,0,0.3", "IPO,true,0,0.3", "HINGE,false,0,0.3",
+        "SPO,true,0,0.3", "SOFT_DPO,false,0,0.3", "SPO_EXP,false,0,0.05", "SPO_EXP,true,0.5,0.05"})
+    void fusedMatchesLibTorchComposite(LossType type, boolean normalised, double sft, double beta) {
         Random rnd = new Random(41 + type.ordinal());
         torch.manual_seed(5);
         Tensor hidden = torch.randn(2 * B, T, H);
         Tensor targets = targets(rnd);
         Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
         Tensor sc = floats(2f, 0.5f, 1f), sr = floats(1f, 1f, -1f);
-        PreferenceLossConfig c = PreferenceLossConfig.of(type).withBeta(0.3).withLengthNormalised(normalised);
+        PreferenceLossConfig c = PreferenceLossConfig.of(type).withBeta(beta).withLengthNormalised(normalised);
         Outcome fused = run(LossImpl.FUSED, c, sft, hidden, targets, refC, refR, sc, sr);
         Outcome composite = run(LossImpl.LIBTORCH, c, sft, hidden, targets, refC, refR, sc, sr);
 
