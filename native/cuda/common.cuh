@@ -20,11 +20,14 @@
 #include "spo4j.h"
 #include "status.h"
 
-// Returns from the enclosing entry point with SPO4J_ERR_CUDA when `expr` fails.
+// Returns from the enclosing entry point with SPO4J_ERR_CUDA when `expr` fails, clearing the
+// runtime's last error (a sticky error stays sticky) so that a later call's launch check
+// does not report this one.
 #define SPO4J_CUDA_TRY(expr)                                                              \
     do {                                                                                  \
         cudaError_t spo4j_err_ = (expr);                                                  \
         if (spo4j_err_ != cudaSuccess) {                                                  \
+            (void)cudaGetLastError(); /* not left for the next launch check to find */    \
             return spo4j::fail(SPO4J_ERR_CUDA, "%s: %s (%s)", #expr,                      \
                                cudaGetErrorString(spo4j_err_), cudaGetErrorName(spo4j_err_)); \
         }                                                                                 \

@@ -166,6 +166,19 @@ void store_elem(uint8_t* base, int dtype, int64_t i, float v) {
     std::memcpy(base + 2 * i, &h, 2);
 }
 
+// ---- guarded buffers --------------------------------------------------------------------
+
+size_t strided_payload_bytes(int64_t rows, int64_t row_stride, int elem, size_t offset) {
+    return offset + size_t(rows) * size_t(row_stride) * size_t(elem);
+}
+
+bool guards_intact(const std::vector<uint8_t>& all) {
+    if (all.size() < 2 * kGuardBytes) return false;
+    for (size_t i = 0; i < kGuardBytes; ++i)
+        if (all[i] != kGuard || all[all.size() - 1 - i] != kGuard) return false;
+    return true;
+}
+
 // ---- status checks ----------------------------------------------------------------------
 
 namespace {
