@@ -40,6 +40,8 @@
 // back to element-wise access (only the up to 2*VEC-1 elements at each end of a row).
 // The only CUDA source compiled with --use_fast_math (for flush-to-zero in the hot loops;
 // native/CMakeLists.txt says why); the explicit __expf calls do not depend on it.
+// Performance design (floors, predicted losses, the planned variants):
+// src/site/markdown/CUDA.md.
 // Test: native/tests/token_logprobs_check.cu (spo4j_harness check); benchmark:
 // bench/native/token_logprobs_bench.cu (spo4j_harness bench) and bench/gpu/run.sh (against
 // PyTorch eager and torch.compile).
