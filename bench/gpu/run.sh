@@ -309,6 +309,11 @@ fi
 
 # ---- result ---------------------------------------------------------------------------------
 collect
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool returns at most 8 files
+    for f in check bench train_step torch_eager torch_compile; do
+        [ -f "$RUN_DIR/$f.log" ] && cp -f "$RUN_DIR/$f.log" "$OUT/gpu-$STAMP.$f.log"
+    done
+fi
 say "done in $(elapsed)s: $RESULTS/gpu-$STAMP.json"
 worst=0
 for f in "$RUN_DIR"/stages/*.json; do
