@@ -1,137 +1,326 @@
 #!/usr/bin/env bash
-# bench/gpu/run.sh: build, check and time spo4j's CUDA kernels on one GPU, and compare them
-# with PyTorch (eager and torch.compile). For a bare Linux GPU machine with nvcc, CMake,
-# python3 and PyTorch (CUDA); no Java, no network. Run from the repository root:
+# bench/gpu/run.sh: build, check and time spo4j's CUDA code on one GPU, in one run that fits a
+# short GPU lease. For a bare Linux GPU machine with nvcc, CMake, python3 and PyTorch (CUDA);
+# no Java, no network. From the repository root:
 #
-#   bash bench/gpu/run.sh
+#   bash bench/gpu/run.sh                 # fresh run
+#   RESUME=1 bash bench/gpu/run.sh        # rerun: stages already "ok" in $RUN_DIR are skipped
 #
-# Steps (each logged; the whole run aims to finish in under 6 minutes on an H100):
-#   1. cmake -DSPO4J_CUDA=ON build of native/ into $BUILD_DIR
-#   2. spo4j_harness check   (CUDA against CPU against float64; a failure skips the timings)
-#   3. spo4j_harness bench   (bench/native/token_logprobs_bench.cu: cudaEvent timings,
-#                             GB/s against the device-to-device copy)
-#   4. bench/gpu/torch_compare.py (spo4j vs torch eager vs torch.compile, correctness first)
-# Output: ONE JSON file, $OUT/gpu-<UTC date>.json (OUT defaults to bench/results), with the
-# check status, the harness timings and the comparison rows; the console log goes beside it
-# as gpu-<date>.log. A compact table is printed at the end.
+# Stages, in order (each logged to $RUN_DIR/<stage>.log, each recording its status in
+# $RUN_DIR/stages/<stage>.json, whatever the others did):
+#   env            GPU (nvidia-smi: name, compute capability), nvcc, cmake, python, torch
+#   build          cmake -DSPO4J_CUDA=ON of native/ for the GPU found (sm_XY from nvidia-smi's
+#                  compute capability; sm_90 when there is none), libspo4j + spo4j_harness
+#   train_build    (in the background, beside check) bench/gpu/train_step against the LibTorch
+#                  of python3's torch (torch.utils.cmake_prefix_path; else a direct compiler
+#                  call with torch.utils.cpp_extension's paths)
+#   check          spo4j_harness check: CPU against float64, CUDA against CPU (every kernel
+#                  path, checked and unchecked launches, graph capture)
+#   bench          spo4j_harness bench: kernel timings (checked / unchecked / graph replay),
+#                  GB/s against the device-to-device copy; each shape validated first
+#   train_step     the LibTorch C++ training step (SPO, DPO; f32 and bf16): loss and every
+#                  parameter gradient, fused spo4j kernels vs composite torch ops
+#   fused_lm_head  PLACEHOLDER: records "not_built" until the fused LM head (issue 11) lands
+#   torch_eager    torch_compare.py: spo4j (checked, unchecked) vs PyTorch eager, validated first
+#   torch_compile  torch_compare.py --compile-only: torch.compile, last, skipped when the
+#                  budget left is under COMPILE_MIN_S
+# A failed stage does not stop the others: each timing stage validates its own results. After
+# every stage bench/gpu/collect.py rewrites ONE JSON, $RESULTS/gpu-<stamp>.json (stages,
+# harness timings, training step, comparison rows, goals), and a Markdown summary beside it;
+# both are copied to $OUT when that is set (the device tool's output folder).
 #
-# Environment: OUT, BUILD_DIR (default build/gpu-bench), BUDGET_S (whole run, default 340),
-# REPS (torch_compare repetitions, default 10), NO_COMPILE=1 (skip torch.compile),
-# PYTHON (default python3), CUDA_ARCHS (CMAKE_CUDA_ARCHITECTURES, default from CMake).
-# Exit status: 0 all done and checks passed; 1 build or check failed; 2 no GPU / no torch.
+# Environment: BUDGET_S (whole run, default 290: under 5 minutes), RUN_DIR (default
+# build/gpu-run: state, logs, build trees; ignored by git), RESULTS (default bench/results/gpu),
+# RESUME=1, PYTHON (default python3), CUDA_ARCHS (override the architecture, e.g. 90),
+# COMPILE_MIN_S (default 60), REPS (torch_compare repetitions, default 10), CHECK_ARGS (extra
+# spo4j_harness check arguments, e.g. --quick), TORCH_CMAKE_PREFIX (a LibTorch's CMake prefix
+# instead of python's torch: how the script is rehearsed on a machine without a GPU).
+# Exit status: 0 every stage ok (the placeholder aside); 1 a stage failed or timed out;
+# 2 no usable GPU (the CPU stages ran: build, check's CPU part, the training step on the CPU
+# when a LibTorch was found); 3 not run from the repository root.
 set -u -o pipefail
+set -a  # every variable below is exported: the stages run as functions in child shells
 
 T0=$(date +%s)
-if [ ! -f native/include/spo4j.h ] || [ ! -f bench/gpu/torch_compare.py ]; then
+if [ ! -f native/include/spo4j.h ] || [ ! -f bench/gpu/collect.py ]; then
     echo "run.sh: run me from the spo4j repository root (bash bench/gpu/run.sh)" >&2
-    exit 2
+    exit 3
 fi
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUTDIR=${OUT:-bench/results}
-mkdir -p "$OUTDIR"
-RESULT="$OUTDIR/gpu-$STAMP.json"
-LOG="$OUTDIR/gpu-$STAMP.log"
-BUILD_DIR=${BUILD_DIR:-build/gpu-bench}
-BUDGET_S=${BUDGET_S:-340}
-REPS=${REPS:-10}
+BUDGET_S=${BUDGET_S:-290}
+RUN_DIR=${RUN_DIR:-build/gpu-run}
+RESULTS=${RESULTS:-bench/results/gpu}
 PYTHON=${PYTHON:-python3}
-exec > >(tee -a "$LOG") 2>&1
+COMPILE_MIN_S=${COMPILE_MIN_S:-60}
+REPS=${REPS:-10}
+if [ "${RESUME:-0}" != "1" ]; then
+    rm -rf "$RUN_DIR/stages"
+fi
+mkdir -p "$RUN_DIR/stages" "$RESULTS"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+if [ "${RESUME:-0}" = "1" ] && [ -f "$RUN_DIR/stamp" ]; then
+    STAMP=$(cat "$RUN_DIR/stamp")
+else
+    STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+    echo "$STAMP" >"$RUN_DIR/stamp"
+fi
+exec > >(tee -a "$RUN_DIR/run.log") 2>&1
+NPROC=$(nproc 2>/dev/null || echo 4)
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( BUDGET_S - $(date +%s) + T0 )); }
 say() { echo "== [$(elapsed)s] $*"; }
 
-# Writes the result JSON without timings (build failure, check failure, no GPU).
-record_only() {  # $1 = exit status to return, rest = notes
-    local status=$1; shift
-    local notes=()
-    for n in "$@"; do notes+=(--note "$n"); done
-    "$PYTHON" bench/gpu/torch_compare.py --record-only --out "$RESULT" \
-        ${CHECK_STATUS:+--check-status "$CHECK_STATUS"} ${CHECK_SUMMARY:+--check-summary "$CHECK_SUMMARY"} \
-        ${HARNESS_JSON:+--harness-json "$HARNESS_JSON"} "${notes[@]}" \
-        || echo "run.sh: could not write $RESULT"
-    say "result: $RESULT (log: $LOG)"
-    exit "$status"
+# record NAME STATUS SECONDS DETAIL [ARTIFACT]: one stage's status file (JSON).
+record() {
+    "$PYTHON" - "$RUN_DIR/stages/$1.json" "$1" "$2" "$3" "$4" "${5:-}" <<'PY'
+import json, sys, time
+path, name, status, seconds, detail, artifact = sys.argv[1:7]
+rec = {"stage": name, "status": status, "seconds": float(seconds), "detail": detail,
+       "artifact": artifact or None, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+with open(path + ".tmp", "w") as f:
+    json.dump(rec, f, indent=1)
+import os
+os.replace(path + ".tmp", path)
+PY
 }
 
-CHECK_STATUS=""; CHECK_SUMMARY=""; HARNESS_JSON=""
-say "spo4j GPU benchmark, $(date -u)"
+stage_status() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$RUN_DIR/stages/$1.json" 2>/dev/null; }
+
+collect() {
+    "$PYTHON" bench/gpu/collect.py --run-dir "$RUN_DIR" --stamp "$STAMP" \
+        --out "$RESULTS/gpu-$STAMP.json" --markdown "$RESULTS/gpu-$STAMP.md" ${QUIET_COLLECT:+--quiet} \
+        || echo "run.sh: collect.py failed (the stage files in $RUN_DIR/stages are intact)"
+    if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+        cp -f "$RESULTS/gpu-$STAMP.json" "$RESULTS/gpu-$STAMP.md" "$OUT/" 2>/dev/null || true
+    fi
+}
+
+# already_ok NAME: on a RESUME run, true when the stage finished "ok" before.
+already_ok() {
+    [ "${RESUME:-0}" = "1" ] && [ "$(stage_status "$1")" = "ok" ] && { say "$1: ok in an earlier run, skipped"; return 0; }
+    return 1
+}
+
+# run_stage NAME CAP_S ARTIFACT COMMAND...: runs COMMAND with a timeout of min(CAP_S, budget
+# left - 5 s), logs to $RUN_DIR/NAME.log; status ok (0), failed, timeout (124/137), no_gpu (42).
+run_stage() {
+    local name=$1 cap=$2 artifact=$3
+    shift 3
+    already_ok "$name" && return 0
+    local budget=$(( $(left) - 5 ))
+    [ "$budget" -lt "$cap" ] && cap=$budget
+    if [ "$cap" -lt 5 ]; then
+        record "$name" skipped 0 "time budget spent ($(left)s left of ${BUDGET_S}s)"
+        say "$name: skipped (time budget)"
+        QUIET_COLLECT=1 collect
+        return 0
+    fi
+    say "$name (up to ${cap}s)"
+    local t1=$(date +%s) rc
+    # the stage functions are exported (export -f), so a child bash under timeout can run them
+    timeout --kill-after=5 "$cap" bash -c '"$@"' stage "$@" >"$RUN_DIR/$name.log" 2>&1
+    rc=$?
+    local secs=$(( $(date +%s) - t1 )) status=failed
+    case $rc in
+        0) status=ok ;;
+        124|137) status=timeout ;;
+        42) status=no_gpu ;;
+    esac
+    local detail
+    detail=$(grep -v '^ok ' "$RUN_DIR/$name.log" | tail -n 3 | tr '\n' ' ' | cut -c1-600)
+    record "$name" "$status" "$secs" "exit $rc: $detail" "$artifact"
+    say "$name: $status in ${secs}s"
+    [ "$status" = ok ] || grep -v '^ok ' "$RUN_DIR/$name.log" | tail -n 15
+    QUIET_COLLECT=1 collect
+    return 0
+}
+
+# ---- env --------------------------------------------------------------------------------
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH=/usr/local/cuda/bin:$PATH
 fi
-echo "nvcc:   $(nvcc --version 2>/dev/null | tail -n 2 | head -n 1 || echo missing)"
-echo "cmake:  $(cmake --version 2>/dev/null | head -n 1 || echo missing)"
-echo "python: $("$PYTHON" --version 2>&1)"
-echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi: none')"
-
-# ---- 1. build ---------------------------------------------------------------------------
-say "configure + build ($BUILD_DIR)"
-CMAKE_ARGS=(-S native -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSPO4J_CUDA=ON)
-[ -n "${CUDA_ARCHS:-}" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS")
-mkdir -p "$BUILD_DIR"
-if ! cmake "${CMAKE_ARGS[@]}" >"$BUILD_DIR/configure.log" 2>&1; then
-    tail -n 30 "$BUILD_DIR/configure.log"
-    record_only 1 "cmake configure failed"
-fi
-grep "spo4j:" "$BUILD_DIR/configure.log"
-if ! cmake --build "$BUILD_DIR" -j "$(nproc)" 2>&1 | tail -n 25; then
-    record_only 1 "build failed"
-fi
-LIB="$BUILD_DIR/libspo4j.so"
-HARNESS="$BUILD_DIR/tests/spo4j_harness"
-if [ ! -f "$LIB" ] || [ ! -x "$HARNESS" ]; then
-    record_only 1 "build produced no $LIB or $HARNESS"
-fi
-say "built in $(elapsed)s"
-
-# ---- 2. check ---------------------------------------------------------------------------
-say "spo4j_harness check"
-timeout 240 "$HARNESS" check >"$BUILD_DIR/check.log" 2>&1
-CHECK_STATUS=$?
-grep -v '^ok ' "$BUILD_DIR/check.log" | tail -n 40
-CHECK_SUMMARY=$(tail -n 1 "$BUILD_DIR/check.log")
-cp "$BUILD_DIR/check.log" "$OUTDIR/gpu-$STAMP.check.log" 2>/dev/null || true
-say "check: status $CHECK_STATUS, $CHECK_SUMMARY"
-if grep -q "CUDA part skipped" "$BUILD_DIR/check.log"; then
-    echo "run.sh: no usable CUDA GPU here: $(grep -m1 'CUDA part skipped' "$BUILD_DIR/check.log")"
-    record_only 2 "no usable CUDA GPU: the CUDA checks and all timings were skipped"
-fi
-if [ "$CHECK_STATUS" -ne 0 ]; then
-    echo "run.sh: the harness check failed: timings skipped (see $OUTDIR/gpu-$STAMP.check.log)"
-    record_only 1 "harness check failed: timings skipped"
-fi
-
-# ---- 3. harness bench -------------------------------------------------------------------
-say "spo4j_harness bench"
-HARNESS_JSON="$BUILD_DIR/harness-bench.json"
-rm -f "$HARNESS_JSON"
-if ! timeout 120 "$HARNESS" bench --json "$HARNESS_JSON"; then
-    echo "run.sh: harness bench failed or timed out (continuing with the comparison)"
-fi
-
-# ---- 4. PyTorch comparison ----------------------------------------------------------------
-LEFT=$(( BUDGET_S - $(elapsed) - 20 ))
-if [ "$LEFT" -lt 30 ]; then
-    record_only 0 "time budget spent before the PyTorch comparison"
-fi
-say "torch_compare.py (budget ${LEFT}s)"
-TC_ARGS=(--lib "$LIB" --out "$RESULT" --reps "$REPS" --budget-s "$LEFT"
-         --check-status "$CHECK_STATUS" --check-summary "$CHECK_SUMMARY" --harness-json "$HARNESS_JSON"
-         --note "run.sh total budget ${BUDGET_S}s")
-[ "${NO_COMPILE:-0}" = "1" ] && TC_ARGS+=(--no-compile)
-"$PYTHON" bench/gpu/torch_compare.py "${TC_ARGS[@]}"
-TC_STATUS=$?
-if [ -f "$HARNESS_JSON" ]; then
-    echo "harness bench (spo4j_harness, cudaEvents around each call, L2 flushed):"
-    "$PYTHON" - "$HARNESS_JSON" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-print("  %s, copy %.0f GB/s" % (d.get("device"), d.get("copy_gbps", 0)))
-for r in d.get("rows", []):
-    print("  %-16s %-4s %6d x %-7d threads %-4s %8.3f ms %7.0f GB/s %6.1f%% of copy%s" % (
-        r["mode"], r["dtype"], r["rows"], r["vocab"], r.get("row_threads") or "auto", r["median_ms"],
-        r["gbps"], 100 * r["copy_fraction"], "" if r.get("validated", True) else "  NOT VALIDATED"))
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+GPU=0
+[ -n "$GPU_NAME" ] && GPU=1
+ARCH=${CUDA_ARCHS:-${CC:-90}}
+case $ARCH in ''|*[!0-9]*) ARCH=90 ;; esac
+say "spo4j GPU run $STAMP: budget ${BUDGET_S}s, gpu: ${GPU_NAME:-none}, sm_$ARCH, $NPROC cores"
+"$PYTHON" - "$RUN_DIR/env.json" "$GPU_NAME" "$ARCH" "$GPU" <<'PY'
+import json, platform, subprocess, sys
+path, gpu_name, arch, gpu = sys.argv[1:5]
+def cmd(*a):
+    try:
+        r = subprocess.run(a, capture_output=True, text=True, timeout=30)
+        return (r.stdout or r.stderr).strip()
+    except Exception as e:
+        return "unavailable: %s" % e
+env = {"gpu": gpu_name or None, "cuda_arch": "sm_" + arch, "gpu_visible": gpu == "1",
+       "nvidia_smi": cmd("nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm,clocks.max.mem", "--format=csv,noheader"),
+       "nvcc": cmd("nvcc", "--version").splitlines()[-1:] , "cmake": cmd("cmake", "--version").splitlines()[:1],
+       "python": platform.python_version(), "host": platform.node(), "cpu_count": __import__("os").cpu_count()}
+try:
+    import torch
+    env["torch"] = torch.__version__
+    env["torch_cuda"] = torch.version.cuda
+    env["torch_cuda_available"] = bool(torch.cuda.is_available())
+except Exception as e:
+    env["torch"] = "not importable: %r" % (e,)
+json.dump(env, open(path, "w"), indent=1)
+print(json.dumps(env))
 PY
+record env ok "$(elapsed)" "gpu=${GPU_NAME:-none} arch=sm_$ARCH"
+
+# ---- build ------------------------------------------------------------------------------
+NATIVE_BUILD=$RUN_DIR/native
+HARNESS=$NATIVE_BUILD/tests/spo4j_harness
+build_native() {
+    cmake -S native -B "$NATIVE_BUILD" -DCMAKE_BUILD_TYPE=Release -DSPO4J_CUDA=ON \
+        "-DCMAKE_CUDA_ARCHITECTURES=$ARCH" && cmake --build "$NATIVE_BUILD" -j "$NPROC" &&
+        [ -x "$HARNESS" ] && [ -f "$NATIVE_BUILD/libspo4j.so" ]
+}
+export -f left elapsed say build_native
+run_stage build 240 "" build_native
+if [ "$(stage_status build)" != ok ]; then
+    for s in check bench train_build train_step torch_eager torch_compile; do
+        [ "$(stage_status $s)" = ok ] || record "$s" skipped 0 "the native build failed"
+    done
+    record fused_lm_head not_built 0 "placeholder: the fused LM head on CUDA (issue 11) is not in this tree yet"
+    collect
+    exit 1
 fi
-say "done in $(elapsed)s; result: $RESULT (log: $LOG)"
-if [ "$TC_STATUS" -ne 0 ]; then exit 2; fi
+
+# ---- train_build (background) -------------------------------------------------------------
+TRAIN_BUILD=$RUN_DIR/train-step
+TRAIN_BIN=$TRAIN_BUILD/train_step
+build_train_step() {
+    local prefix=${TORCH_CMAKE_PREFIX:-}
+    if [ -z "$prefix" ]; then
+        prefix=$("$PYTHON" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null) || {
+            echo "no LibTorch: python's torch is not importable and TORCH_CMAKE_PREFIX is not set"
+            return 42
+        }
+    fi
+    echo "LibTorch CMake prefix: $prefix"
+    if cmake -S bench/gpu/train_step -B "$TRAIN_BUILD" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$prefix" \
+            "-DSPO4J_BUILD_DIR=$NATIVE_BUILD" "-DCMAKE_CUDA_ARCHITECTURES=$ARCH" "-DTORCH_CUDA_ARCH_LIST=${ARCH%?}.${ARCH: -1}" &&
+        cmake --build "$TRAIN_BUILD" -j "$NPROC"; then
+        echo "built with find_package(Torch)"
+        return 0
+    fi
+    # find_package(Torch) can fail on a wheel (CUDA toolkit / cuDNN lookups); the wheel's
+    # include and library folders are enough for one translation unit.
+    echo "find_package(Torch) failed: direct build from torch.utils.cpp_extension's paths"
+    local flags
+    flags=$("$PYTHON" - <<'PY'
+import torch, torch.utils.cpp_extension as ce
+def paths(f):
+    try:
+        return f(device_type="cuda" if torch.cuda.is_available() else "cpu")
+    except TypeError:
+        return f(cuda=torch.cuda.is_available())
+inc = paths(ce.include_paths)
+lib = paths(ce.library_paths)
+libs = ["-ltorch", "-ltorch_cpu", "-lc10"]
+defs = ["-D_GLIBCXX_USE_CXX11_ABI=%d" % int(torch._C._GLIBCXX_USE_CXX11_ABI)]
+if torch.cuda.is_available():
+    libs += ["-ltorch_cuda", "-lc10_cuda"]
+    defs.append("-DSPO4J_TORCH_CUDA=1")
+print(" ".join(defs + ["-I" + p for p in inc] + ["-L" + p for p in lib] + ["-Wl,-rpath," + p for p in lib] + libs))
+PY
+) || return 1
+    mkdir -p "$TRAIN_BUILD"
+    # shellcheck disable=SC2086
+    g++ -std=c++17 -O2 -Inative/include bench/gpu/train_step/train_step.cpp -o "$TRAIN_BIN" $flags \
+        -L"$NATIVE_BUILD" -lspo4j "-Wl,-rpath,$NATIVE_BUILD"
+}
+export -f build_train_step
+if ! already_ok train_build; then
+    ( run_stage train_build 240 "" build_train_step ) &
+    TRAIN_BUILD_PID=$!
+else
+    TRAIN_BUILD_PID=
+fi
+
+# ---- check --------------------------------------------------------------------------------
+harness_check() {
+    # shellcheck disable=SC2086
+    "$HARNESS" check ${CHECK_ARGS:-}
+    local rc=$?
+    if grep -q "CUDA part skipped" "$RUN_DIR/check.log"; then
+        [ "$rc" -eq 0 ] && return 42  # the CPU part passed; no GPU for the rest
+    fi
+    return $rc
+}
+export -f harness_check
+run_stage check 170 "" harness_check
+[ "$(stage_status check)" = no_gpu ] && GPU=0
+
+# ---- bench --------------------------------------------------------------------------------
+harness_bench() {
+    [ "$GPU" = 1 ] || { echo "no GPU: skipped"; return 42; }
+    "$HARNESS" bench --json "$RUN_DIR/harness-bench.json" --vocab 32768,128256 --rows 16384 --reps 10
+}
+export -f harness_bench
+run_stage bench 90 "harness-bench.json" harness_bench
+
+# ---- train_step -----------------------------------------------------------------------------
+if [ -n "${TRAIN_BUILD_PID:-}" ]; then
+    say "waiting for train_build"
+    wait "$TRAIN_BUILD_PID"
+fi
+train_step() {
+    [ -x "$TRAIN_BIN" ] || { echo "train_step was not built (see train_build.log)"; return 1; }
+    local dev=cpu rc=0
+    [ "$GPU" = 1 ] && dev=cuda
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+    "$TRAIN_BIN" --device $dev --dtype f32 --json "$RUN_DIR/train-step-f32.json" || rc=1
+    "$TRAIN_BIN" --device $dev --dtype bf16 --json "$RUN_DIR/train-step-bf16.json" || rc=1
+    [ "$rc" = 0 ] && [ "$dev" = cpu ] && { echo "no GPU: the step ran on the CPU only"; return 42; }
+    return $rc
+}
+export -f train_step
+case $(stage_status train_build) in
+    ok) run_stage train_step 90 "train-step-f32.json,train-step-bf16.json" train_step ;;
+    no_gpu) record train_step skipped 0 "no LibTorch to build against (see train_build)" ;;
+    *) record train_step skipped 0 "train_build did not succeed: $(stage_status train_build)" ;;
+esac
+
+# ---- fused_lm_head: placeholder ---------------------------------------------------------------
+# TODO(lead, after issue 11 lands): build and time the fused LM head on CUDA here (against a
+# PyTorch-eager chunked head and the materialised path), validated first, as its own stage.
+record fused_lm_head not_built 0 "placeholder: the fused LM head on CUDA (issue 11) is not in this tree yet; wire this stage after it lands"
+
+# ---- torch_eager, torch_compile ----------------------------------------------------------------
+torch_compare() {  # $1 = eager | compile
+    [ "$GPU" = 1 ] || { echo "no GPU: skipped"; return 42; }
+    local extra=(--no-compile) out=$RUN_DIR/compare-eager.json
+    if [ "$1" = compile ]; then extra=(--compile-only); out=$RUN_DIR/compare-compile.json; fi
+    "$PYTHON" bench/gpu/torch_compare.py --lib "$NATIVE_BUILD/libspo4j.so" --out "$out" --reps "$REPS" \
+        --vocab 32768,128256,151936 --budget-s "$(( $(left) - 10 ))" "${extra[@]}"
+}
+export -f torch_compare
+run_stage torch_eager 110 "compare-eager.json" torch_compare eager
+if [ "$(left)" -ge "$COMPILE_MIN_S" ] || [ "$(stage_status torch_compile)" = ok ]; then
+    run_stage torch_compile 200 "compare-compile.json" torch_compare compile
+else
+    record torch_compile skipped 0 "time budget: $(left)s left, torch.compile needs ${COMPILE_MIN_S}s (rerun with RESUME=1)"
+fi
+
+# ---- result ---------------------------------------------------------------------------------
+collect
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool returns at most 8 files
+    for f in check bench train_step torch_eager torch_compile; do
+        [ -f "$RUN_DIR/$f.log" ] && cp -f "$RUN_DIR/$f.log" "$OUT/gpu-$STAMP.$f.log"
+    done
+fi
+say "done in $(elapsed)s: $RESULTS/gpu-$STAMP.json"
+worst=0
+for f in "$RUN_DIR"/stages/*.json; do
+    case $("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$f") in
+        failed|timeout) worst=1 ;;
+    esac
+done
+[ "$worst" = 1 ] && exit 1
+[ "$GPU" = 1 ] || exit 2
 exit 0

@@ -2,7 +2,10 @@
 """spo4j CUDA token log-probs against PyTorch, on one GPU.
 
 Loads libspo4j.so with ctypes and times, for rows x V logits in bf16 and fp32:
-  spo4j          spo4j_token_logprobs_fwd_cuda / _bwd_cuda (backward in place over the logits)
+  spo4j          spo4j_token_logprobs_fwd_cuda / _bwd_cuda (backward in place over the logits;
+                 the checked entry points, which synchronise the stream to read their error flag)
+  spo4j-unchecked  the _cuda_unchecked entry points (no host synchronisation), which spo4j's
+                 trainer uses once it has checked its targets against V
   torch-eager    log_softmax(logits.float(), -1).gather(-1, t) + autograd backward
   torch-compile  the same function under torch.compile (dynamic=False)
 in three modes: forward, backward, forwardBackward. Every provider is checked against
@@ -102,6 +105,8 @@ def parse_args(argv=None):
     p.add_argument("--compile-reserve-s", type=float, default=45.0,
                    help="skip torch.compile for a case when less than this budget is left")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-only", action="store_true",
+                   help="time only torch.compile (run.sh's last stage; the other providers ran before)")
     p.add_argument("--harness-json", help="spo4j_harness bench --json output to embed")
     p.add_argument("--check-status", type=int, help="exit status of spo4j_harness check")
     p.add_argument("--check-summary", help="last line of spo4j_harness check")
@@ -159,6 +164,10 @@ def load_lib(path):
     lib.spo4j_token_logprobs_fwd_cuda.restype = ctypes.c_int
     lib.spo4j_token_logprobs_bwd_cuda.argtypes = [vp, i32, i64, i64, i64, vp, i64, vp, vp, vp, i64, vp]
     lib.spo4j_token_logprobs_bwd_cuda.restype = ctypes.c_int
+    lib.spo4j_token_logprobs_fwd_cuda_unchecked.argtypes = lib.spo4j_token_logprobs_fwd_cuda.argtypes
+    lib.spo4j_token_logprobs_fwd_cuda_unchecked.restype = ctypes.c_int
+    lib.spo4j_token_logprobs_bwd_cuda_unchecked.argtypes = lib.spo4j_token_logprobs_bwd_cuda.argtypes
+    lib.spo4j_token_logprobs_bwd_cuda_unchecked.restype = ctypes.c_int
     lib.spo4j_token_logprobs_fwd_cpu.argtypes = [vp, i32, i64, i64, i64, vp, i64, vp, vp, vp, i32]
     lib.spo4j_token_logprobs_fwd_cpu.restype = ctypes.c_int
     lib.spo4j_token_logprobs_bwd_cpu.argtypes = [vp, i32, i64, i64, i64, vp, i64, vp, vp, vp, i64, i32]
@@ -174,18 +183,19 @@ def summarize(rows):
     keyed = {}
     for r in rows:
         keyed.setdefault((r["dtype"], r["vocab"], r["mode"]), {})[r["provider"]] = r
-    lines = ["%-5s %7s %-15s %10s %7s %7s %11s %12s %8s %8s" % (
-        "dtype", "V", "mode", "spo4j ms", "GB/s", "%copy", "eager ms", "compile ms", "x eager", "x comp")]
+    lines = ["%-5s %7s %-15s %10s %7s %7s %11s %11s %12s %8s %8s" % (
+        "dtype", "V", "mode", "spo4j ms", "GB/s", "%copy", "unchkd ms", "eager ms", "compile ms", "x eager", "x comp")]
     for (dt, v, mode), prov in sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         s, e, c = prov.get("spo4j"), prov.get("torch-eager"), prov.get("torch-compile")
+        su = prov.get("spo4j-unchecked")
 
         def ms(r):
             return "%.3f" % r["median_ms"] if r and r.get("median_ms") is not None else "-"
-        lines.append("%-5s %7d %-15s %10s %7s %7s %11s %12s %8s %8s" % (
+        lines.append("%-5s %7d %-15s %10s %7s %7s %11s %11s %12s %8s %8s" % (
             dt, v, mode, ms(s),
             "%.0f" % s["gbps"] if s and s.get("gbps") else "-",
             "%.1f" % (100 * s["copy_fraction"]) if s and s.get("copy_fraction") else "-",
-            ms(e), ms(c),
+            ms(su), ms(e), ms(c),
             "%.2f" % (e["median_ms"] / s["median_ms"]) if s and e and s.get("median_ms") and e.get("median_ms") else "-",
             "%.2f" % (c["median_ms"] / s["median_ms"]) if s and c and s.get("median_ms") and c.get("median_ms") else "-"))
     return "\n".join(lines)
@@ -262,10 +272,11 @@ class Backend:
         if st != 0:
             raise RuntimeError("spo4j %s status %d: %s" % (what, st, self.lib.spo4j_last_error().decode()))
 
-    def fwd(self, z, code, rows, vocab, t, logp, lse):
+    def fwd(self, z, code, rows, vocab, t, logp, lse, unchecked=False):
         if self.cuda:
             stream = ctypes.c_void_p(self.torch.cuda.current_stream().cuda_stream)
-            st = self.lib.spo4j_token_logprobs_fwd_cuda(z.data_ptr(), code, rows, vocab, z.stride(0),
+            f = self.lib.spo4j_token_logprobs_fwd_cuda_unchecked if unchecked else self.lib.spo4j_token_logprobs_fwd_cuda
+            st = f(z.data_ptr(), code, rows, vocab, z.stride(0),
                                                         t.data_ptr(), IGNORE_INDEX, logp.data_ptr(),
                                                         lse.data_ptr(), None, stream)
         else:
@@ -274,10 +285,11 @@ class Backend:
                                                        lse.data_ptr(), None, 2)
         self._check(st, "fwd")
 
-    def bwd_inplace(self, z, code, rows, vocab, t, lse, g):
+    def bwd_inplace(self, z, code, rows, vocab, t, lse, g, unchecked=False):
         if self.cuda:
             stream = ctypes.c_void_p(self.torch.cuda.current_stream().cuda_stream)
-            st = self.lib.spo4j_token_logprobs_bwd_cuda(z.data_ptr(), code, rows, vocab, z.stride(0),
+            f = self.lib.spo4j_token_logprobs_bwd_cuda_unchecked if unchecked else self.lib.spo4j_token_logprobs_bwd_cuda
+            st = f(z.data_ptr(), code, rows, vocab, z.stride(0),
                                                         t.data_ptr(), IGNORE_INDEX, lse.data_ptr(),
                                                         g.data_ptr(), z.data_ptr(), z.stride(0), stream)
         else:
@@ -402,27 +414,28 @@ def run(args, result):
             err = (gr - self.grad_ref).abs() - self.gtol * self.grad_ref.abs() - self.gatol
             return float(err.max()) / 1e-3
 
-    def run_spo4j(c):
+    def run_spo4j(c, unchecked=False):
         c.fresh_logits()
         z, code, vocab, t, g = c.logits, c.code, c.vocab, c.t, c.g
         logp = torch.empty(rows, device=dev)
         lse = torch.empty(rows, device=dev)
-        be.fwd(z, code, rows, vocab, t, logp, lse)
+        u = unchecked and cuda  # the CPU dry run has no unchecked kernels: same calls there
+        be.fwd(z, code, rows, vocab, t, logp, lse, u)
         lp_err = c.logp_err(logp)
-        be.bwd_inplace(z, code, rows, vocab, t, lse, g)  # in place: z now holds the gradient
+        be.bwd_inplace(z, code, rows, vocab, t, lse, g, u)  # in place: z now holds the gradient
         gerr = c.grad_err(z)
         ok = lp_err <= 2e-4 and gerr <= 1e-5
         be.reset_peak()
         base = be.allocated() - 2 * rows * 4  # logp and lse count as extra
         # The in-place backward repeats on its own output: values stay finite and the timing
         # does not depend on them; "backward" recomputes the matching lse first (untimed).
-        f_ms = timed(None, lambda: be.fwd(z, code, rows, vocab, t, logp, lse))
-        b_ms = timed(lambda: be.fwd(z, code, rows, vocab, t, logp, lse),
-                     lambda: be.bwd_inplace(z, code, rows, vocab, t, lse, g))
-        fb_ms = timed(None, lambda: (be.fwd(z, code, rows, vocab, t, logp, lse),
-                                     be.bwd_inplace(z, code, rows, vocab, t, lse, g)))
+        f_ms = timed(None, lambda: be.fwd(z, code, rows, vocab, t, logp, lse, u))
+        b_ms = timed(lambda: be.fwd(z, code, rows, vocab, t, logp, lse, u),
+                     lambda: be.bwd_inplace(z, code, rows, vocab, t, lse, g, u))
+        fb_ms = timed(None, lambda: (be.fwd(z, code, rows, vocab, t, logp, lse, u),
+                                     be.bwd_inplace(z, code, rows, vocab, t, lse, g, u)))
         peak = be.peak() - base
-        record(c, "spo4j", f_ms, b_ms, fb_ms, peak, ok, lp_err, gerr)
+        record(c, "spo4j-unchecked" if unchecked else "spo4j", f_ms, b_ms, fb_ms, peak, ok, lp_err, gerr)
 
     def run_torch(c, name, fn):
         c.fresh_logits()
@@ -491,9 +504,11 @@ def run(args, result):
     result["case_seconds"] = {}
     # Pass 1: spo4j and eager PyTorch on every case; pass 2: torch.compile (compiling is the
     # slow part) while the budget lasts, so that a short budget still gives the first two.
-    for dname, vocab in cases:
+    for dname, vocab in ([] if args.compile_only else cases):
         c = Case(dname, vocab)
         attempt(c.name, "spo4j", lambda: run_spo4j(c), 10)
+        if cuda:
+            attempt(c.name, "spo4j-unchecked", lambda: run_spo4j(c, True), 10)
         attempt(c.name, "torch-eager", lambda: run_torch(c, "torch-eager", ref_logp), 10)
         c.logits = None
         del c

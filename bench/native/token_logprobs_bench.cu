@@ -5,6 +5,15 @@
 // measured device-to-device copy; each shape is checked against the CPU kernel on a few rows
 // before it is timed, then timed again with the launch shape forced (SPO4J_CUDA_ROW_THREADS)
 // to tune the default. --json FILE writes the rows for bench/gpu/run.sh.
+// Each row says which entry point and what the events enclose ("path"):
+//   checked    the default entry point: events around the call, so its host work and the
+//              stream synchronise it ends with (the error-flag read-back) are included
+//   unchecked  ..._cuda_unchecked: events around the call (host checks + launch)
+//   graph      the unchecked call captured once in a CUDA graph, events around each replay:
+//              the kernel without call overhead
+// checked minus graph is the call overhead a training step pays per call. Two more modes
+// time the out-of-place backward into a separate buffer, aligned ("backward_out_of_place")
+// and one element off ("backward_misaligned": the realigned-load path, formerly scalar).
 //
 // Part of the spo4j_harness executable: native/tests/CMakeLists.txt adds this file when CUDA
 // is built (native/tests/cuda_stub.cpp says "skipped" otherwise); main() and the options are
@@ -103,6 +112,27 @@ struct BenchRow {
     double ms, min_ms, bytes, gbps, frac;
     bool ok;
     int row_threads;  // SPO4J_CUDA_ROW_THREADS for this row, 0 = the library's choice
+    std::string path;  // checked | unchecked | graph (see the file comment)
+};
+
+// A CUDA graph of whatever `body` queues on `s` (captured once).
+struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    bool ok = false;
+    Graph(cudaStream_t s, const std::function<bool()>& body) {
+        cudaGraph_t g = nullptr;
+        CUDA_OR_DIE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        const bool good = body();
+        const cudaError_t e = cudaStreamEndCapture(s, &g);
+        if (good && e == cudaSuccess && g != nullptr && cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) ok = true;
+        (void)cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        if (!ok) std::printf("bench: graph capture failed: %s / %s\n", spo4j_last_error(), cudaGetErrorName(e));
+    }
+    ~Graph() {
+        if (exec) cudaGraphExecDestroy(exec);
+    }
+    bool launch(cudaStream_t s) const { return ok && cudaGraphLaunch(exec, s) == cudaSuccess; }
 };
 
 }  // namespace
@@ -196,6 +226,28 @@ int token_logprobs_bench(const BenchOptions& o) {
                                                      static_cast<float*>(ls), static_cast<float*>(gl), z, V,
                                                      s) == SPO4J_OK;
             };
+            auto Fu = [&]() {
+                return spo4j_token_logprobs_fwd_cuda_unchecked(z, dtype, rows, V, V, static_cast<int64_t*>(t), -100,
+                                                               static_cast<float*>(lp), static_cast<float*>(ls),
+                                                               nullptr, s) == SPO4J_OK;
+            };
+            auto Bu = [&]() {
+                return spo4j_token_logprobs_bwd_cuda_unchecked(z, dtype, rows, V, V, static_cast<int64_t*>(t), -100,
+                                                               static_cast<float*>(ls), static_cast<float*>(gl), z, V,
+                                                               s) == SPO4J_OK;
+            };
+            // out of place into a second buffer (when it fits), at the logits' phase or one
+            // element off it
+            void* gout = nullptr;
+            if (cudaMalloc(&gout, zbytes + 16) != cudaSuccess) {
+                (void)cudaGetLastError();
+                gout = nullptr;
+            }
+            auto Bo = [&](size_t shift) {
+                return spo4j_token_logprobs_bwd_cuda_unchecked(z, dtype, rows, V, V, static_cast<int64_t*>(t), -100,
+                                                               static_cast<float*>(ls), static_cast<float*>(gl),
+                                                               static_cast<uint8_t*>(gout) + shift, V, s) == SPO4J_OK;
+            };
             // Validate before timing: a few rows of the forward against the CPU kernel.
             bool ok = F(true);
             if (!ok) std::printf("bench: forward failed: %s\n", spo4j_last_error());
@@ -219,6 +271,32 @@ int token_logprobs_bench(const BenchOptions& o) {
                     }
                 }
             }
+            // ... and the misaligned out-of-place backward (realigned loads) on two rows
+            if (gout != nullptr) {
+                fill(z, dtype, rows * V, seed, s);
+                bool good = Fu() && Bo(size_t(es));
+                CUDA_OR_DIE(cudaStreamSynchronize(s));
+                std::vector<uint8_t> hz(size_t(V * es)), hg(size_t(V * es)), cg(size_t(V * es));
+                for (int64_t r : {int64_t(0), rows - 1}) {
+                    int64_t ht = 0;
+                    float hl = 0, hgl = 0;
+                    CUDA_OR_DIE(cudaMemcpy(hz.data(), static_cast<uint8_t*>(z) + size_t(r * V * es), hz.size(),
+                                           cudaMemcpyDeviceToHost));
+                    CUDA_OR_DIE(cudaMemcpy(hg.data(), static_cast<uint8_t*>(gout) + size_t(es) + size_t(r * V * es),
+                                           hg.size(), cudaMemcpyDeviceToHost));
+                    CUDA_OR_DIE(cudaMemcpy(&ht, static_cast<int64_t*>(t) + r, 8, cudaMemcpyDeviceToHost));
+                    CUDA_OR_DIE(cudaMemcpy(&hl, static_cast<float*>(ls) + r, 4, cudaMemcpyDeviceToHost));
+                    CUDA_OR_DIE(cudaMemcpy(&hgl, static_cast<float*>(gl) + r, 4, cudaMemcpyDeviceToHost));
+                    spo4j_token_logprobs_bwd_cpu(hz.data(), dtype, 1, V, V, &ht, -100, &hl, &hgl, cg.data(), V, 1);
+                    for (int64_t v = 0; v < V; ++v) {
+                        const double a = load_elem(hg.data(), dtype, v), b = load_elem(cg.data(), dtype, v);
+                        // fp32 exp either side, then one rounding of the dtype either side; |g| <= 1e-3
+                        if (!(std::fabs(a - b) <= 1e-9 + (es == 4 ? 1e-6 : 1.0 / 64) * std::fabs(b))) good = false;
+                    }
+                }
+                if (!good) std::printf("bench: misaligned out-of-place backward does not match the CPU kernel\n");
+                ok &= good;
+            }
             const double small_fwd = double(rows) * (8 + 4 + 4);
             const double small_bwd = double(rows) * (8 + 4 + 4);
             struct Mode {
@@ -236,13 +314,27 @@ int token_logprobs_bench(const BenchOptions& o) {
                 refill();
                 if (!F(false)) std::printf("bench: forward failed: %s\n", spo4j_last_error());
             };
+            const Graph gF(s, Fu), gB(s, Bu);
+            const std::function<bool()> gFb = [&]() { return gF.launch(s); };
+            const std::function<bool()> gBb = [&]() { return gB.launch(s); };
+            const std::function<bool()> no_gout = []() { return false; };
             const Mode modes[] = {
                 {"forward", double(zbytes) + small_fwd, nullptr, [&]() { return F(false); }},
                 {"forward_entropy", double(zbytes) + small_fwd + 4.0 * rows, nullptr, [&]() { return F(true); }},
                 {"backward", 2.0 * zbytes + small_bwd, refill_fwd, Bw},
                 {"forwardBackward", 3.0 * zbytes + small_fwd + small_bwd, refill,
                  [&]() { return F(false) && Bw(); }},
+                {"forward", double(zbytes) + small_fwd, nullptr, Fu},                  // 4 unchecked
+                {"backward", 2.0 * zbytes + small_bwd, refill_fwd, Bu},                // 5 unchecked
+                {"forward", double(zbytes) + small_fwd, nullptr, gFb},                 // 6 graph
+                {"backward", 2.0 * zbytes + small_bwd, refill_fwd, gBb},               // 7 graph
+                {"backward_out_of_place", 2.0 * zbytes + small_bwd, nullptr,           // 8 unchecked
+                 gout ? std::function<bool()>([&]() { return Bo(0); }) : no_gout},
+                {"backward_misaligned", 2.0 * zbytes + small_bwd, nullptr,             // 9 unchecked
+                 gout ? std::function<bool()>([&]() { return Bo(size_t(es)); }) : no_gout},
             };
+            const char* paths[] = {"checked", "checked", "checked", "checked", "unchecked",
+                                   "unchecked", "graph", "graph", "unchecked", "unchecked"};
             // The library's launch shape for every mode, then forward and backward again with
             // the block size forced (SPO4J_CUDA_ROW_THREADS), to tune the default.
             struct Run {
@@ -263,16 +355,30 @@ int token_logprobs_bench(const BenchOptions& o) {
                 bool good = ok;
                 const std::vector<double> ms = time_reps(m.prepare, m.body, &good);
                 BenchRow row{m.name, dtype_name(dtype), rows, V, median(ms),
-                             *std::min_element(ms.begin(), ms.end()), m.bytes, 0, 0, good, run.threads};
+                             *std::min_element(ms.begin(), ms.end()), m.bytes, 0, 0, good, run.threads,
+                             paths[run.mode - modes]};
                 row.gbps = row.bytes / (row.ms * 1e-3) / 1e9;
                 row.frac = row.gbps / copy_gbps;
-                std::printf("bench: %-16s %-4s %6" PRId64 " x %6" PRId64 " threads %-4s %8.3f ms  %7.1f GB/s  %5.1f%% of copy%s\n",
-                            m.name, row.dtype.c_str(), rows, V,
+                std::printf("bench: %-21s %-9s %-4s %6" PRId64 " x %6" PRId64 " threads %-4s %8.3f ms  %7.1f GB/s  %5.1f%% of copy%s\n",
+                            m.name, row.path.c_str(), row.dtype.c_str(), rows, V,
                             run.threads ? std::to_string(run.threads).c_str() : "auto", row.ms, row.gbps,
                             100 * row.frac, good ? "" : "  (FAILED)");
                 out.push_back(row);
             }
             unsetenv("SPO4J_CUDA_ROW_THREADS");
+            // the call overhead per mode: checked call minus graph replay at the same shape
+            for (const char* mode : {"forward", "backward"}) {
+                double checked = -1, graph = -1;
+                for (const BenchRow& r : out)
+                    if (r.mode == mode && r.vocab == V && r.dtype == dtype_name(dtype) && r.row_threads == 0) {
+                        if (r.path == "checked") checked = r.ms;
+                        if (r.path == "graph") graph = r.ms;
+                    }
+                if (checked > 0 && graph > 0)
+                    std::printf("bench: %-8s %-4s V=%-7" PRId64 " call overhead (checked - graph) %.1f us\n", mode,
+                                dtype_name(dtype), V, 1e3 * (checked - graph));
+            }
+            if (gout) CUDA_OR_DIE(cudaFree(gout));
             for (void* p : {z, t, lp, ls, en, gl}) CUDA_OR_DIE(cudaFree(p));
         }
     }
@@ -297,9 +403,10 @@ int token_logprobs_bench(const BenchOptions& o) {
                          "    {\"kernel\": \"token_logprobs\", \"provider\": \"spo4j\", \"mode\": \"%s\", "
                          "\"dtype\": \"%s\", \"rows\": %" PRId64 ", \"vocab\": %" PRId64 ", \"median_ms\": %.5f, "
                          "\"min_ms\": %.5f, \"bytes\": %.0f, \"gbps\": %.2f, \"copy_fraction\": %.4f, "
-                         "\"row_threads\": %d, \"validated\": %s}%s\n",
+                         "\"row_threads\": %d, \"path\": \"%s\", \"validated\": %s}%s\n",
                          r.mode.c_str(), r.dtype.c_str(), r.rows, r.vocab, r.ms, r.min_ms, r.bytes, r.gbps,
-                         r.frac, r.row_threads, r.ok ? "true" : "false", i + 1 < out.size() ? "," : "");
+                         r.frac, r.row_threads, r.path.c_str(), r.ok ? "true" : "false",
+                         i + 1 < out.size() ? "," : "");
         }
         std::fprintf(f, "  ]\n}\n");
         std::fclose(f);

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <limits>
 
+#include "online_softmax.h"
 #include "simd.h"
 #include "status.h"
 
@@ -65,7 +66,7 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
             if (s > 0.0f) {
                 const float d = m - m_new;
                 const float scale = std::exp(d);
-                t = scale * (t + d * s);
+                t = rescale_entropy_term(scale, d, s, t);  // 0, not NaN, once scale is 0
                 s = scale * s;
             }
             m = m_new;

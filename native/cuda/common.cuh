@@ -3,8 +3,9 @@
 //    it; used after every runtime call and, through cudaGetLastError(), after every launch.
 //  - Element traits for fp32 / bf16 / fp16 logits: scalar and 128-bit vector loads and
 //    stores that convert to and from fp32 (all arithmetic is fp32).
-//  - Device error flags: a 16-byte slot per call that kernels atomicMin the first bad row
-//    into (device_flags below); the host reads it back after a stream synchronise.
+//  - Device error flags: a 16-byte slot per checked call that kernels atomicMin the first
+//    bad row into (DeviceFlags below), with a pinned host mirror that the host copies it to
+//    and reads after a stream synchronise. Unchecked calls use no slot (flags == nullptr).
 //  - Host argument helpers shared by the entry points: device-pointer checks and a scoped
 //    device switch (device.cu implements them).
 #pragma once
@@ -19,11 +20,14 @@
 #include "spo4j.h"
 #include "status.h"
 
-// Returns from the enclosing entry point with SPO4J_ERR_CUDA when `expr` fails.
+// Returns from the enclosing entry point with SPO4J_ERR_CUDA when `expr` fails, clearing the
+// runtime's last error (a sticky error stays sticky) so that a later call's launch check
+// does not report this one.
 #define SPO4J_CUDA_TRY(expr)                                                              \
     do {                                                                                  \
         cudaError_t spo4j_err_ = (expr);                                                  \
         if (spo4j_err_ != cudaSuccess) {                                                  \
+            (void)cudaGetLastError(); /* not left for the next launch check to find */    \
             return spo4j::fail(SPO4J_ERR_CUDA, "%s: %s (%s)", #expr,                      \
                                cudaGetErrorString(spo4j_err_), cudaGetErrorName(spo4j_err_)); \
         }                                                                                 \
@@ -158,8 +162,10 @@ __device__ __forceinline__ void flag_row(unsigned long long* field, int64_t row)
     atomicMin(field, static_cast<unsigned long long>(row));
 }
 
-// A flag slot leased from a per-device free list for the length of one call (the call
-// synchronises its stream before it returns the slot, so no two in-flight calls share one).
+// A flag slot leased from a per-device free list for the length of one checked call (the
+// call synchronises its stream before it returns the slot, so no two in-flight calls share
+// one): 16 device bytes and their pinned host mirror, so that reading them back is a small
+// DMA copy rather than a staged copy through pageable memory.
 class FlagLease {
 public:
     FlagLease() = default;
@@ -169,26 +175,30 @@ public:
     // Returns SPO4J_OK or a failed status (message set).
     int acquire(int device);
     DeviceFlags* get() const { return flags_; }
-    // Call once the stream has been synchronised after the last kernel that used the slot.
-    // A lease that ends without it (a CUDA error on the way) leaks its 16 bytes rather
-    // than hand a slot that queued work may still write to another call.
-    void mark_idle() { idle_ = true; }
+    // Resets the slot to kNoRow (async, on `stream`).
+    int reset(cudaStream_t stream) const;
+    // Copies the slot to its pinned mirror, synchronises `stream` and returns the values in
+    // *out; the slot then goes back to the pool when the lease ends. A lease that ends
+    // without a successful read (a CUDA error on the way) leaks its slot rather than hand
+    // one that queued work may still write to another call.
+    int read(cudaStream_t stream, DeviceFlags* out);
 
 private:
     int device_ = -1;
     DeviceFlags* flags_ = nullptr;
+    DeviceFlags* host_ = nullptr;
     bool idle_ = false;
 };
-
-// Resets the slot (async, on `stream`).
-int reset_flags(DeviceFlags* flags, cudaStream_t stream);
-// Synchronises `stream` and copies the slot to the host.
-int read_flags(const DeviceFlags* flags, cudaStream_t stream, DeviceFlags* host);
 
 // Finds the device that owns `ptr` (the current device when the runtime cannot tell) and
 // rejects pointers the device cannot dereference (plain host memory on a non-HMM system)
 // or that live on another device than `expected_device` (when >= 0).
 int check_device_pointer(const void* ptr, const char* name, int expected_device, int* device);
+
+// Whether work queued on `stream` now would be captured into a CUDA graph (or the runtime
+// cannot tell, e.g. the legacy stream while another stream captures). The unchecked entry
+// points then skip the pointer queries above and use the current device.
+bool stream_is_capturing(cudaStream_t stream);
 
 // Makes `device` current for its lifetime, restoring the previous device afterwards.
 class DeviceScope {

@@ -1,5 +1,6 @@
 // Device discovery and the host-side plumbing shared by the CUDA kernels: the per-device
-// pool of error-flag slots, pointer checks and the scoped device switch (see common.cuh).
+// pool of error-flag slots, pointer checks, capture detection and the scoped device switch
+// (see common.cuh).
 // spo4j_cuda_device_count() never fails: without a driver (cudaErrorInsufficientDriver, 35)
 // or a GPU (cudaErrorNoDevice, 100) it returns 0. The harness checks it
 // (native/tests/check.cpp, spo4j_harness check).
@@ -12,18 +13,23 @@ namespace spo4j {
 namespace cuda {
 namespace {
 
-// Free flag slots per device. Slots are allocated with cudaMalloc the first time a device
-// needs more of them than are free (one per concurrently running call) and are never
-// freed: 16 bytes each, owned by the primary context for the life of the process.
+// Free flag slots per device: a device slot and its pinned host mirror. Slots are allocated
+// the first time a device needs more of them than are free (one per concurrently running
+// checked call) and are never freed: 16 device and 16 pinned host bytes each, owned by the
+// primary context for the life of the process.
+struct Slot {
+    DeviceFlags* dev;
+    DeviceFlags* host;
+};
 std::mutex g_pool_mutex;
-std::vector<std::vector<DeviceFlags*>> g_free_slots;
+std::vector<std::vector<Slot>> g_free_slots;
 
 }  // namespace
 
 FlagLease::~FlagLease() {
     if (flags_ != nullptr && idle_) {
         std::lock_guard<std::mutex> lock(g_pool_mutex);
-        g_free_slots[static_cast<size_t>(device_)].push_back(flags_);
+        g_free_slots[static_cast<size_t>(device_)].push_back(Slot{flags_, host_});
     }
 }
 
@@ -33,30 +39,41 @@ int FlagLease::acquire(int device) {
         if (g_free_slots.size() <= static_cast<size_t>(device)) {
             g_free_slots.resize(static_cast<size_t>(device) + 1);
         }
-        std::vector<DeviceFlags*>& slots = g_free_slots[static_cast<size_t>(device)];
+        std::vector<Slot>& slots = g_free_slots[static_cast<size_t>(device)];
         if (!slots.empty()) {
-            flags_ = slots.back();
+            flags_ = slots.back().dev;
+            host_ = slots.back().host;
             slots.pop_back();
             device_ = device;
             return SPO4J_OK;
         }
     }
     void* p = nullptr;
+    void* h = nullptr;
     SPO4J_CUDA_TRY(cudaMalloc(&p, sizeof(DeviceFlags)));
+    const cudaError_t e = cudaMallocHost(&h, sizeof(DeviceFlags));
+    if (e != cudaSuccess) {
+        (void)cudaFree(p);
+        return fail(SPO4J_ERR_CUDA, "cudaMallocHost(flags): %s (%s)", cudaGetErrorString(e),
+                    cudaGetErrorName(e));
+    }
     flags_ = static_cast<DeviceFlags*>(p);
+    host_ = static_cast<DeviceFlags*>(h);
     device_ = device;
     return SPO4J_OK;
 }
 
-int reset_flags(DeviceFlags* flags, cudaStream_t stream) {
-    SPO4J_CUDA_TRY(cudaMemsetAsync(flags, 0xff, sizeof(DeviceFlags), stream));  // kNoRow
+int FlagLease::reset(cudaStream_t stream) const {
+    SPO4J_CUDA_TRY(cudaMemsetAsync(flags_, 0xff, sizeof(DeviceFlags), stream));  // kNoRow
     return SPO4J_OK;
 }
 
-int read_flags(const DeviceFlags* flags, cudaStream_t stream, DeviceFlags* host) {
+int FlagLease::read(cudaStream_t stream, DeviceFlags* out) {
     SPO4J_CUDA_TRY(
-        cudaMemcpyAsync(host, flags, sizeof(DeviceFlags), cudaMemcpyDeviceToHost, stream));
+        cudaMemcpyAsync(host_, flags_, sizeof(DeviceFlags), cudaMemcpyDeviceToHost, stream));
     SPO4J_CUDA_TRY(cudaStreamSynchronize(stream));
+    *out = *host_;
+    idle_ = true;
     return SPO4J_OK;
 }
 
@@ -94,6 +111,16 @@ int check_device_pointer(const void* ptr, const char* name, int expected_device,
         *device = dev;
     }
     return SPO4J_OK;
+}
+
+bool stream_is_capturing(cudaStream_t stream) {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    const cudaError_t e = cudaStreamIsCapturing(stream, &st);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return true;
+    }
+    return st != cudaStreamCaptureStatusNone;
 }
 
 DeviceScope::~DeviceScope() {

@@ -22,6 +22,17 @@ SPO4J_API int spo4j_token_logprobs_bwd_cuda(const void*, int32_t, int64_t, int64
                                             void*, int64_t, void*) {
     return not_built();
 }
+SPO4J_API int spo4j_token_logprobs_fwd_cuda_unchecked(const void*, int32_t, int64_t, int64_t,
+                                                      int64_t, const int64_t*, int64_t, float*,
+                                                      float*, float*, void*) {
+    return not_built();
+}
+SPO4J_API int spo4j_token_logprobs_bwd_cuda_unchecked(const void*, int32_t, int64_t, int64_t,
+                                                      int64_t, const int64_t*, int64_t,
+                                                      const float*, const float*, void*, int64_t,
+                                                      void*) {
+    return not_built();
+}
 SPO4J_API int spo4j_preference_loss_cuda(const spo4j_loss_params*, int64_t, const float*,
                                          const float*, const float*, const float*, const float*,
                                          float*, float*, float*, float*, void*) {

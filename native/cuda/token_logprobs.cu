@@ -22,17 +22,31 @@
 // Rows are walked as a scalar head up to the first 16-byte boundary, 16-byte vectors
 // (__ldcs / __stcs: streamed, evict-first), four in flight per thread, then a scalar tail;
 // any row stride and base alignment work, aligned rows have an empty head.
-// Validation before writing: a pre-pass kernel over `rows` checks the targets (and, for the
-// backward, that lse is finite) into a device flag slot; the main kernel returns without
-// writing when the slot holds an error; the host synchronises the stream, reads the slot and
-// reports the smallest offending row. A forward row whose lse turns out not finite is only
-// known after its pass, so that row's outputs are written before SPO4J_ERR_NONFINITE.
+// Two ways to call, same kernels (spo4j.h):
+//  - checked (spo4j_token_logprobs_{fwd,bwd}_cuda): the forward checks its targets inside its
+//    one pass (a bad row gets NaN outputs and is flagged into a device slot); the backward
+//    runs a pre-pass over the targets and lse first and its main kernel writes nothing when
+//    the slot holds an error, so a failed in-place call leaves the logits untouched. The host
+//    copies the slot to pinned memory, synchronises the stream and reports the smallest
+//    offending row. Cost: a 16-byte memset, (backward) one tiny kernel, a 16-byte copy and a
+//    stream synchronise per call.
+//  - unchecked (..._cuda_unchecked), for callers that validated their targets already: no
+//    slot, no memset, no copy, no synchronise, no allocation; the call returns once the
+//    kernel is queued and can be captured into a CUDA graph. A bad target is still never
+//    dereferenced: its row gets NaN (logp; the whole gradient row), unreported.
+// Backward rows: vectors are aligned to the OUTPUT row; when the input row sits at another
+// offset within 16 bytes (out of place with another stride or base offset), each output
+// vector is assembled from two aligned input vectors with funnel shifts, so no layout falls
+// back to element-wise access (only the up to 2*VEC-1 elements at each end of a row).
 // The only CUDA source compiled with --use_fast_math (for flush-to-zero in the hot loops;
 // native/CMakeLists.txt says why); the explicit __expf calls do not depend on it.
+// Performance design (floors, predicted losses, the planned variants):
+// src/site/markdown/CUDA.md.
 // Test: native/tests/token_logprobs_check.cu (spo4j_harness check); benchmark:
 // bench/native/token_logprobs_bench.cu (spo4j_harness bench) and bench/gpu/run.sh (against
 // PyTorch eager and torch.compile).
 #include "common.cuh"
+#include "online_softmax.h"
 
 #include <cinttypes>
 #include <cmath>
@@ -74,7 +88,7 @@ __device__ __forceinline__ void absorb(Online& st, const float* x) {
     if (cm > st.m) {
         const float delta = fmaxf(st.m - cm, -FLT_MAX);  // <= 0, finite
         const float a = __expf(delta);
-        if (ENT) st.t = a * fmaf(delta, st.s, st.t);
+        if (ENT) st.t = rescale_entropy_term(a, delta, st.s, st.t);  // 0 (not NaN) once a is 0
         st.s *= a;
         st.m = cm;
     }
@@ -93,7 +107,7 @@ __device__ __forceinline__ void merge(Online& a, float m2, float s2, float t2) {
     const float m = fmaxf(a.m, m2);
     const float d1 = fmaxf(a.m - m, -FLT_MAX), d2 = fmaxf(m2 - m, -FLT_MAX);
     const float e1 = __expf(d1), e2 = __expf(d2);
-    if (ENT) a.t = e1 * fmaf(d1, a.s, a.t) + e2 * fmaf(d2, s2, t2);
+    if (ENT) a.t = rescale_entropy_term(e1, d1, a.s, a.t) + rescale_entropy_term(e2, d2, s2, t2);
     a.s = e1 * a.s + e2 * s2;
     a.m = m;
 }
@@ -168,8 +182,8 @@ __device__ __forceinline__ Online scan_row(const T* row, int vocab, int rank, in
     return st;
 }
 
-// Pre-pass: targets in range (or ignore_index) and, when lse != NULL (backward), lse finite
-// on every non-ignored row. Records the smallest offending row of each kind.
+// Backward pre-pass (checked calls): targets in range (or ignore_index) and lse finite on
+// every non-ignored row. Records the smallest offending row of each kind.
 __global__ void validate_rows_kernel(int64_t rows, int64_t vocab, const int64_t* targets,
                                      int64_t ignore_index, const float* lse,
                                      DeviceFlags* flags) {
@@ -179,13 +193,13 @@ __global__ void validate_rows_kernel(int64_t rows, int64_t vocab, const int64_t*
         if (t == ignore_index) continue;
         if (t < 0 || t >= vocab) {
             flag_row(&flags->bad_target_row, r);
-        } else if (lse != nullptr && lse[r] == -INFINITY) {
+        } else if (lse[r] == -INFINITY) {
             flag_row(&flags->nonfinite_row, r);
         }
     }
 }
 
-// Writes one finished row (thread 0 / lane 0 only).
+// Writes one finished row (thread 0 / lane 0 only). flags is null on unchecked calls.
 template <bool ENT>
 __device__ __forceinline__ void finish_row(const Online& st, float zt, int64_t row, float* logp,
                                            float* lse, float* entropy, DeviceFlags* flags) {
@@ -195,17 +209,19 @@ __device__ __forceinline__ void finish_row(const Online& st, float zt, int64_t r
     lse[row] = l;
     logp[row] = (zt - st.m) - log_s;  // = zt - lse, without the rounding of lse
     if (ENT) entropy[row] = log_s - st.t / st.s;
-    if (l == -INFINITY) flag_row(&flags->nonfinite_row, row);  // NaN propagates, as on the CPU
+    // NaN propagates, as on the CPU; a row with no finite logit is an error
+    if (flags != nullptr && l == -INFINITY) flag_row(&flags->nonfinite_row, row);
 }
 
-// Forward. WARP: a warp per row, 8 rows per block; else a block per row.
+// Forward. WARP: a warp per row, 8 rows per block; else a block per row. The target check is
+// folded into the pass: a target outside [0, vocab) that is not ignore_index is never
+// dereferenced; its row gets logp = NaN and (checked calls, flags != null) is flagged.
 template <typename T, bool ENT, bool WARP>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(WARP ? 32 * kWarpRowsPerBlock : kMaxThreads)
     fwd_kernel(const T* __restrict__ logits, int64_t rows, int vocab, int64_t row_stride,
                const int64_t* __restrict__ targets, int64_t ignore_index,
                float* __restrict__ logp, float* __restrict__ lse, float* __restrict__ entropy,
                DeviceFlags* flags) {
-    if (flags->bad_target_row != kNoRow) return;  // the pre-pass found a bad target
     const int rank = WARP ? (threadIdx.x & 31) : threadIdx.x;
     const int group = WARP ? 32 : blockDim.x;
     const int64_t first = WARP ? int64_t{blockIdx.x} * kWarpRowsPerBlock + (threadIdx.x >> 5)
@@ -213,17 +229,26 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int64_t step = WARP ? int64_t{gridDim.x} * kWarpRowsPerBlock : int64_t{gridDim.x};
     for (int64_t row = first; row < rows; row += step) {
         const int64_t t = targets[row];
-        if (t == ignore_index) {
+        if (t == ignore_index) {  // uniform across the row's threads
             if (rank == 0) {
                 logp[row] = 0.0f;
                 lse[row] = 0.0f;
                 if (ENT) entropy[row] = 0.0f;
             }
-            continue;  // uniform across the row's threads
+            continue;
         }
         const T* zrow = logits + row * row_stride;
-        // The target logit is fetched first so that its latency hides behind the row pass.
-        const float zt = rank == 0 ? Elem<T>::load_cached(zrow + t) : 0.0f;
+        // The target logit is fetched first so that its latency hides behind the row pass. A
+        // bad target is flagged here and never dereferenced: its logp is NaN.
+        float zt = 0.0f;
+        if (rank == 0) {
+            if (t < 0 || t >= vocab) {
+                if (flags != nullptr) flag_row(&flags->bad_target_row, row);
+                zt = __int_as_float(0x7fc00000);
+            } else {
+                zt = Elem<T>::load_cached(zrow + t);
+            }
+        }
         Online st = scan_row<T, ENT>(zrow, vocab, rank, group);
         if (WARP) {
             warp_merge<ENT>(st);
@@ -234,89 +259,160 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
 }
 
-// One gradient row: out_v = g * (1[v == t] - exp(z_v - l)). Vectors are used when input
-// and output rows share their offset within 16 bytes (always when both are aligned);
-// otherwise the whole row goes through the scalar path.
-template <typename T>
-__device__ __forceinline__ void grad_row(const T* zrow, T* grow, int vocab, int t, float g,
-                                         float l, int rank, int group) {
+// Bytes [S, S + 16) of the 32 bytes lo ++ hi (S even, 2..14) as one 16-byte vector: the
+// input vector that lines up with an aligned output vector when the two rows sit at
+// different offsets within 16 bytes. Compile-time word indices keep it in registers.
+template <int S>
+__device__ __forceinline__ uint4 bytes_from(const uint4& lo, const uint4& hi) {
+    const unsigned int w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    constexpr int Q = S / 4, R = (S % 4) * 8;
+    unsigned int o[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[j] = R ? __funnelshift_r(w[Q + j], w[Q + j + 1], R) : w[Q + j];
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+// s is uniform across the row's threads, so the switch does not diverge.
+__device__ __forceinline__ uint4 realign(const uint4& lo, const uint4& hi, int s) {
+    switch (s) {
+        case 2: return bytes_from<2>(lo, hi);
+        case 4: return bytes_from<4>(lo, hi);
+        case 6: return bytes_from<6>(lo, hi);
+        case 8: return bytes_from<8>(lo, hi);
+        case 10: return bytes_from<10>(lo, hi);
+        case 12: return bytes_from<12>(lo, hi);
+        default: return bytes_from<14>(lo, hi);
+    }
+}
+
+// out_j = g * (1[base + j == tv] - exp(x_j - l)) for one vector of VEC values.
+template <int VEC>
+__device__ __forceinline__ void grad_vec(float* x, int base, int tv, float g, float l) {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) x[j] = -g * __expf(x[j] - l);
+    if (static_cast<unsigned>(tv - base) < static_cast<unsigned>(VEC)) {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[j] += base + j == tv ? g : 0.0f;
+    }
+}
+
+// The vector part of one gradient row: output vectors i in [first, nvec) of `vout`, each from
+// input vector i (SHIFT false: same 16-byte phase) or from input vectors i and i + 1 of the
+// aligned `vin`, realigned by s bytes (SHIFT true). kUnroll vectors (2 * kUnroll loads with
+// SHIFT) in flight per thread.
+template <typename T, bool SHIFT>
+__device__ __forceinline__ void grad_vectors(const uint4* vin, uint4* vout, int first, int nvec,
+                                             int s, int tv, float g, float l, int rank,
+                                             int group) {
     using E = Elem<T>;
     constexpr int VEC = E::VEC;
-    const int head_in = head_elems(zrow, vocab);
-    const int head = head_in == head_elems(grow, vocab) ? head_in : vocab;
-    const int nvec = (vocab - head) / VEC;
-    const int tail = head + nvec * VEC;
-    for (int v = rank; v < head; v += group) {  // loops only in the scalar fallback
-        const float e = __expf(E::load(zrow + v) - l);
-        E::store(grow + v, fmaf(-g, e, v == t ? g : 0.0f));
-    }
-    const uint4* vin = reinterpret_cast<const uint4*>(zrow + head);
-    uint4* vout = reinterpret_cast<uint4*>(grow + head);
-    const int tv = t - head;  // target position relative to the vector part
-    int i = rank;
+    int i = first + rank;
     for (; i + (kUnroll - 1) * group < nvec; i += kUnroll * group) {
         uint4 u[kUnroll];
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) u[k] = __ldcs(vin + i + k * group);
+        if constexpr (SHIFT) {
+            uint4 h[kUnroll];
+#pragma unroll
+            for (int k = 0; k < kUnroll; ++k) h[k] = __ldcs(vin + i + k * group + 1);
+#pragma unroll
+            for (int k = 0; k < kUnroll; ++k) u[k] = realign(u[k], h[k], s);
+        }
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) {
             float x[VEC];
             E::unpack(u[k], x);
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) x[j] = -g * __expf(x[j] - l);
-            const int base = (i + k * group) * VEC;
-            if (static_cast<unsigned>(tv - base) < static_cast<unsigned>(VEC)) {
-#pragma unroll
-                for (int j = 0; j < VEC; ++j) x[j] += base + j == tv ? g : 0.0f;
-            }
+            grad_vec<VEC>(x, (i + k * group) * VEC, tv, g, l);
             u[k] = E::pack(x);
         }
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) __stcs(vout + i + k * group, u[k]);
     }
     for (; i < nvec; i += group) {
+        uint4 u = __ldcs(vin + i);
+        if constexpr (SHIFT) u = realign(u, __ldcs(vin + i + 1), s);
         float x[VEC];
-        E::unpack(__ldcs(vin + i), x);
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) x[j] = -g * __expf(x[j] - l);
-        const int base = i * VEC;
-        if (static_cast<unsigned>(tv - base) < static_cast<unsigned>(VEC)) {
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) x[j] += base + j == tv ? g : 0.0f;
-        }
+        E::unpack(u, x);
+        grad_vec<VEC>(x, i * VEC, tv, g, l);
         __stcs(vout + i, E::pack(x));
     }
-    const int v = tail + rank;
-    if (v < vocab) {
+}
+
+// One gradient row: out_v = g * (1[v == t] - exp(z_v - l)). The row is walked in the output's
+// 16-byte vectors: `head` scalars up to the output's first boundary, then vectors, then a
+// scalar tail. When the input row has the same phase (always in place, or both rows aligned),
+// input vectors line up with output vectors; otherwise (s != 0) each output vector is built
+// from the two aligned input vectors that cover it (realign), and the vector range shrinks so
+// that those loads stay inside the row: the first vector moves to the scalar head when its
+// lower input vector would start before the row, the last ones to the tail when their upper
+// input vector would end after it.
+template <typename T>
+__device__ __forceinline__ void grad_row(const T* zrow, T* grow, int vocab, int t, float g,
+                                         float l, int rank, int group) {
+    using E = Elem<T>;
+    constexpr int VEC = E::VEC;
+    const int head = head_elems(grow, vocab);
+    const int s = static_cast<int>(reinterpret_cast<uintptr_t>(zrow + head) & 15u);  // bytes
+    const int sh = s / static_cast<int>(sizeof(T));  // the same in elements (< VEC)
+    int first = 0, nvec = (vocab - head) / VEC;
+    if (s != 0) {
+        first = head < sh ? 1 : 0;
+        const int room = vocab - head + sh - VEC;  // vector i needs head + (i + 2) VEC - sh <= vocab
+        nvec = room >= 0 ? room / VEC : 0;
+        if (nvec <= first) first = nvec = 0;  // no vector fits: the whole (short) row is scalar
+    }
+    const int vbeg = head + first * VEC, vend = head + nvec * VEC;
+    for (int v = rank; v < vbeg; v += group) {  // < 2 VEC elements
+        const float e = __expf(E::load(zrow + v) - l);
+        E::store(grow + v, fmaf(-g, e, v == t ? g : 0.0f));
+    }
+    uint4* vout = reinterpret_cast<uint4*>(grow + head);
+    const int tv = t - head;  // target position relative to the vector part
+    if (s == 0) {
+        grad_vectors<T, false>(reinterpret_cast<const uint4*>(zrow + head), vout, first, nvec, 0,
+                               tv, g, l, rank, group);
+    } else {
+        // aligned input vectors; index i is the one at or below output vector i's input
+        const uint4* vin = reinterpret_cast<const uint4*>(
+            reinterpret_cast<uintptr_t>(zrow + head) - static_cast<uintptr_t>(s));
+        grad_vectors<T, true>(vin, vout, first, nvec, s, tv, g, l, rank, group);
+    }
+    for (int v = vend + rank; v < vocab; v += group) {  // < 2 VEC elements
         const float e = __expf(E::load(zrow + v) - l);
         E::store(grow + v, fmaf(-g, e, v == t ? g : 0.0f));
     }
 }
 
+// Fills a gradient row with one value: 0 for an ignored row, NaN for a bad target on an
+// unchecked call.
 template <typename T>
-__device__ __forceinline__ void zero_row(T* grow, int vocab, int rank, int group) {
+__device__ __forceinline__ void fill_row(T* grow, int vocab, float value, int rank, int group) {
     using E = Elem<T>;
     constexpr int VEC = E::VEC;
     const int head = head_elems(grow, vocab);
     const int nvec = (vocab - head) / VEC;
     const int tail = head + nvec * VEC;
-    if (rank < head) E::store(grow + rank, 0.0f);
+    if (rank < head) E::store(grow + rank, value);
+    float x[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) x[j] = value;
+    const uint4 u = E::pack(x);
     uint4* vout = reinterpret_cast<uint4*>(grow + head);
-    const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-    for (int i = rank; i < nvec; i += group) __stcs(vout + i, zero);
-    if (tail + rank < vocab) E::store(grow + tail + rank, 0.0f);
+    for (int i = rank; i < nvec; i += group) __stcs(vout + i, u);
+    if (tail + rank < vocab) E::store(grow + tail + rank, value);
 }
 
 // Backward. Logits and gradient may be the same memory (same stride): every element is
-// read before the same thread overwrites it, and nothing else reads it.
+// read before the same thread overwrites it, and nothing else reads it. flags: the checked
+// call's slot, filled by the pre-pass (nothing is written when it holds an error), or null.
 template <typename T, bool WARP>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(WARP ? 32 * kWarpRowsPerBlock : kMaxThreads)
     bwd_kernel(const T* logits, int64_t rows, int vocab, int64_t row_stride,
                const int64_t* __restrict__ targets, int64_t ignore_index,
                const float* __restrict__ lse, const float* __restrict__ grad_logp, T* grad,
                int64_t grad_row_stride, const DeviceFlags* flags) {
-    // Validated before writing: the pre-pass found a bad row, so touch nothing.
-    if (flags->bad_target_row != kNoRow || flags->nonfinite_row != kNoRow) return;
+    if (flags != nullptr && (flags->bad_target_row != kNoRow || flags->nonfinite_row != kNoRow))
+        return;
     const int rank = WARP ? (threadIdx.x & 31) : threadIdx.x;
     const int group = WARP ? 32 : blockDim.x;
     const int64_t first = WARP ? int64_t{blockIdx.x} * kWarpRowsPerBlock + (threadIdx.x >> 5)
@@ -326,7 +422,9 @@ __global__ void __launch_bounds__(kMaxThreads)
         const int64_t t = targets[row];
         T* grow = grad + row * grad_row_stride;
         if (t == ignore_index) {
-            zero_row<T>(grow, vocab, rank, group);
+            fill_row<T>(grow, vocab, 0.0f, rank, group);
+        } else if (t < 0 || t >= vocab) {  // only on unchecked calls: never dereferenced
+            fill_row<T>(grow, vocab, __int_as_float(0x7fc00000), rank, group);
         } else {
             grad_row<T>(logits + row * row_stride, grow, vocab, static_cast<int>(t),
                         grad_logp[row], lse[row], rank, group);
@@ -398,9 +496,10 @@ int check_shape(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
     return SPO4J_OK;
 }
 
-// Reads flag results (after read_flags) into a status with the CPU kernels' wording.
-int report_flags(const DeviceFlags& f, const int64_t* targets, const float* lse_dev,
-                 int64_t vocab, int64_t ignore_index, bool backward, cudaStream_t stream) {
+// Turns the flags a checked call read back into a status with the CPU kernels' wording
+// (one more small copy and synchronise, on the error path only, for the offending target).
+int report_flags(const DeviceFlags& f, const int64_t* targets, int64_t vocab,
+                 int64_t ignore_index, bool backward, cudaStream_t stream) {
     if (f.bad_target_row != kNoRow) {
         const int64_t r = static_cast<int64_t>(f.bad_target_row);
         int64_t t = 0;
@@ -481,29 +580,52 @@ int launch_bwd(const Launch& s, const void* logits, int64_t rows, int64_t vocab,
     return SPO4J_OK;
 }
 
+// The pointer checks of one call: every pointer on logits' device, which becomes current for
+// the call. Unchecked calls skip the queries while their stream is being captured into a
+// graph (the current device is used) and keep them otherwise.
+struct Pointers {
+    const void* ptr;
+    const char* name;
+};
+
+int enter_device(const Pointers* ptrs, int n, bool unchecked, cudaStream_t stream,
+                 DeviceScope* scope, int* device) {
+    int dev = -1;
+    if (unchecked && stream_is_capturing(stream)) {
+        SPO4J_CUDA_TRY(cudaGetDevice(&dev));
+    } else {
+        int st = check_device_pointer(ptrs[0].ptr, ptrs[0].name, -1, &dev);
+        if (st) return st;
+        for (int i = 1; i < n; ++i) {
+            if (ptrs[i].ptr != nullptr && (st = check_device_pointer(ptrs[i].ptr, ptrs[i].name, dev, nullptr)))
+                return st;
+        }
+    }
+    *device = dev;
+    return scope->enter(dev);
+}
+
 int fwd(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
         const int64_t* targets, int64_t ignore_index, float* logp, float* lse, float* entropy,
-        void* stream_ptr) {
+        void* stream_ptr, bool checked) {
     int st = check_shape(logits, dtype, rows, vocab, row_stride);
     if (st) return st;
     if (rows == 0) return SPO4J_OK;
     if (!logits || !targets) return fail(SPO4J_ERR_ARGUMENT, "null logits or targets pointer");
     if (!logp || !lse) return fail(SPO4J_ERR_ARGUMENT, "null logp or lse pointer");
-    int dev = -1;
-    if ((st = check_device_pointer(logits, "logits", -1, &dev))) return st;
-    if ((st = check_device_pointer(targets, "targets", dev, nullptr))) return st;
-    if ((st = check_device_pointer(logp, "logp", dev, nullptr))) return st;
-    if ((st = check_device_pointer(lse, "lse", dev, nullptr))) return st;
-    if (entropy && (st = check_device_pointer(entropy, "entropy", dev, nullptr))) return st;
-    DeviceScope scope;
-    if ((st = scope.enter(dev))) return st;
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    const Pointers ptrs[] = {{logits, "logits"}, {targets, "targets"}, {logp, "logp"},
+                             {lse, "lse"},       {entropy, "entropy"}};
+    DeviceScope scope;
+    int dev = -1;
+    if ((st = enter_device(ptrs, 5, !checked, stream, &scope, &dev))) return st;
     FlagLease lease;
-    if ((st = lease.acquire(dev))) return st;
-    DeviceFlags* flags = lease.get();
-    if ((st = reset_flags(flags, stream))) return st;
-    if ((st = launch_validate(rows, vocab, targets, ignore_index, nullptr, flags, stream)))
-        return st;
+    DeviceFlags* flags = nullptr;
+    if (checked) {
+        if ((st = lease.acquire(dev))) return st;
+        if ((st = lease.reset(stream))) return st;
+        flags = lease.get();
+    }
     const Launch shape = launch_shape(rows, vocab, dtype);
     if (dtype == SPO4J_F32)
         st = launch_fwd<float>(shape, logits, rows, vocab, row_stride, targets, ignore_index, logp,
@@ -514,16 +636,15 @@ int fwd(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t 
     else
         st = launch_fwd<__half>(shape, logits, rows, vocab, row_stride, targets, ignore_index,
                                 logp, lse, entropy, flags, stream);
-    if (st) return st;
+    if (st || !checked) return st;
     DeviceFlags host{};
-    if ((st = read_flags(flags, stream, &host))) return st;
-    lease.mark_idle();
-    return report_flags(host, targets, lse, vocab, ignore_index, false, stream);
+    if ((st = lease.read(stream, &host))) return st;
+    return report_flags(host, targets, vocab, ignore_index, false, stream);
 }
 
 int bwd(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
         const int64_t* targets, int64_t ignore_index, const float* lse, const float* grad_logp,
-        void* grad_logits, int64_t grad_row_stride, void* stream_ptr) {
+        void* grad_logits, int64_t grad_row_stride, void* stream_ptr, bool checked) {
     int st = check_shape(logits, dtype, rows, vocab, row_stride);
     if (st) return st;
     if (grad_row_stride < vocab)
@@ -552,20 +673,20 @@ int bwd(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t 
                         "grad_logits (%p) overlaps logits (%p) without being the same buffer",
                         grad_logits, logits);
     }
-    int dev = -1;
-    if ((st = check_device_pointer(logits, "logits", -1, &dev))) return st;
-    if ((st = check_device_pointer(targets, "targets", dev, nullptr))) return st;
-    if ((st = check_device_pointer(lse, "lse", dev, nullptr))) return st;
-    if ((st = check_device_pointer(grad_logp, "grad_logp", dev, nullptr))) return st;
-    if ((st = check_device_pointer(grad_logits, "grad_logits", dev, nullptr))) return st;
-    DeviceScope scope;
-    if ((st = scope.enter(dev))) return st;
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    const Pointers ptrs[] = {{logits, "logits"},       {targets, "targets"}, {lse, "lse"},
+                             {grad_logp, "grad_logp"}, {grad_logits, "grad_logits"}};
+    DeviceScope scope;
+    int dev = -1;
+    if ((st = enter_device(ptrs, 5, !checked, stream, &scope, &dev))) return st;
     FlagLease lease;
-    if ((st = lease.acquire(dev))) return st;
-    DeviceFlags* flags = lease.get();
-    if ((st = reset_flags(flags, stream))) return st;
-    if ((st = launch_validate(rows, vocab, targets, ignore_index, lse, flags, stream))) return st;
+    DeviceFlags* flags = nullptr;
+    if (checked) {
+        if ((st = lease.acquire(dev))) return st;
+        if ((st = lease.reset(stream))) return st;
+        flags = lease.get();
+        if ((st = launch_validate(rows, vocab, targets, ignore_index, lse, flags, stream))) return st;
+    }
     const Launch shape = launch_shape(rows, vocab, dtype);
     if (dtype == SPO4J_F32)
         st = launch_bwd<float>(shape, logits, rows, vocab, row_stride, targets, ignore_index, lse,
@@ -577,39 +698,73 @@ int bwd(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t 
     else
         st = launch_bwd<__half>(shape, logits, rows, vocab, row_stride, targets, ignore_index,
                                 lse, grad_logp, grad_logits, grad_row_stride, flags, stream);
-    if (st) return st;
+    if (st || !checked) return st;
     DeviceFlags host{};
-    if ((st = read_flags(flags, stream, &host))) return st;
-    lease.mark_idle();
-    return report_flags(host, targets, lse, vocab, ignore_index, true, stream);
+    if ((st = lease.read(stream, &host))) return st;
+    return report_flags(host, targets, vocab, ignore_index, true, stream);
 }
 
 }  // namespace
 }  // namespace cuda
 }  // namespace spo4j
 
-extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cuda(
-        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
-        const int64_t* targets, int64_t ignore_index, float* logp, float* lse, float* entropy,
-        void* stream) {
+extern "C" {
+
+SPO4J_API int spo4j_token_logprobs_fwd_cuda(const void* logits, int32_t dtype, int64_t rows,
+                                            int64_t vocab, int64_t row_stride,
+                                            const int64_t* targets, int64_t ignore_index,
+                                            float* logp, float* lse, float* entropy, void* stream) {
     try {
         spo4j::clear_error();
         return spo4j::cuda::fwd(logits, dtype, rows, vocab, row_stride, targets, ignore_index,
-                                logp, lse, entropy, stream);
+                                logp, lse, entropy, stream, true);
     } catch (...) {
         return spo4j::fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs CUDA forward");
     }
 }
 
-extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cuda(
-        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
-        const int64_t* targets, int64_t ignore_index, const float* lse, const float* grad_logp,
-        void* grad_logits, int64_t grad_row_stride, void* stream) {
+SPO4J_API int spo4j_token_logprobs_fwd_cuda_unchecked(const void* logits, int32_t dtype,
+                                                      int64_t rows, int64_t vocab,
+                                                      int64_t row_stride, const int64_t* targets,
+                                                      int64_t ignore_index, float* logp,
+                                                      float* lse, float* entropy, void* stream) {
+    try {
+        spo4j::clear_error();
+        return spo4j::cuda::fwd(logits, dtype, rows, vocab, row_stride, targets, ignore_index,
+                                logp, lse, entropy, stream, false);
+    } catch (...) {
+        return spo4j::fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs CUDA forward");
+    }
+}
+
+SPO4J_API int spo4j_token_logprobs_bwd_cuda(const void* logits, int32_t dtype, int64_t rows,
+                                            int64_t vocab, int64_t row_stride,
+                                            const int64_t* targets, int64_t ignore_index,
+                                            const float* lse, const float* grad_logp,
+                                            void* grad_logits, int64_t grad_row_stride,
+                                            void* stream) {
     try {
         spo4j::clear_error();
         return spo4j::cuda::bwd(logits, dtype, rows, vocab, row_stride, targets, ignore_index,
-                                lse, grad_logp, grad_logits, grad_row_stride, stream);
+                                lse, grad_logp, grad_logits, grad_row_stride, stream, true);
     } catch (...) {
         return spo4j::fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs CUDA backward");
     }
 }
+
+SPO4J_API int spo4j_token_logprobs_bwd_cuda_unchecked(const void* logits, int32_t dtype,
+                                                      int64_t rows, int64_t vocab,
+                                                      int64_t row_stride, const int64_t* targets,
+                                                      int64_t ignore_index, const float* lse,
+                                                      const float* grad_logp, void* grad_logits,
+                                                      int64_t grad_row_stride, void* stream) {
+    try {
+        spo4j::clear_error();
+        return spo4j::cuda::bwd(logits, dtype, rows, vocab, row_stride, targets, ignore_index,
+                                lse, grad_logp, grad_logits, grad_row_stride, stream, false);
+    } catch (...) {
+        return spo4j::fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs CUDA backward");
+    }
+}
+
+}  // extern "C"

@@ -12,9 +12,11 @@
  *    calling thread is available from spo4j_last_error() until that thread's next call.
  *    No C++ exception, abort() or exit() ever leaves these functions.
  *  - Inputs are validated BEFORE any output is written: a failed call leaves every output
- *    buffer (and an in-place gradient's logits) untouched. One exception: a forward row with
- *    no finite logit is only found during its pass, so after SPO4J_ERR_NONFINITE from a
- *    forward the (freshly allocated) outputs hold unspecified values.
+ *    buffer (and an in-place gradient's logits) untouched. Exceptions: the CUDA forward
+ *    checks its targets during its one pass, and a forward row with no finite logit is only
+ *    found during its pass, so after SPO4J_ERR_TARGET from the CUDA forward or
+ *    SPO4J_ERR_NONFINITE from any forward the (freshly allocated) outputs hold unspecified
+ *    values. The logits are never written by a forward.
  *  - NaN logits propagate (NaN lse/logp/gradient), as in LibTorch; only a row whose logits
  *    are all -inf is an error.
  *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
@@ -120,14 +122,37 @@ SPO4J_API int spo4j_preference_loss_cpu(
         float* stats /* nullable */);
 
 /* ---- CUDA twins: all pointers are device pointers (p and the status are host-side);
- * stream is a cudaStream_t (NULL = legacy default stream). They return after the launches
- * are queued, except that target/non-finite checks synchronise the stream to read the
- * device's error flag. Built as stubs returning SPO4J_ERR_NOT_BUILT without nvcc. */
+ * stream is a cudaStream_t (NULL = legacy default stream). Built as stubs returning
+ * SPO4J_ERR_NOT_BUILT without nvcc.
+ * The token log-prob entry points come in two kinds:
+ *  - checked (spo4j_token_logprobs_{fwd,bwd}_cuda): the CPU kernels' contract, statuses
+ *    included. To report a bad target or a row with no finite logit they read a device flag
+ *    back: each call synchronises its stream before it returns (a 16-byte memset, for the
+ *    backward a pre-pass kernel, a 16-byte copy to pinned memory, cudaStreamSynchronize).
+ *  - unchecked (..._cuda_unchecked), for callers that have validated their targets already
+ *    (e.g. against the vocabulary when a batch is collated): the same arguments, the same
+ *    argument checks on the host, and then only the kernel launch: no synchronisation, no
+ *    copy, no memset, no allocation, so the call returns once the kernel is queued and can be
+ *    captured into a CUDA graph (while the stream captures, the pointer-attribute checks are
+ *    skipped and the current device is used). Data errors are not reported: a target outside
+ *    [0, vocab) that is not ignore_index is never dereferenced, its row gets logp = NaN
+ *    (forward) or a NaN gradient row (backward); a row with no finite logit gets lse = -inf
+ *    and logp NaN (forward) and non-finite gradients (backward).
+ * spo4j_preference_loss_cuda never synchronises. */
 SPO4J_API int spo4j_token_logprobs_fwd_cuda(
         const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
         const int64_t* targets, int64_t ignore_index,
         float* logp, float* lse, float* entropy, void* stream);
 SPO4J_API int spo4j_token_logprobs_bwd_cuda(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        const float* lse, const float* grad_logp,
+        void* grad_logits, int64_t grad_row_stride, void* stream);
+SPO4J_API int spo4j_token_logprobs_fwd_cuda_unchecked(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index,
+        float* logp, float* lse, float* entropy, void* stream);
+SPO4J_API int spo4j_token_logprobs_bwd_cuda_unchecked(
         const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
         const int64_t* targets, int64_t ignore_index,
         const float* lse, const float* grad_logp,

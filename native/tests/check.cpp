@@ -166,6 +166,19 @@ void store_elem(uint8_t* base, int dtype, int64_t i, float v) {
     std::memcpy(base + 2 * i, &h, 2);
 }
 
+// ---- guarded buffers --------------------------------------------------------------------
+
+size_t strided_payload_bytes(int64_t rows, int64_t row_stride, int elem, size_t offset) {
+    return offset + size_t(rows) * size_t(row_stride) * size_t(elem);
+}
+
+bool guards_intact(const std::vector<uint8_t>& all) {
+    if (all.size() < 2 * kGuardBytes) return false;
+    for (size_t i = 0; i < kGuardBytes; ++i)
+        if (all[i] != kGuard || all[all.size() - 1 - i] != kGuard) return false;
+    return true;
+}
+
 // ---- status checks ----------------------------------------------------------------------
 
 namespace {
@@ -204,6 +217,12 @@ int run_check(bool verbose, bool quick) {
         expect_status(ck, spo4j_token_logprobs_bwd_cuda(f.data(), SPO4J_F32, 2, 4, 4, t.data(), -100,
                                                         f.data(), f.data(), f.data(), 4, nullptr),
                       want, "cuda bwd without a usable device reports a status");
+        expect_status(ck, spo4j_token_logprobs_fwd_cuda_unchecked(f.data(), SPO4J_F32, 2, 4, 4, t.data(), -100,
+                                                                  f.data(), f.data(), nullptr, nullptr),
+                      want, "cuda fwd unchecked without a usable device reports a status");
+        expect_status(ck, spo4j_token_logprobs_bwd_cuda_unchecked(f.data(), SPO4J_F32, 2, 4, 4, t.data(), -100,
+                                                                  f.data(), f.data(), f.data(), 4, nullptr),
+                      want, "cuda bwd unchecked without a usable device reports a status");
         const spo4j_loss_params p{SPO4J_LOSS_DPO, 0.1f, 0.0f, 1.0f, 0.1f};
         expect_status(ck, spo4j_preference_loss_cuda(&p, 2, f.data(), f.data(), f.data(), f.data(), nullptr,
                                                      nullptr, f.data(), f.data(), nullptr, nullptr),

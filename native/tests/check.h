@@ -87,6 +87,34 @@ const char* dtype_name(int dtype);
 float load_elem(const uint8_t* base, int dtype, int64_t i);
 void store_elem(uint8_t* base, int dtype, int64_t i, float v);
 
+// ---- guarded buffers (host here, device in cuda_check.cuh) ---------------------------------
+// A buffer under test sits between guard bytes; a kernel that writes past its rows changes
+// them. The payload size comes from strided_payload_bytes for every strided buffer, so that
+// the host and device checks size their buffers by one rule.
+
+inline constexpr uint8_t kGuard = 0xab;  // bytes around every buffer under test
+inline constexpr size_t kGuardBytes = 256;
+
+// Payload bytes for `rows` rows of `row_stride` elements of `elem` bytes that start `offset`
+// bytes into the payload: every row at its full stride (the checks read the last row's
+// padding too), plus the offset.
+size_t strided_payload_bytes(int64_t rows, int64_t row_stride, int elem, size_t offset);
+
+// Whether the first and last kGuardBytes of a guarded buffer (guards included) still hold
+// the guard.
+bool guards_intact(const std::vector<uint8_t>& all);
+
+// Host twin of the device DevBuf: guard bytes, a payload of `n` bytes filled with
+// `payload_fill` (or guard bytes when < 0), guard bytes.
+struct HostGuarded {
+    std::vector<uint8_t> all;
+    explicit HostGuarded(size_t n, int payload_fill = -1)
+        : all(n + 2 * kGuardBytes, kGuard) {
+        if (payload_fill >= 0) std::memset(all.data() + kGuardBytes, payload_fill, n);
+    }
+    uint8_t* at(size_t off = 0) { return all.data() + kGuardBytes + off; }
+};
+
 // ---- test data --------------------------------------------------------------------------
 
 // Deterministic generator (fixed seeds: a failure reproduces).

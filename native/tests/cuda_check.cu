@@ -17,12 +17,6 @@ void cuda_or_die(cudaError_t e, const char* what, const char* file, int line) {
     }
 }
 
-bool guards_intact(const std::vector<uint8_t>& h) {
-    for (size_t i = 0; i < kGuardBytes; ++i)
-        if (h[i] != kGuard || h[h.size() - 1 - i] != kGuard) return false;
-    return true;
-}
-
 bool pageable_memory_is_device_accessible() {
     int dev = 0, v = 0;
     CUDA_OR_DIE(cudaGetDevice(&dev));

@@ -19,10 +19,9 @@ namespace harness {
 void cuda_or_die(cudaError_t e, const char* what, const char* file, int line);
 #define CUDA_OR_DIE(x) ::harness::cuda_or_die((x), #x, __FILE__, __LINE__)
 
-inline constexpr uint8_t kGuard = 0xab;  // bytes around every device buffer
-inline constexpr size_t kGuardBytes = 256;
-
-// Device buffer with guard bytes before and after the payload; `at(off)` is payload+off.
+// Device buffer with guard bytes (kGuard, kGuardBytes: check.h) before and after the
+// payload; `at(off)` is payload+off. Strided buffers get their size from
+// strided_payload_bytes (check.h), the rule the CPU harness checks.
 // The payload starts as guard bytes too, or as `payload_fill` (0xff poisons with NaN).
 // Every fill and upload ends with a device synchronise: the library runs on other streams
 // (non-blocking ones included) that do not wait for the legacy stream's copies.
@@ -57,10 +56,6 @@ struct DevBuf {
         return h;
     }
 };
-
-// Whether bytes [0, kGuardBytes) and the last kGuardBytes of a download_all() still hold
-// the guard.
-bool guards_intact(const std::vector<uint8_t>& h);
 
 // On HMM / ATS systems the GPU can read ordinary host memory, so the library accepts it.
 bool pageable_memory_is_device_accessible();

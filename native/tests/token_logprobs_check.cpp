@@ -12,6 +12,8 @@
 #include <cstring>
 #include <limits>
 
+#include "online_softmax.h"
+
 namespace harness {
 
 // ---- data, references, tolerances -------------------------------------------------------
@@ -25,9 +27,12 @@ constexpr double kEps32 = 1.1920928955078125e-07;  // 2^-23
 //   0 normal N(0, sigma^2)            1 normal with 2% of entries at +-1e4
 //   2 normal with 10% of entries -inf  3 all -inf but 1-3 finite entries (target may be -inf)
 //   4 1e4 + N(0, sigma^2)  (tests cancellation: lse ~ 1e4)
+// With huge_span instead, every row: N(0, sigma^2) with 5% of entries at -1e38 and at least
+// one at +1e38, placed after the first 2048 entries when V > 2048 (the CPU kernel's chunk),
+// so that the running max jumps by more than FLT_MAX / s after mass has accumulated.
 TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
                           double ignore_frac, bool extreme, bool entropy, int64_t ignore_index,
-                          uint64_t seed) {
+                          uint64_t seed, bool huge_span = false) {
     Rng rng(seed);
     TokenCase c;
     c.dtype = dtype;
@@ -36,9 +41,11 @@ TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
     c.stride = vocab + pad;
     c.ignore_index = ignore_index;
     c.entropy = entropy;
+    c.huge_span = huge_span;
     c.label = strf("%s rows=%" PRId64 " V=%" PRId64 " stride=%" PRId64 " ignored=%.2g%s%s ii=%" PRId64,
                      dtype_name(dtype), rows, vocab, c.stride, ignore_frac,
-                     extreme ? " extreme" : "", entropy ? " entropy" : "", ignore_index);
+                     huge_span ? " span>FLT_MAX" : extreme ? " extreme" : "", entropy ? " entropy" : "",
+                     ignore_index);
     const int es = elem_size(dtype);
     c.logits.assign(size_t(rows * c.stride * es), 0);
     const float nanf = std::numeric_limits<float>::quiet_NaN();
@@ -57,6 +64,13 @@ TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
         if (kind == 3) {
             const int64_t n = 1 + rng.below(3);
             for (int64_t k = 0; k < n; ++k) z[size_t(rng.below(vocab))] = float(sigma * rng.normal());
+        }
+        if (huge_span) {
+            for (int64_t v = 0; v < vocab; ++v)
+                if (rng.uniform() < 0.05) z[size_t(v)] = -1e38f;
+            const int64_t from = vocab > 2048 ? 2048 : 0;
+            z[size_t(from + rng.below(vocab - from))] = 1e38f;
+            if (rng.uniform() < 0.5) z[size_t(rng.below(vocab))] = 1e38f;
         }
         bool any_finite = false;
         for (float x : z) any_finite |= std::isfinite(x);
@@ -124,7 +138,9 @@ void ref_grad_row(const TokenCase& c, int64_t r, std::vector<double>& out) {
 double tol_lse(const TokenCase& c, int64_t r) { return 3e-5 + 16 * kEps32 * c.scale[size_t(r)]; }
 
 double tol_entropy(const TokenCase& c, int64_t r) {
-    return 1e-4 + 2e-5 * std::fabs(c.entropy_ref[size_t(r)]) + 16 * kEps32 * c.scale[size_t(r)];
+    // huge_span: every term but the maxima is exactly 0, so only the log of k is rounded
+    const double scale_term = c.huge_span ? 0.0 : 16 * kEps32 * c.scale[size_t(r)];
+    return 1e-4 + 2e-5 * std::fabs(c.entropy_ref[size_t(r)]) + scale_term;
 }
 
 double tol_grad(const TokenCase& c, int64_t r, double ref) {
@@ -315,6 +331,101 @@ void cpu_check_token_errors(Checker& ck) {
 
 }  // namespace
 
+namespace {
+
+// The harness's guarded-buffer rule (strided_payload_bytes, which sizes the CUDA check's
+// buffers too) against what a backward writes and what the checks read: a gradient buffer at
+// every base offset the CUDA check draws (0, 1, 3, 5 elements) and row padding (0, 2, 8),
+// and the logits buffer at its offsets (0, 1, 3) in place, written by the CPU kernel into
+// guarded host buffers sized by the rule. Regression: the CUDA check once sized the gradient
+// buffer rows * stride * elem + 16 while its offset reached 20 bytes (5 fp32 elements), so
+// rows = 1, V = 50257, stride V, offset 20 B wrote 4 bytes into the trailing guard and its
+// padding check read guard bytes (15 of the 431 CUDA cases failed that way); the logits
+// buffer had the same + 16, with offsets up to 12 bytes.
+void cpu_check_guarded_layouts(Checker& ck) {
+    struct Shape {
+        int64_t rows, vocab, pad;
+    };
+    const Shape shapes[] = {{1, 50257, 0}, {7, 129, 3}, {3, 1000, 8}};
+    for (const Shape& sh : shapes) {
+        for (int dtype : {SPO4J_F32, SPO4J_BF16, SPO4J_F16}) {
+            const int es = elem_size(dtype);
+            TokenCase c = make_token_case(sh.rows, sh.vocab, dtype, sh.pad, 0.2, false, false, -100,
+                                          uint64_t(7001 + sh.vocab * 3 + dtype));
+            bool ok = true;
+            std::string bad;
+            for (int64_t goff_el : {0, 1, 3, 5}) {
+                for (int64_t gpad : {0, 2, 8}) {
+                    const int64_t gstride = c.vocab + gpad;
+                    const size_t goff = size_t(goff_el * es);
+                    HostGuarded g(strided_payload_bytes(c.rows, gstride, es, goff), 0xff);
+                    const int st = spo4j_token_logprobs_bwd_cpu(
+                        c.logits.data(), c.dtype, c.rows, c.vocab, c.stride, c.targets.data(),
+                        c.ignore_index, c.lse_in.data(), c.grad_logp.data(), g.at(goff), gstride, 1);
+                    bool pad_ok = true;  // read exactly as the CUDA check reads it
+                    for (int64_t r = 0; r < c.rows; ++r)
+                        for (int64_t b = c.vocab * es; b < gstride * es; ++b)
+                            pad_ok &= g.at(goff)[size_t(r * gstride * es + b)] == 0xff;
+                    const bool this_ok = st == SPO4J_OK && pad_ok && guards_intact(g.all);
+                    if (!this_ok && bad.empty())
+                        bad = strf("grad offset %zu B, stride %" PRId64 ": status %d, padding %s, guards %s",
+                                   goff, gstride, st, pad_ok ? "ok" : "changed",
+                                   guards_intact(g.all) ? "intact" : "overwritten");
+                    ok &= this_ok;
+                    if (sh.vocab == 50257 && dtype == SPO4J_F32 && goff == 20 && gpad == 0)
+                        ck.record(this_ok,
+                                  "guarded gradient buffer for rows=1 V=50257 f32 at offset 20 B keeps its "
+                                  "trailing guard (harness overrun regression)",
+                                  strf("payload %zu B for a row of %" PRId64 " B at offset 20 B",
+                                       strided_payload_bytes(1, gstride, es, goff), gstride * es));
+                }
+            }
+            for (int64_t off_el : {0, 1, 3}) {
+                const size_t off = size_t(off_el * es);
+                const size_t zbytes = size_t(c.rows * c.stride * es);
+                HostGuarded z(strided_payload_bytes(c.rows, c.stride, es, off));
+                std::memcpy(z.at(off), c.logits.data(), zbytes);
+                const int st = spo4j_token_logprobs_bwd_cpu(
+                    z.at(off), c.dtype, c.rows, c.vocab, c.stride, c.targets.data(), c.ignore_index,
+                    c.lse_in.data(), c.grad_logp.data(), z.at(off), c.stride, 1);
+                const bool this_ok = st == SPO4J_OK && guards_intact(z.all);
+                if (!this_ok && bad.empty())
+                    bad = strf("in place, logits offset %zu B: status %d, guards %s", off, st,
+                               guards_intact(z.all) ? "intact" : "overwritten");
+                ok &= this_ok;
+            }
+            ck.record(ok, strf("guarded buffers sized by strided_payload_bytes hold every row and its padding "
+                               "[%s rows=%" PRId64 " V=%" PRId64 "]", dtype_name(dtype), sh.rows, sh.vocab),
+                      bad);
+        }
+    }
+}
+
+// The entropy rescale shared by the CPU and CUDA kernels (common/online_softmax.h) on the
+// values that made the CUDA kernel's entropy NaN: a max that jumps by more than FLT_MAX / s.
+void cpu_check_entropy_rescale(Checker& ck) {
+    const float jump = spo4j::rescale_entropy_term(0.0f, -2e38f, 4.0f, 3.0f);
+    ck.record(jump == 0.0f, "entropy rescale after a jump of 2e38 with s = 4 is 0 (was 0 * -inf = NaN)",
+              strf("got %.9g", double(jump)));
+    const float clamped = spo4j::rescale_entropy_term(0.0f, -std::numeric_limits<float>::max(), 1e9f, -5.0f);
+    ck.record(clamped == 0.0f, "entropy rescale with d = -FLT_MAX, s = 1e9 is 0",
+              strf("got %.9g", double(clamped)));
+    // an ordinary rescale is unchanged by the clamp: exp(d) (t + d s) in float64
+    bool ok = true;
+    std::string detail;
+    for (float d : {-0.5f, -3.0f, -20.0f, -87.0f, -100.0f}) {
+        const float s = 37.5f, t = -12.25f, scale = std::exp(d);
+        const double ref = double(scale) * (double(t) + double(d) * double(s));
+        const float got = spo4j::rescale_entropy_term(scale, d, s, t);
+        const bool good = std::fabs(double(got) - ref) <= 1e-6 * std::fabs(ref) + 1e-44;
+        if (!good && detail.empty()) detail = strf("d = %g: got %.9g, ref %.9g", double(d), double(got), ref);
+        ok &= good;
+    }
+    ck.record(ok, "entropy rescale matches exp(d) (t + d s) while exp(d) > 0", detail);
+}
+
+}  // namespace
+
 // ---- the token log-probs part of the check mode -------------------------------------------
 
 void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
@@ -352,6 +463,22 @@ void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
             }
         }
     }
+    // Rows whose logits span more than FLT_MAX (the entropy NaN of the CUDA kernel and of the
+    // CPU kernel's chunk rescale for V > 2048): warp and block paths, fp32 and bf16 (fp16
+    // cannot hold 1e38).
+    cpu_check_entropy_rescale(ck);
+    for (int64_t V : {129, 5000}) {
+        for (int dtype : {SPO4J_F32, SPO4J_BF16}) {
+            TokenCase c = make_token_case(9, V, dtype, 1, 0.1, false, true, SPO4J_IGNORE_INDEX,
+                                          uint64_t(880001 + V * 7 + dtype), true);
+            const int before = ck.failed;
+            cpu_check_token_case(ck, c, 2, 0);
+            if (cuda) cuda_check_token_case(ck, c, uint64_t(V) * 131 + uint64_t(dtype));
+            std::printf("%s case %s\n", ck.failed == before ? "ok  " : "FAIL", c.label.c_str());
+            std::fflush(stdout);
+        }
+    }
+    cpu_check_guarded_layouts(ck);
     cpu_check_token_errors(ck);
     if (cuda) cuda_check_token_errors(ck);
 }

@@ -5,7 +5,9 @@
 // is or is not 16-byte aligned (base offsets and padded strides), in place and not, on the
 // legacy default stream and on a created stream; guard bytes around every buffer must
 // survive. Then the error statuses, including "a failed call leaves the (in-place) logits
-// untouched". Kernel: native/cuda/token_logprobs.cu.
+// untouched"; the unchecked launches (bit-identical to the checked ones, bad targets as NaN
+// rows, captured in a CUDA graph); the backward at every 16-byte phase between its input and
+// output rows. Kernel: native/cuda/token_logprobs.cu.
 #include <cuda_runtime.h>
 
 #include <cinttypes>
@@ -51,7 +53,7 @@ void check_token_case_shape(Checker& ck, TokenCase& c, uint64_t seed, int forced
     const std::string ctx = c.label + strf(" offset=%zuB stream=%s threads=%s", off, own_stream ? "own" : "legacy",
                                            forced_threads ? std::to_string(forced_threads).c_str() : "auto");
 
-    DevBuf z(zbytes + 16), tg(n * 8), gl(n * 4), li(n * 4);
+    DevBuf z(strided_payload_bytes(c.rows, c.stride, es, off)), tg(n * 8), gl(n * 4), li(n * 4);
     z.upload(c.logits.data(), zbytes, off);
     tg.upload(c.targets.data(), n * 8);
     gl.upload(c.grad_logp.data(), n * 4);
@@ -79,12 +81,25 @@ void check_token_case_shape(Checker& ck, TokenCase& c, uint64_t seed, int forced
         if (c.entropy) ce.finish(ck, ctx);
     }
 
+    // the unchecked launch (no host sync) runs the same kernel: bit-identical outputs
+    if (forced_threads == 0) {
+        DevBuf ulp(n * 4, 0xff), uls(n * 4, 0xff), uen(n * 4, 0xff);
+        const int ust = spo4j_token_logprobs_fwd_cuda_unchecked(
+            z.at(off), c.dtype, c.rows, c.vocab, c.stride, tg.as<int64_t>(), c.ignore_index,
+            ulp.as<float>(), uls.as<float>(), c.entropy ? uen.as<float>() : nullptr, stream);
+        CUDA_OR_DIE(cudaStreamSynchronize(stream));
+        const bool same = ust == SPO4J_OK && ulp.download<uint8_t>(n * 4) == lp.download<uint8_t>(n * 4) &&
+                          uls.download<uint8_t>(n * 4) == ls.download<uint8_t>(n * 4) &&
+                          (!c.entropy || uen.download<uint8_t>(n * 4) == en.download<uint8_t>(n * 4));
+        ck.record(same, "cuda fwd unchecked == checked, bit for bit [" + ctx + "]",
+                  strf("status %d: %s", ust, spo4j_last_error()));
+    }
+
     // backward into a separate buffer: its own stride and offset, so that input and output
-    // rows can sit at different 16-byte phases (the scalar fallback) or the same one
+    // rows can sit at different 16-byte phases (realigned loads) or the same one
     const int64_t gstride = c.vocab + pick<int64_t>(g, {0, 0, 2, 8});
     const size_t goff = pick<size_t>(g, {0, 0, 1, 5}) * size_t(es);
-    const size_t gbytes = size_t(c.rows * gstride * es);
-    DevBuf gz(gbytes + 16, 0xff);
+    DevBuf gz(strided_payload_bytes(c.rows, gstride, es, goff), 0xff);
     st = spo4j_token_logprobs_bwd_cuda(z.at(off), c.dtype, c.rows, c.vocab, c.stride,
                                        tg.as<int64_t>(), c.ignore_index, li.as<float>(),
                                        gl.as<float>(), gz.at(goff), gstride, stream);
@@ -97,6 +112,18 @@ void check_token_case_shape(Checker& ck, TokenCase& c, uint64_t seed, int forced
                                        gl.as<float>(), z.at(off), c.stride, stream);
     const bool inplace_ok = ck.record(st == SPO4J_OK, "cuda bwd in-place status [" + ctx + "]",
                                       strf("status %d: %s", st, spo4j_last_error()));
+    if (forced_threads == 0 && bwd_ok && inplace_ok) {
+        // unchecked, in place over a fresh copy of the logits: the same bytes as the checked call
+        DevBuf zu(strided_payload_bytes(c.rows, c.stride, es, off));
+        zu.upload(c.logits.data(), zbytes, off);
+        const int ust = spo4j_token_logprobs_bwd_cuda_unchecked(
+            zu.at(off), c.dtype, c.rows, c.vocab, c.stride, tg.as<int64_t>(), c.ignore_index,
+            li.as<float>(), gl.as<float>(), zu.at(off), c.stride, stream);
+        CUDA_OR_DIE(cudaStreamSynchronize(stream));
+        ck.record(ust == SPO4J_OK && zu.download_all() == z.download_all(),
+                  "cuda bwd unchecked in place == checked, bit for bit [" + ctx + "]",
+                  strf("status %d: %s", ust, spo4j_last_error()));
+    }
     if (bwd_ok && inplace_ok) {
         const std::vector<uint8_t> gh = gz.download_all(), zh = z.download_all();
         const uint8_t* gbase = gh.data() + kGuardBytes + goff;
@@ -183,19 +210,14 @@ void cuda_token_errors_for(Checker& ck, int dtype, int64_t vocab) {
         return spo4j_token_logprobs_bwd_cuda(dz.at(), dtype, rows, vocab, stride, dt.as<int64_t>(), -100,
                                              dls.as<float>(), dgl.as<float>(), dz.at(), stride, nullptr);
     };
-    auto outputs_untouched = [&]() {
-        bool ok = true;
-        for (const DevBuf* b : {&lp, &ls, &en})
-            for (float x : b->download<float>(n)) ok &= std::isnan(x);
-        return ok;
-    };
     auto logits_untouched = [&]() { return dz.download<uint8_t>(zb) == z; };
     std::vector<int64_t> bad = t;
     bad[3] = vocab;
     expect_status(ck, fwd(bad, -100), SPO4J_ERR_TARGET, "cuda fwd target == vocab -> TARGET " + d,
                   strf("target %" PRId64 " at row 3 is out of range [0, %" PRId64 ") and is not ignore_index -100",
                        vocab, vocab));
-    ck.record(outputs_untouched(), "cuda fwd bad target leaves outputs untouched " + d);
+    // the target check runs inside the forward's pass: the bad row's logp is NaN, never z[t]
+    ck.record(std::isnan(lp.download<float>(n)[3]), "cuda fwd bad target gives the row a NaN logp " + d);
     bad[1] = vocab + 7;  // two bad rows: the smallest is reported
     expect_status(ck, fwd(bad, -100), SPO4J_ERR_TARGET, "cuda fwd reports the first bad row " + d,
                   strf("target %" PRId64 " at row 1", vocab + 7));
@@ -218,6 +240,55 @@ void cuda_token_errors_for(Checker& ck, int dtype, int64_t vocab) {
     ign[6] = -100;
     expect_status(ck, bwd_inplace(ign, lbad), SPO4J_OK, "cuda bwd ignores the lse of ignored rows " + d);
     dz.upload(z.data(), zb);
+    {
+        // unchecked: a bad target is not reported and never dereferenced; its row gets NaN
+        // (logp; the whole gradient row) and every other row the checked call's bytes
+        expect_status(ck, fwd(t, -100), SPO4J_OK, "cuda fwd (checked) for the unchecked comparison " + d);
+        const std::vector<float> ref_lp = lp.download<float>(n), ref_ls = ls.download<float>(n);
+        std::vector<int64_t> ub = t;
+        ub[4] = vocab + 3;
+        ub[6] = -7;
+        dt.upload(ub.data(), n * 8);
+        expect_status(ck, spo4j_token_logprobs_fwd_cuda_unchecked(dz.at(), dtype, rows, vocab, stride, dt.as<int64_t>(),
+                                                                  -100, lp.as<float>(), ls.as<float>(), en.as<float>(),
+                                                                  nullptr),
+                      SPO4J_OK, "cuda fwd unchecked with bad targets returns OK " + d);
+        CUDA_OR_DIE(cudaDeviceSynchronize());
+        const std::vector<float> u_lp = lp.download<float>(n), u_ls = ls.download<float>(n);
+        bool rows_ok = std::isnan(u_lp[4]) && std::isnan(u_lp[6]);
+        for (size_t r : {size_t(0), size_t(1), size_t(2), size_t(3), size_t(5)})
+            rows_ok &= std::memcmp(&u_lp[r], &ref_lp[r], 4) == 0 && std::memcmp(&u_ls[r], &ref_ls[r], 4) == 0;
+        ck.record(rows_ok, "cuda fwd unchecked: bad rows get logp NaN, the others the checked bytes " + d);
+        // backward: checked reference with the good targets, then unchecked with the bad ones
+        dls.upload(lse.data(), n * 4);
+        dt.upload(t.data(), n * 8);
+        expect_status(ck, spo4j_token_logprobs_bwd_cuda(dz.at(), dtype, rows, vocab, stride, dt.as<int64_t>(), -100,
+                                                        dls.as<float>(), dgl.as<float>(), dz.at(), stride, nullptr),
+                      SPO4J_OK, "cuda bwd (checked) for the unchecked comparison " + d);
+        const std::vector<uint8_t> ref_g = dz.download<uint8_t>(zb);
+        dz.upload(z.data(), zb);
+        dt.upload(ub.data(), n * 8);
+        expect_status(ck, spo4j_token_logprobs_bwd_cuda_unchecked(dz.at(), dtype, rows, vocab, stride,
+                                                                  dt.as<int64_t>(), -100, dls.as<float>(),
+                                                                  dgl.as<float>(), dz.at(), stride, nullptr),
+                      SPO4J_OK, "cuda bwd unchecked with bad targets returns OK " + d);
+        CUDA_OR_DIE(cudaDeviceSynchronize());
+        const std::vector<uint8_t> u_g = dz.download<uint8_t>(zb);
+        bool g_ok = true;
+        for (int64_t r = 0; r < rows; ++r) {
+            const size_t row0 = size_t(r * stride * es), len = size_t(vocab * es);
+            if (r == 4 || r == 6) {
+                for (int64_t v = 0; v < vocab; ++v) g_ok &= std::isnan(load_elem(u_g.data() + row0, dtype, v));
+            } else {
+                g_ok &= std::memcmp(u_g.data() + row0, ref_g.data() + row0, len) == 0;
+            }
+            // the row padding is the logits' own and stays as it was
+            g_ok &= std::memcmp(u_g.data() + row0 + len, z.data() + row0 + len, size_t((stride - vocab) * es)) == 0;
+        }
+        ck.record(g_ok, "cuda bwd unchecked: bad rows get NaN gradients, the others the checked bytes " + d);
+        dz.upload(z.data(), zb);
+        dt.upload(t.data(), n * 8);
+    }
     // rows with no finite lse in the forward
     std::vector<uint8_t> zz = z;
     for (int64_t v = 0; v < vocab; ++v)
@@ -246,9 +317,175 @@ void cuda_token_errors_for(Checker& ck, int dtype, int64_t vocab) {
 
 }  // namespace
 
+namespace {
+
+// Every 16-byte phase between input and output rows of an out-of-place backward (logits at
+// element offset 0 or 1, gradient at 0..VEC-1 elements, strides that keep or shift the
+// phase from row to row): the realigned vector path, its scalar ends and short rows,
+// against the CPU kernel, with guards and row padding intact. Warp path (V = 129, 1000) and
+// block path (V = 5000).
+void cuda_check_realign(Checker& ck) {
+    for (int dtype : {SPO4J_F32, SPO4J_BF16, SPO4J_F16}) {
+        const int es = elem_size(dtype), vec = 16 / es;
+        for (int64_t V : {int64_t(5), int64_t(129), int64_t(1000), int64_t(5000)}) {
+            const int64_t rows = 4;
+            std::mt19937_64 g(uint64_t(V * 17 + dtype));
+            std::normal_distribution<float> nd(0.0f, 3.0f);
+            const int64_t zstride = V + (V % 2 ? 1 : 3);
+            std::vector<uint8_t> z(static_cast<size_t>(rows * zstride * es));
+            for (int64_t i = 0; i < rows * zstride; ++i) store_elem(z.data(), dtype, i, nd(g));
+            std::vector<int64_t> t(static_cast<size_t>(rows));
+            for (auto& x : t) x = int64_t(g() % uint64_t(V));
+            t[1] = -100;
+            std::vector<float> gl(static_cast<size_t>(rows)), lse(static_cast<size_t>(rows)), lp(static_cast<size_t>(rows));
+            for (auto& x : gl) x = float(int(g() % 2001) - 1000) / 500.0f;
+            spo4j_token_logprobs_fwd_cpu(z.data(), dtype, rows, V, zstride, t.data(), -100, lp.data(), lse.data(),
+                                         nullptr, 1);
+            std::vector<uint8_t> ref(static_cast<size_t>(rows * V * es));
+            spo4j_token_logprobs_bwd_cpu(z.data(), dtype, rows, V, zstride, t.data(), -100, lse.data(), gl.data(),
+                                         ref.data(), V, 1);
+            DevBuf dt(size_t(rows) * 8), dl(size_t(rows) * 4), dg(size_t(rows) * 4);
+            dt.upload(t.data(), size_t(rows) * 8);
+            dl.upload(lse.data(), size_t(rows) * 4);
+            dg.upload(gl.data(), size_t(rows) * 4);
+            bool ok = true;
+            std::string bad;
+            for (int zoff_el : {0, 1}) {
+                const size_t zoff = size_t(zoff_el * es);
+                DevBuf dz(strided_payload_bytes(rows, zstride, es, zoff));
+                dz.upload(z.data(), z.size(), zoff);
+                for (int goff_el = 0; goff_el < vec; ++goff_el) {
+                    for (int64_t gpad : {int64_t(0), int64_t(1)}) {
+                        const int64_t gstride = V + gpad;
+                        const size_t goff = size_t(goff_el * es);
+                        DevBuf out(strided_payload_bytes(rows, gstride, es, goff), 0xff);
+                        const int st = spo4j_token_logprobs_bwd_cuda(dz.at(zoff), dtype, rows, V, zstride,
+                                                                     dt.as<int64_t>(), -100, dl.as<float>(),
+                                                                     dg.as<float>(), out.at(goff), gstride, nullptr);
+                        const std::vector<uint8_t> h = out.download_all();
+                        const uint8_t* base = h.data() + kGuardBytes + goff;
+                        Closeness cc("realign");
+                        bool pad_ok = true;
+                        for (int64_t r = 0; r < rows; ++r) {
+                            for (int64_t v = 0; v < V; ++v) {
+                                const double want = load_elem(ref.data() + size_t(r * V * es), dtype, v);
+                                // one rounding of the output dtype either side, on top of fp32 exp
+                                const double tol = 1e-6 + 2.0 * (es == 4 ? 0x1.0p-23 : es == 2 && dtype == SPO4J_BF16
+                                                                     ? 0x1.0p-8 : 0x1.0p-11) * std::fabs(want);
+                                cc.add(r * V + v, load_elem(base + size_t(r * gstride * es), dtype, v), want,
+                                       tol + (dtype == SPO4J_F16 ? 0x1.0p-24 : 0.0));
+                            }
+                            for (int64_t b = V * es; b < gstride * es; ++b)
+                                pad_ok &= base[size_t(r * gstride * es + b)] == 0xff;
+                        }
+                        Checker quiet;
+                        const bool vals = cc.finish(quiet, "");
+                        const bool this_ok = st == SPO4J_OK && vals && pad_ok && guards_intact(h);
+                        if (!this_ok && bad.empty())
+                            bad = strf("logits offset %zu B, gradient offset %zu B, stride %" PRId64
+                                       ": status %d, values %s, padding %s, guards %s",
+                                       zoff, goff, gstride, st, vals ? "ok" : "wrong", pad_ok ? "ok" : "changed",
+                                       guards_intact(h) ? "intact" : "overwritten");
+                        ok &= this_ok;
+                    }
+                }
+            }
+            ck.record(ok, strf("cuda bwd out of place at every 16-byte phase (realigned loads) [%s V=%" PRId64 "]",
+                               dtype_name(dtype), V),
+                      bad);
+        }
+    }
+}
+
+// The unchecked launches inside a CUDA graph: forward and in-place backward captured on a
+// created stream, replayed twice over fresh logits, bit-identical to direct unchecked calls;
+// a checked call inside a capture fails with a status (it must synchronise) and leaves no
+// error behind for the next call.
+void cuda_check_graph_capture(Checker& ck) {
+    for (int dtype : {SPO4J_F32, SPO4J_BF16}) {
+        for (int64_t V : {int64_t(129), int64_t(5000)}) {
+            const std::string d = strf("%s V=%" PRId64, dtype_name(dtype), V);
+            const int64_t rows = 33;
+            const int es = elem_size(dtype);
+            std::mt19937_64 g(uint64_t(V + 31 * dtype));
+            std::normal_distribution<float> nd(0.0f, 2.0f);
+            std::vector<uint8_t> z(static_cast<size_t>(rows * V * es));
+            for (int64_t i = 0; i < rows * V; ++i) store_elem(z.data(), dtype, i, nd(g));
+            std::vector<int64_t> t(static_cast<size_t>(rows));
+            for (auto& x : t) x = g() % 5 == 0 ? -100 : int64_t(g() % uint64_t(V));
+            std::vector<float> gl(static_cast<size_t>(rows), 0.25f);
+            const size_t n = size_t(rows), zb = z.size();
+            DevBuf dz(zb), dt(n * 8), dg(n * 4), lp(n * 4, 0xff), ls(n * 4, 0xff);
+            dt.upload(t.data(), n * 8);
+            dg.upload(gl.data(), n * 4);
+            cudaStream_t s;
+            CUDA_OR_DIE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+            auto step = [&]() {
+                const int a = spo4j_token_logprobs_fwd_cuda_unchecked(dz.at(), dtype, rows, V, V, dt.as<int64_t>(),
+                                                                      -100, lp.as<float>(), ls.as<float>(), nullptr, s);
+                const int b = spo4j_token_logprobs_bwd_cuda_unchecked(dz.at(), dtype, rows, V, V, dt.as<int64_t>(),
+                                                                      -100, ls.as<float>(), dg.as<float>(), dz.at(), V,
+                                                                      s);
+                return a == SPO4J_OK && b == SPO4J_OK;
+            };
+            // direct
+            dz.upload(z.data(), zb);
+            const bool direct_ok = step();
+            CUDA_OR_DIE(cudaStreamSynchronize(s));
+            const std::vector<uint8_t> want_g = dz.download<uint8_t>(zb), want_l = ls.download<uint8_t>(n * 4);
+            // captured
+            dz.upload(z.data(), zb);
+            cudaGraph_t graph = nullptr;
+            CUDA_OR_DIE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+            const bool captured_ok = step();
+            const std::string capture_msg = spo4j_last_error();
+            const cudaError_t end = cudaStreamEndCapture(s, &graph);
+            bool replay_ok = captured_ok && end == cudaSuccess && graph != nullptr;
+            if (replay_ok) {
+                cudaGraphExec_t exec = nullptr;
+                CUDA_OR_DIE(cudaGraphInstantiate(&exec, graph, 0));
+                for (int rep = 0; rep < 2 && replay_ok; ++rep) {
+                    dz.upload(z.data(), zb);
+                    CUDA_OR_DIE(cudaMemsetAsync(ls.at(), 0xff, n * 4, s));
+                    CUDA_OR_DIE(cudaGraphLaunch(exec, s));
+                    CUDA_OR_DIE(cudaStreamSynchronize(s));
+                    replay_ok &= dz.download<uint8_t>(zb) == want_g && ls.download<uint8_t>(n * 4) == want_l;
+                }
+                CUDA_OR_DIE(cudaGraphExecDestroy(exec));
+            } else {
+                (void)cudaGetLastError();
+            }
+            if (graph) CUDA_OR_DIE(cudaGraphDestroy(graph));
+            ck.record(direct_ok && replay_ok,
+                      "cuda unchecked fwd + in-place bwd captured in a graph replay bit for bit " + d,
+                      strf("direct %d, captured %d (%s), end capture %s", direct_ok, captured_ok,
+                           capture_msg.c_str(), cudaGetErrorName(end)));
+            // a checked call cannot be captured (it synchronises): a status, not a crash
+            CUDA_OR_DIE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+            const int st = spo4j_token_logprobs_fwd_cuda(dz.at(), dtype, rows, V, V, dt.as<int64_t>(), -100,
+                                                         lp.as<float>(), ls.as<float>(), nullptr, s);
+            cudaGraph_t g2 = nullptr;
+            (void)cudaStreamEndCapture(s, &g2);
+            if (g2) CUDA_OR_DIE(cudaGraphDestroy(g2));
+            (void)cudaGetLastError();
+            ck.record(st == SPO4J_ERR_CUDA, "cuda checked fwd inside a capture returns SPO4J_ERR_CUDA " + d,
+                      strf("status %d: %s", st, spo4j_last_error()));
+            dz.upload(z.data(), zb);
+            expect_status(ck, spo4j_token_logprobs_fwd_cuda(dz.at(), dtype, rows, V, V, dt.as<int64_t>(), -100,
+                                                            lp.as<float>(), ls.as<float>(), nullptr, s),
+                          SPO4J_OK, "cuda checked fwd after a failed capture works " + d);
+            CUDA_OR_DIE(cudaStreamDestroy(s));
+        }
+    }
+}
+
+}  // namespace
+
 void cuda_check_token_errors(Checker& ck) {
     for (int dtype : {SPO4J_F32, SPO4J_BF16, SPO4J_F16})
         for (int64_t vocab : {129, 5000}) cuda_token_errors_for(ck, dtype, vocab);
+    cuda_check_realign(ck);
+    cuda_check_graph_capture(ck);
 
     // argument errors
     const int64_t rows = 3, V = 10;

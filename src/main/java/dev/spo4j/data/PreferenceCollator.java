@@ -13,21 +13,45 @@ import org.bytedeco.pytorch.Tensor;
  * BOS plus a token, or an empty prompt without BOS and a one-token completion) is rejected
  * with an {@link IllegalArgumentException} naming the pair's source. Rows are padded to the
  * longest row of the batch, not to L.
+ *
+ * <p>Given the model's vocabulary size V, every token id of a pair (prompt and both
+ * completions, after truncation) must lie in {@code [0, V)}: a pair with one outside is
+ * rejected when it is tokenized, naming the pair, the part, the position and the id (a
+ * tokenizer that does not match the model). The targets of every batch this collator makes
+ * are then known to be valid, which lets the loss kernels skip their own check
+ * ({@code PreferenceObjective.Inputs.withTargetsChecked}).
  */
 public final class PreferenceCollator {
     private final TextTokenizer tokenizer;
     private final int maxLength;
+    private final long vocabSize;
 
     /** @param maxLength L, the longest row allowed, at least 1 */
     public PreferenceCollator(TextTokenizer tokenizer, int maxLength) {
+        this(tokenizer, maxLength, 0, false);
+    }
+
+    /**
+     * @param maxLength L, the longest row allowed, at least 1
+     * @param vocabSize the model's V, at least 1: every token id must lie in [0, V)
+     */
+    public PreferenceCollator(TextTokenizer tokenizer, int maxLength, long vocabSize) {
+        this(tokenizer, maxLength, vocabSize, true);
+    }
+
+    private PreferenceCollator(TextTokenizer tokenizer, int maxLength, long vocabSize, boolean checkVocab) {
         if (tokenizer == null) {
             throw new IllegalArgumentException("tokenizer is null");
         }
         if (maxLength < 1) {
             throw new IllegalArgumentException("maxLength is " + maxLength + " (expected at least 1)");
         }
+        if (checkVocab && vocabSize < 1) {
+            throw new IllegalArgumentException("vocabSize is " + vocabSize + " (expected at least 1)");
+        }
         this.tokenizer = tokenizer;
         this.maxLength = maxLength;
+        this.vocabSize = vocabSize;
     }
 
     /** No length limit. */
@@ -45,6 +69,11 @@ public final class PreferenceCollator {
         return tokenizer;
     }
 
+    /** The vocabulary size every token id is checked against, or 0 when ids are not checked. */
+    public long vocabSize() {
+        return vocabSize;
+    }
+
     /** Tokenizes and truncates one pair by the token rule. */
     public TokenizedPair tokenize(PreferencePair pair) {
         TokenRule.Truncated t = TokenRule.truncate(TokenRule.prompt(tokenizer, pair.prompt()), tokenizer.addBos(),
@@ -52,6 +81,11 @@ public final class PreferenceCollator {
         TokenizedPair p = new TokenizedPair(pair, t.prompt(), t.completions()[0], t.completions()[1], t.truncated());
         requireScored(p, true);
         requireScored(p, false);
+        if (vocabSize > 0) {
+            requireInVocabulary(p, "prompt", p.prompt());
+            requireInVocabulary(p, "chosen completion", p.chosen());
+            requireInVocabulary(p, "rejected completion", p.rejected());
+        }
         return p;
     }
 
@@ -117,6 +151,16 @@ public final class PreferenceCollator {
                     : "it is the first token of its row (empty prompt and no BOS), so none can be scored";
             throw new IllegalArgumentException(t.pair().source() + ": the " + which + " completion has no "
                     + "scored token: " + why);
+        }
+    }
+
+    private void requireInVocabulary(TokenizedPair t, String part, long[] ids) {
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= vocabSize) {
+                throw new IllegalArgumentException(t.pair().source() + ": token id " + ids[i] + " of the " + part
+                        + " (position " + i + ") is outside the model's vocabulary [0, " + vocabSize
+                        + "): the tokenizer does not match the model");
+            }
         }
     }
 

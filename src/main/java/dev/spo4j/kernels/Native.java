@@ -89,6 +89,17 @@ final class Native {
             @Const FloatPointer lse, @Const FloatPointer gradLogp,
             Pointer gradLogits, long gradRowStride, Pointer stream);
 
+    static native int spo4j_token_logprobs_fwd_cuda_unchecked(
+            @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
+            @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
+            FloatPointer logp, FloatPointer lse, FloatPointer entropy, Pointer stream);
+
+    static native int spo4j_token_logprobs_bwd_cuda_unchecked(
+            @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
+            @Cast("const int64_t*") LongPointer targets, long ignoreIndex,
+            @Const FloatPointer lse, @Const FloatPointer gradLogp,
+            Pointer gradLogits, long gradRowStride, Pointer stream);
+
     static native int spo4j_preference_loss_cuda(
             @Const LossParams p, long pairs,
             @Const FloatPointer policyChosen, @Const FloatPointer policyRejected,

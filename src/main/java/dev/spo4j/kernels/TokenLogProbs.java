@@ -21,6 +21,21 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * rows x V is kept, and {@code inPlace} overwrites the logits with their gradient.
  * CPU tensors run the C++ kernels on {@code numThreads} threads (default: LibTorch's
  * intra-op thread count); CUDA tensors run the CUDA kernels on LibTorch's current stream.
+ *
+ * <h2>Checked and pre-validated targets</h2>
+ * By default ({@link TargetCheck#CHECKED}) a call rejects a target outside {@code [0, V)}
+ * that is not {@code ignoreIndex}, and a row with no finite logit, with an
+ * {@link IllegalArgumentException} from that call, naming the first offending row, before the
+ * in-place backward writes anything. On CUDA that check runs on the device, so the call waits
+ * for it: every checked CUDA call synchronises LibTorch's current stream (tens of
+ * microseconds, and the host cannot queue the next kernels meanwhile). A caller that has
+ * checked its targets against V already, as {@code Trainer} does when it collates a batch
+ * ({@code PreferenceCollator} with a vocabulary size), passes
+ * {@link TargetCheck#PREVALIDATED}: CUDA calls then only queue the kernel and return (no
+ * synchronisation, no device-to-host copy, no allocation), so they overlap with the host and
+ * can be captured in a CUDA graph. A bad target is then not reported: it is never read, its
+ * row's logp is NaN and its gradient row NaN, which shows up as a NaN loss. CPU calls check
+ * their targets either way (the check costs nothing there).
  */
 public final class TokenLogProbs {
     /**
@@ -30,6 +45,18 @@ public final class TokenLogProbs {
     public static final long DEFAULT_IGNORE_INDEX = -100;
 
     private TokenLogProbs() {}
+
+    /** Whether a call checks its targets itself; see the class comment. */
+    public enum TargetCheck {
+        /** The default: bad targets (and rows without a finite logit) throw; CUDA calls synchronise. */
+        CHECKED,
+        /**
+         * The caller guarantees every target is {@code ignoreIndex} or in {@code [0, V)}: CUDA
+         * calls launch without a host synchronisation and report no data error (a bad target's
+         * row comes out NaN); CPU calls still check.
+         */
+        PREVALIDATED
+    }
 
     /** logp, lse and (when asked for) entropy, each fp32 {@code [rows]}. */
     public record Result(Tensor logp, Tensor lse, Tensor entropy) {}
@@ -46,6 +73,18 @@ public final class TokenLogProbs {
      */
     public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy,
                                  int numThreads) {
+        return forward(logits, targets, ignoreIndex, withEntropy, numThreads, TargetCheck.CHECKED);
+    }
+
+    /**
+     * The forward with an explicit target check: {@link TargetCheck#PREVALIDATED} launches a
+     * CUDA forward without a host synchronisation (see the class comment).
+     */
+    public static Result forward(Tensor logits, Tensor targets, long ignoreIndex, boolean withEntropy,
+                                 int numThreads, TargetCheck check) {
+        if (check == null) {
+            throw new IllegalArgumentException("target check is null (expected CHECKED or PREVALIDATED)");
+        }
         Layout in = Layout.of(logits, targets, ignoreIndex);
         TensorChecks.Placement where = TensorChecks.sameDevice(new String[] {"logits", "targets"}, logits, targets);
         Tensor logp = Tensors.emptyFloats(logits, in.rows);
@@ -53,7 +92,11 @@ public final class TokenLogProbs {
         Tensor entropy = withEntropy ? Tensors.emptyFloats(logits, in.rows) : null;
         FloatPointer ent = withEntropy ? entropy.data_ptr_float() : null;
         int status;
-        if (where == TensorChecks.Placement.CUDA) {
+        if (where == TensorChecks.Placement.CUDA && check == TargetCheck.PREVALIDATED) {
+            status = Native.spo4j_token_logprobs_fwd_cuda_unchecked(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, logp.data_ptr_float(),
+                    lse.data_ptr_float(), ent, CudaKernels.currentStream(logits));
+        } else if (where == TensorChecks.Placement.CUDA) {
             status = Native.spo4j_token_logprobs_fwd_cuda(logits.data_ptr(), in.dtype, in.rows, in.vocab,
                     in.rowStride, targets.data_ptr_long(), ignoreIndex, logp.data_ptr_float(),
                     lse.data_ptr_float(), ent, CudaKernels.currentStream(logits));
@@ -79,6 +122,19 @@ public final class TokenLogProbs {
      */
     public static Tensor backward(Tensor logits, Tensor targets, Tensor lse, Tensor gradLogp,
                                   long ignoreIndex, boolean inPlace, int numThreads) {
+        return backward(logits, targets, lse, gradLogp, ignoreIndex, inPlace, numThreads, TargetCheck.CHECKED);
+    }
+
+    /**
+     * The backward with an explicit target check: {@link TargetCheck#PREVALIDATED} launches a
+     * CUDA backward without a host synchronisation (see the class comment); tensor arguments
+     * are checked either way.
+     */
+    public static Tensor backward(Tensor logits, Tensor targets, Tensor lse, Tensor gradLogp,
+                                  long ignoreIndex, boolean inPlace, int numThreads, TargetCheck check) {
+        if (check == null) {
+            throw new IllegalArgumentException("target check is null (expected CHECKED or PREVALIDATED)");
+        }
         Layout in = Layout.of(logits, targets, ignoreIndex);
         TensorChecks.defined(lse, "lse");
         TensorChecks.defined(gradLogp, "gradLogp");
@@ -96,7 +152,11 @@ public final class TokenLogProbs {
                 Tensors.options(logits.scalar_type().intern(), logits.device()), null);
         long gradStride = inPlace ? in.rowStride : in.vocab;
         int status;
-        if (where == TensorChecks.Placement.CUDA) {
+        if (where == TensorChecks.Placement.CUDA && check == TargetCheck.PREVALIDATED) {
+            status = Native.spo4j_token_logprobs_bwd_cuda_unchecked(logits.data_ptr(), in.dtype, in.rows, in.vocab,
+                    in.rowStride, targets.data_ptr_long(), ignoreIndex, lse.data_ptr_float(),
+                    gradLogp.data_ptr_float(), grad.data_ptr(), gradStride, CudaKernels.currentStream(logits));
+        } else if (where == TensorChecks.Placement.CUDA) {
             status = Native.spo4j_token_logprobs_bwd_cuda(logits.data_ptr(), in.dtype, in.rows, in.vocab,
                     in.rowStride, targets.data_ptr_long(), ignoreIndex, lse.data_ptr_float(),
                     gradLogp.data_ptr_float(), grad.data_ptr(), gradStride, CudaKernels.currentStream(logits));

@@ -104,22 +104,36 @@ public final class PreferenceObjective {
      * @param scoreChosen nullable, with scoreRejected: reward scores (SPO's margins)
      * @param scoreRejected nullable, with scoreChosen
      * @param margins     nullable: SPO's target margins directly
+     * @param checkedVocab the vocabulary size the targets were checked against by the caller
+     *                    (0: not checked); see {@link #withTargetsChecked(long)}
      */
     public record Inputs(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected,
-                         Tensor scoreChosen, Tensor scoreRejected, Tensor margins) {
+                         Tensor scoreChosen, Tensor scoreRejected, Tensor margins, long checkedVocab) {
         /** Logits, targets and the reference log-probs. */
         public static Inputs of(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected) {
-            return new Inputs(logits, targets, refChosen, refRejected, null, null, null);
+            return new Inputs(logits, targets, refChosen, refRejected, null, null, null, 0);
         }
 
         /** With reward scores: SPO's margin m = rewardScale (chosen - rejected). */
         public Inputs withScores(Tensor chosen, Tensor rejected) {
-            return new Inputs(logits, targets, refChosen, refRejected, chosen, rejected, margins);
+            return new Inputs(logits, targets, refChosen, refRejected, chosen, rejected, margins, checkedVocab);
         }
 
         /** With SPO's target margins given directly. */
         public Inputs withMargins(Tensor m) {
-            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, m);
+            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, m, checkedVocab);
+        }
+
+        /**
+         * Declares that every target is -100 or in {@code [0, vocab)}, checked by the caller
+         * (a {@code PreferenceCollator} built with the model's vocabulary size does this for
+         * every batch). When {@code vocab} equals the logits' V, the fused kernels then run
+         * with {@link TokenLogProbs.TargetCheck#PREVALIDATED}: on CUDA without a host
+         * synchronisation per kernel call; a bad target would give a NaN loss instead of an
+         * exception. Any other value leaves the kernels' own check on.
+         */
+        public Inputs withTargetsChecked(long vocab) {
+            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, margins, vocab);
         }
     }
 
@@ -255,7 +269,9 @@ public final class PreferenceObjective {
 
     private Result fused(Inputs in, Batch b, boolean withGrad) {
         Tensor raw = b.logits.detach().view(-1, b.vocab);  // same storage, no autograd
-        TokenLogProbs.Result tok = TokenLogProbs.forward(raw, b.flatTargets, IGNORE, true, threads());
+        TokenLogProbs.TargetCheck check = in.checkedVocab() == b.vocab
+                ? TokenLogProbs.TargetCheck.PREVALIDATED : TokenLogProbs.TargetCheck.CHECKED;
+        TokenLogProbs.Result tok = TokenLogProbs.forward(raw, b.flatTargets, IGNORE, true, threads(), check);
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
         MetricSums token = tokenMetrics(raw, tok.entropy(), b);
@@ -274,7 +290,7 @@ public final class PreferenceObjective {
         }
         Tensor perRow = torch.cat(new TensorVector(gc, gr), 0);  // [2B]
         Tensor gradLogp = perRow.unsqueeze(1).expand(b.rows, b.length).contiguous().view(-1);
-        Tensor grad = TokenLogProbs.backward(raw, b.flatTargets, tok.lse(), gradLogp, IGNORE, true, threads());
+        Tensor grad = TokenLogProbs.backward(raw, b.flatTargets, tok.lse(), gradLogp, IGNORE, true, threads(), check);
         return new Result(total, r.metrics(), sums, b.logits, grad.view(TensorChecks.shape(b.logits)), null, pc, pr);
     }
 

@@ -11,6 +11,7 @@ import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
 import dev.spo4j.report.MetricsLog;
 import dev.spo4j.report.MetricsPlot;
@@ -218,7 +219,10 @@ public final class Trainer {
             train = trainPairs;
             eval = eval == null ? List.of() : eval;
             try (TextTokenizer tokenizer = TextTokenizer.load(modelDir)) {
-                collator = new PreferenceCollator(tokenizer, cfg.maxLength);
+                // token ids checked against the model's vocabulary when tokenized, so that the
+                // loss kernels can skip their own (synchronising, on CUDA) target check
+                long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
+                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab);
                 collator.tokenizeAll(train);  // every pair must fit before the first step: fail early, name the line
                 refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
                         checkpoint != null, dp, console);
@@ -413,7 +417,8 @@ public final class Trainer {
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx) {
             Tensor logits = policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
             PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, on(batch.targets()),
-                    on(pickFloats(refs[0], idx)), on(pickFloats(refs[1], idx)));
+                    on(pickFloats(refs[0], idx)), on(pickFloats(refs[1], idx)))
+                    .withTargetsChecked(collator.vocabSize());  // checked when tokenized
             return batch.hasScores() ? in.withScores(on(batch.scoreChosen()), on(batch.scoreRejected())) : in;
         }
 

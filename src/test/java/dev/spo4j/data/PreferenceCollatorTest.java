@@ -291,6 +291,44 @@ class PreferenceCollatorTest {
     }
 
     @Test
+    void tokenIdsOutsideTheModelVocabularyAreRejectedWhenTokenized() {
+        PreferencePair p = PreferencePair.of("tell me about a dog .", "the dog is good .", "bad !")
+                .withSource("prefs.jsonl:7");
+        long highest = Arrays.stream(cat(ids("tell me about a dog . the dog is good . bad !"), new long[] {BOS, EOS}))
+                .max().getAsLong();
+        // a vocabulary that holds every id: the same pair as without the check
+        PreferenceCollator checked = new PreferenceCollator(tok, 64, highest + 1);
+        assertEquals(highest + 1, checked.vocabSize());
+        assertEquals(0, new PreferenceCollator(tok, 64).vocabSize(), "no vocabulary given: ids not checked");
+        TokenizedPair ok = checked.tokenize(p);
+        assertArrayEquals(new PreferenceCollator(tok, 64).tokenize(p).chosen(), ok.chosen());
+        // one id too many for the model: named with the pair, the part and the position
+        long tooSmall = id("good");  // "good" is then the first id outside [0, V)
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new PreferenceCollator(tok, 64, tooSmall).tokenize(p));
+        String m = e.getMessage();
+        assertTrue(m.startsWith("prefs.jsonl:7: token id ") && m.contains("outside the model's vocabulary [0, "
+                + tooSmall + ")"), m);
+        assertTrue(m.contains("does not match the model"), m);
+        // which part and position: the first id >= V in prompt, then chosen, then rejected
+        long[] prompt = ok.prompt();
+        String part = "prompt";
+        long[] where = prompt;
+        if (Arrays.stream(prompt).allMatch(x -> x < tooSmall)) {
+            part = "chosen completion";
+            where = ok.chosen();
+        }
+        int pos = 0;
+        while (where[pos] < tooSmall) {
+            pos++;
+        }
+        assertTrue(m.contains("token id " + where[pos] + " of the " + part + " (position " + pos + ")"), m);
+        assertThrows(IllegalArgumentException.class,
+                () -> new PreferenceCollator(tok, 64, tooSmall).collate(List.of(p)), "collate tokenizes and checks too");
+        assertThrows(IllegalArgumentException.class, () -> new PreferenceCollator(tok, 64, 0));
+    }
+
+    @Test
     void emptyBatchIsRejected() {
         assertThrows(IllegalArgumentException.class, () -> new PreferenceCollator(tok, 8).collate(List.of()));
     }

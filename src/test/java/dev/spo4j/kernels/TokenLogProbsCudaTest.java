@@ -114,6 +114,40 @@ class TokenLogProbsCudaTest {
         assertTrue(e.getMessage().contains("targets"), e.getMessage());
     }
 
+    /**
+     * PREVALIDATED launches the same kernels without the host synchronisation: the same bytes
+     * as the checked calls; a bad target is not reported and its row comes out NaN.
+     */
+    @Test
+    void prevalidatedMatchesCheckedAndMakesBadTargetsNaN() {
+        for (ScalarType dt : TokenLogProbsTest.DTYPES) {
+            Tensor z = gpu(logits(129, 5003, dt, 4, true));
+            Tensor t = gpu(targets(129, 5003, 0.25, 4));
+            Tensor g = gpu(upstream(129, 4));
+            TokenLogProbs.Result a = TokenLogProbs.forward(z, t, IGNORE, true);
+            TokenLogProbs.Result b = TokenLogProbs.forward(z, t, IGNORE, true, 1, TokenLogProbs.TargetCheck.PREVALIDATED);
+            assertArrayEquals(toDoubles(a.logp().cpu()), toDoubles(b.logp().cpu()), dt + " logp");
+            assertArrayEquals(toDoubles(a.entropy().cpu()), toDoubles(b.entropy().cpu()), dt + " entropy");
+            Tensor ga = TokenLogProbs.backward(z, t, a.lse(), g, IGNORE, false);
+            Tensor gb = TokenLogProbs.backward(z.clone(), t, a.lse(), g, IGNORE, true, 1,
+                    TokenLogProbs.TargetCheck.PREVALIDATED);
+            assertArrayEquals(toDoubles(ga.cpu()), toDoubles(gb.cpu()), dt + " in-place gradient");
+
+            Tensor bad = gpu(longs(0, 7, 99999));
+            Tensor z3 = gpu(logits(3, 5003, dt, 5, false));
+            TokenLogProbs.Result r = TokenLogProbs.forward(z3, bad, IGNORE, false, 1, TokenLogProbs.TargetCheck.PREVALIDATED);
+            double[] logp = toDoubles(r.logp().cpu());
+            assertTrue(Double.isFinite(logp[0]) && Double.isFinite(logp[1]) && Double.isNaN(logp[2]), dt + " logp");
+            Tensor grad = TokenLogProbs.backward(z3, bad, r.lse(), gpu(floats(1f, 1f, 1f)), IGNORE, true, 1,
+                    TokenLogProbs.TargetCheck.PREVALIDATED);
+            double[] row2 = toDoubles(grad.narrow(0, 2, 1).cpu());
+            for (double x : row2) {
+                assertTrue(Double.isNaN(x), dt + " the bad row's gradient is NaN");
+            }
+            assertTrue(Double.isFinite(toDoubles(grad.narrow(0, 0, 1).cpu())[0]), dt + " good rows stay finite");
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(LossType.class)
     void preferenceLossMatchesCpu(LossType type) {

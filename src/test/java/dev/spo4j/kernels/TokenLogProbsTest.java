@@ -279,6 +279,53 @@ class TokenLogProbsTest {
         assertEquals(1.0, toDoubles(grad)[3 * 4], 0.0);  // d logp/d z_t = 1 - p_t = 1
     }
 
+    /**
+     * Logits spanning more than Float.MAX_VALUE (-1e38 and +1e38 in one row): once the running
+     * max jumps by 2e38 after mass has accumulated, rescaling the entropy term computed
+     * 0 * (-inf) = NaN. V > 2048 so that the CPU kernel's chunks rescale; every term but the
+     * maxima is exactly 0, so the entropy is log(k) for k maxima.
+     */
+    @Test
+    void logitsSpanningMoreThanFloatMaxGiveAFiniteEntropy() {
+        int v = 5000;
+        float[] z = new float[2 * v];
+        java.util.Random r = new java.util.Random(5);
+        for (int i = 0; i < z.length; i++) {
+            z[i] = r.nextFloat() < 0.05f ? -1e38f : (float) r.nextGaussian();
+        }
+        z[3000] = 1e38f;                 // row 0: one maximum, in the second chunk
+        z[v + 2500] = 1e38f;             // row 1: two maxima
+        z[v + 4999] = 1e38f;
+        TokenLogProbs.Result out = TokenLogProbs.forward(floats(z, 2, v), longs(3000, 7), IGNORE, true);
+        double[] ent = toDoubles(out.entropy());
+        assertEquals(0.0, ent[0], 1e-6);
+        assertEquals(Math.log(2), ent[1], 1e-6);
+        assertEquals(0.0, toDoubles(out.logp())[0], 0.0);
+        assertTrue(toDoubles(out.logp())[1] < -1e37, "a small logit next to 1e38: logp about -1e38");
+    }
+
+    /**
+     * PREVALIDATED only changes how CUDA calls synchronise: on the CPU the results are the same
+     * and a bad target is still an exception.
+     */
+    @Test
+    void prevalidatedTargetsOnTheCpuAreStillCheckedAndGiveTheSameResults() {
+        Tensor z = logits(65, 777, ScalarType.BFloat16, 3, true);
+        Tensor t = targets(65, 777, 0.3, 3);
+        Tensor g = upstream(65, 3);
+        TokenLogProbs.Result a = TokenLogProbs.forward(z, t, IGNORE, true, 2);
+        TokenLogProbs.Result b = TokenLogProbs.forward(z, t, IGNORE, true, 2, TokenLogProbs.TargetCheck.PREVALIDATED);
+        assertArrayEquals(toDoubles(a.logp()), toDoubles(b.logp()));
+        assertArrayEquals(toDoubles(a.entropy()), toDoubles(b.entropy()));
+        assertArrayEquals(toDoubles(TokenLogProbs.backward(z, t, a.lse(), g, IGNORE, false, 2)),
+                toDoubles(TokenLogProbs.backward(z, t, b.lse(), g, IGNORE, false, 2,
+                        TokenLogProbs.TargetCheck.PREVALIDATED)));
+        Tensor small = logits(4, 10, ScalarType.Float, 1, false);
+        rejects(() -> TokenLogProbs.forward(small, longs(0, 1, 10, 2), IGNORE, false, 1,
+                TokenLogProbs.TargetCheck.PREVALIDATED), "target 10", "row 2");
+        rejects(() -> TokenLogProbs.forward(small, longs(0, 1, 2, 3), IGNORE, false, 1, null), "target check is null");
+    }
+
     @Test
     void rowWithNoFiniteLogitIsAnErrorUnlessIgnored() {
         float inf = Float.POSITIVE_INFINITY;

@@ -3,6 +3,7 @@ package dev.spo4j.loss;
 import static dev.spo4j.kernels.Tensors.floats;
 import static dev.spo4j.kernels.Tensors.toDoubles;
 import static dev.spo4j.testing.AllClose.assertAllClose;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -88,6 +89,37 @@ class PreferenceObjectiveTest {
         assertTrue(a.containsKey("entropy") && a.containsKey("logits/chosen"));
         assertAllClose("lm_head weight grad", composite.weightGrad, fused.weightGrad, 1e-6, 1e-4);
         assertAllClose("lm_head bias grad", composite.biasGrad, fused.biasGrad, 1e-6, 1e-4);
+    }
+
+    /**
+     * Targets declared checked against V run the kernels without their own check (on CUDA: no
+     * host synchronisation); on the CPU the step is the same, a declaration survives withScores
+     * and withMargins, and a bad target is still an exception here (CPU kernels always check).
+     */
+    @org.junit.jupiter.api.Test
+    void targetsCheckedByTheCallerGiveTheSameStep() {
+        Random rnd = new Random(77);
+        torch.manual_seed(6);
+        Tensor hidden = torch.randn(2 * B, T, H);
+        Tensor targets = targets(rnd);
+        Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
+        PreferenceObjective o = new PreferenceObjective(PreferenceLossConfig.of(LossType.DPO), LossImpl.FUSED, 0, 2);
+        torch.manual_seed(3);
+        LinearImpl head = new LinearImpl(new LinearOptions(H, V));
+        PreferenceObjective.Inputs plain = PreferenceObjective.Inputs.of(head.forward(hidden), targets, refC, refR);
+        PreferenceObjective.Inputs declared = PreferenceObjective.Inputs.of(head.forward(hidden), targets, refC, refR)
+                .withTargetsChecked(V).withMargins(floats(1f, 1f, 1f));
+        assertEquals(V, declared.checkedVocab());
+        assertEquals(V, declared.withScores(floats(1f, 2f, 3f), floats(0f, 0f, 0f)).checkedVocab());
+        PreferenceObjective.Result a = o.compute(plain), b = o.compute(declared.withMargins(null));
+        assertEquals(a.loss(), b.loss(), 0.0);
+        assertArrayEquals(toDoubles(a.gradLogits()), toDoubles(b.gradLogits()));
+        Tensor bad = targets.clone();
+        bad.data_ptr_long().put(T + 1, V + 5);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> o.compute(
+                PreferenceObjective.Inputs.of(head.forward(hidden), bad, refC, refR).withTargetsChecked(V)));
+        assertTrue(e.getMessage().contains("target " + (V + 5)), e.getMessage());
+        java.lang.ref.Reference.reachabilityFence(head);
     }
 
     @org.junit.jupiter.api.Test
