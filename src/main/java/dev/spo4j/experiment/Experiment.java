@@ -8,6 +8,7 @@ import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.SftExample;
 import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.data.TokenizedPair;
 import dev.spo4j.generate.GenerationConfig;
 import dev.spo4j.generate.Generator;
 import dev.spo4j.io.AtomicFiles;
@@ -59,7 +60,7 @@ import org.bytedeco.pytorch.global.torch;
  *       (spo-gold, the ceiling);</li>
  *   <li>each arm × β × seed trained by the preference {@link Trainer} from πref with the same
  *       settings, plus a learning-rate check (every arm at one β and seed, lr scaled);</li>
- *   <li>every {@code evalEvery} steps, through a {@link dev.spo4j.train.StepListener}: one
+ *   <li>at steps 1, 2, 4, ... and then every {@code evalEvery} steps, through a {@link dev.spo4j.train.StepListener}: one
  *       sample per held-out prompt from the policy (temperature 1) → mean gold reward and
  *       mean noiseless proxy reward; win rate against one fixed πref sample per prompt judged
  *       by the gold reward (ties 1/2); KL(π‖πref) ≈ mean over those samples of log π(y|x) −
@@ -159,6 +160,8 @@ public final class Experiment {
         /** Per pairs file: the tracked pairs and their reference log-probs [2][n]. */
         final Map<String, List<PreferencePair>> tracked = new TreeMap<>();
         final Map<String, double[][]> trackedRef = new TreeMap<>();
+        /** Per pairs file: the tracked pairs' completion token counts [2][n] (EOS included). */
+        final Map<String, double[][]> trackedTokens = new TreeMap<>();
         List<String> heldOut;
         List<long[]> heldOutIds;
         double[] refRewards;
@@ -340,6 +343,13 @@ public final class Experiment {
             List<PreferencePair> tracked = f.getValue().subList(0, Math.min(cfg.logpsPairs, f.getValue().size()));
             s.tracked.put(f.getKey(), tracked);
             s.trackedRef.put(f.getKey(), ReferenceLogProbs.compute(s.reference, s.collator, tracked, 32, cfg.threads));
+            double[][] tokens = new double[2][tracked.size()];
+            for (int i = 0; i < tracked.size(); i++) {
+                TokenizedPair tp = s.collator.tokenize(tracked.get(i));
+                tokens[0][i] = tp.chosen().length;
+                tokens[1][i] = tp.rejected().length;
+            }
+            s.trackedTokens.put(f.getKey(), tokens);
         }
         int n = proxyPairs.size();
         Set<String> distinct = new HashSet<>(a);
@@ -446,7 +456,7 @@ public final class Experiment {
             acc[1] += cfg.maxGradNorm > 0 && g > cfg.maxGradNorm ? 1 : 0;
             acc[2] += m.getOrDefault("loss", Double.NaN);
             acc[3]++;
-            if (step % cfg.evalEvery == 0 || step == cfg.steps) {
+            if (cfg.measures(step)) {
                 rows.add(measure(cfg, s, policy, arm, arm.name(), beta, lr, seed, step,
                         seedFor(cfg, 9) + 1000L * (seed + 1) + step, new double[] {acc[0] / acc[3], acc[1] / acc[3],
                                 acc[2] / acc[3]}, grads, loss));
@@ -478,6 +488,10 @@ public final class Experiment {
                 sr[i] = tracked.get(i).scoreRejected();
             }
             in = in.withScores(Tensors.floats(sc), Tensors.floats(sr));
+        }
+        if (loss.config().lengthNormalised()) {  // IPO: the loss sees mean per-token log-probs, as in training
+            double[][] tokens = s.trackedTokens.get(arm.pairsFile());
+            in = in.withTokenCounts(Tensors.floats(tokens[0]), Tensors.floats(tokens[1]));
         }
         PreferenceLoss.Result r = loss.compute(in);
         double[] gc = Tensors.toDoubles(r.gradChosen()), gr = Tensors.toDoubles(r.gradRejected());

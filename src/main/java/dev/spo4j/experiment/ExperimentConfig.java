@@ -90,8 +90,12 @@ public final class ExperimentConfig {
     /** cDPO's label smoothing eps: the "cdpo" arm is DPO with it. */
     public double cdpoLabelSmoothing = 0.1;
 
-    // 5: measurements every evalEvery steps
-    /** Steps between measurements (the last step is always measured). */
+    // 5: measurements at steps 1, 2, 4, 8, ... below evalEvery, then every evalEvery steps
+    /**
+     * Steps between measurements once past the early, doubling ones (1, 2, 4, ...): the
+     * policies move fastest at the start, and reading the frontier at a low KL needs
+     * measurements there. The last step is always measured.
+     */
     public int evalEvery = 30;
     /** Held-out prompts, one sample each per measurement. */
     public int heldOutPrompts = 96;
@@ -119,7 +123,7 @@ public final class ExperimentConfig {
         c.sftBatch = 16;
         c.pairs = 32;
         c.maxNewTokens = 12;
-        c.arms = List.of("spo", "soft-dpo", "spo-exp", "dpo-n30");
+        c.arms = List.of("spo", "spo-gold", "ipo", "dpo-n30");
         c.betas = List.of(0.1);
         c.lrCheckFactors = List.of(2.0);
         c.referencePool = 4;
@@ -139,7 +143,9 @@ public final class ExperimentConfig {
         c.preset = "quick";
         c.betas = List.of(0.1, 1.0);
         c.seeds = 1;
-        c.heldOutPrompts = 64;
+        c.steps = 100;
+        c.evalEvery = 25;
+        c.heldOutPrompts = 48;
         return c;
     }
 
@@ -187,6 +193,11 @@ public final class ExperimentConfig {
                 throw new IllegalArgumentException("experiment: learning-rate factor " + f + " must be finite and > 0");
             }
         }
+    }
+
+    /** True when step {@code step} (1-based) is measured: a power of two below evalEvery, a multiple of it, or the last. */
+    public boolean measures(int step) {
+        return step == steps || step % evalEvery == 0 || (step < evalEvery && Integer.bitCount(step) == 1);
     }
 
     /** The settings as pretty-printed JSON (the run folder's config.json). */

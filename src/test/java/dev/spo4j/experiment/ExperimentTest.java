@@ -30,10 +30,10 @@ class ExperimentTest {
                 "sft-model/model.safetensors")) {
             assertTrue(Files.size(out.resolve(f)) > 0, f);
         }
-        // per run: step 0 (the reference) + measurements at steps 2 and 4; the grid plus the lr check
+        // per run: step 0 (the reference) + measurements at steps 1, 2 and 4; the grid plus the lr check
         int runs = c.arms.size() * (c.betas.size() * c.seeds + c.lrCheckFactors.size());
         List<String> csv = Files.readAllLines(out.resolve("measurements.csv"));
-        assertEquals(1 + runs * 3, csv.size());
+        assertEquals(1 + runs * 4, csv.size());
         assertTrue(csv.get(0).startsWith("arm,beta,lr,seed,step,gold_reward,proxy_reward,win_rate,kl"));
         for (Experiment.Measurement m : r.rows()) {
             assertTrue(m.winRate() >= 0 && m.winRate() <= 1);
@@ -47,7 +47,7 @@ class ExperimentTest {
             }
         }
         // one gradient row per tracked pair per measurement, the gradient of the run's own loss
-        assertEquals(runs * 3 * c.logpsPairs, r.gradients().size());
+        assertEquals(runs * 4 * c.logpsPairs, r.gradients().size());
         for (Experiment.GradientRow g : r.gradients()) {
             assertTrue(Double.isFinite(g.gradChosen()) && Double.isFinite(g.gradRejected()), g.toString());
             if (g.arm().equals("dpo-n30")) {  // DPO pushes the chosen up and the rejected down, always
