@@ -112,14 +112,15 @@ final class ExperimentPlots {
             List<double[]> pts = new ArrayList<>();
             for (var b : a.getAsJsonArray("bins")) {
                 var bin = b.getAsJsonObject();
-                if (bin.get("pairs").getAsInt() > 0) {
+                double g = bin.get("mean_abs_grad_rejected").getAsDouble();
+                if (bin.get("pairs").getAsInt() > 0 && g > 0) {
                     pts.add(new double[] {0.5 * (bin.get("logp_rejected_lo").getAsDouble()
-                            + bin.get("logp_rejected_hi").getAsDouble()), bin.get("mean_grad_rejected").getAsDouble()});
+                            + bin.get("logp_rejected_hi").getAsDouble()), Math.log10(g)});
                 }
             }
             prof.add(new Chart.Series(arm, Chart.colorOf(arm), arm.endsWith("-n30"), true, pts));
         }
         Chart.write(List.of(new Chart.Panel("per-pair gradient, binned (all betas, seeds, steps)", "log pi(y_l)",
-                "d loss / d log pi(y_l)", prof)), "Measured gradient profile", out.resolve("gradient_profile.png"));
+                "log10 mean |d loss / d log pi(y_l)|", prof)), "Measured gradient profile", out.resolve("gradient_profile.png"));
     }
 }
