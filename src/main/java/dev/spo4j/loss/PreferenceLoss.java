@@ -3,6 +3,7 @@ package dev.spo4j.loss;
 import dev.spo4j.kernels.PreferenceLossKernel;
 import dev.spo4j.kernels.TensorChecks;
 import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.T_TensorTensor_T;
 import org.bytedeco.pytorch.Tensor;
@@ -159,6 +160,24 @@ public final class PreferenceLoss {
                 s[PreferenceLossKernel.STAT_REWARD_MARGIN], s[PreferenceLossKernel.STAT_ACCURACY],
                 logpsChosen, logpsRejected);
         return new Result(lossMean, perPair, t.chosenGradient(gc), t.rejectedGradient(gr), metrics);
+    }
+
+    /**
+     * The same mean loss in LibTorch ops ({@code CompositePreferenceLoss}, the twin that
+     * {@code --loss-impl libtorch} trains with), graph-carrying where the policy inputs carry
+     * one: a baseline for benchmarks and tests. Normalisation and margins as in {@link #compute};
+     * bco-pair reads the running mean with this batch folded in, without changing the state.
+     */
+    public Tensor compositeMean(Inputs in) {
+        long pairs = in.policyChosen().size(0);
+        PairTerms t = PairTerms.of(config, pairs, in.policyChosen(), in.policyRejected(), in.refChosen(),
+                in.refRejected(), in.scoreChosen(), in.scoreRejected(), in.margins(), in.chosenTokens(),
+                in.rejectedTokens());
+        double delta;
+        try (NoGradGuard ng = new NoGradGuard()) {
+            delta = bcoDelta(t, false);
+        }
+        return CompositePreferenceLoss.perPair(config, t, delta).mean();
     }
 
     /** One term's kernel result: per-value loss, gradients in pair order, the kernel's stats. */
