@@ -22,7 +22,8 @@ import org.bytedeco.pytorch.global.torch;
  * counts (required when the config is length-normalised: the loss then sees sum / count and
  * the returned gradient is already divided by the count, so it is the per-token upstream
  * gradient of every completion token). Normalisation and margins are defined once, in
- * {@link PairTerms}, for this class and the LibTorch twin alike.
+ * {@link PairTerms}, for this class and the LibTorch twin alike. Reference-free losses (simpo,
+ * cpo) ignore the reference log-probs, which may then be null.
  */
 public final class PreferenceLoss {
     private final PreferenceLossConfig config;
@@ -108,6 +109,13 @@ public final class PreferenceLoss {
     public Result compute(Inputs in, boolean updateState) {
         if (in == null) {
             throw new IllegalArgumentException("inputs are null");
+        }
+        if (!config.needsReference() && in.policyChosen() != null && in.policyRejected() != null) {
+            // simpo, cpo read no reference: null reference log-probs are fine (PairTerms uses 0)
+            Tensor z = torch.zeros_like(in.policyChosen());
+            in = new Inputs(in.policyChosen(), in.policyRejected(), in.refChosen() == null ? z : in.refChosen(),
+                    in.refRejected() == null ? torch.zeros_like(in.policyRejected()) : in.refRejected(),
+                    in.scoreChosen(), in.scoreRejected(), in.margins(), in.chosenTokens(), in.rejectedTokens());
         }
         long pairs = PreferenceLossKernel.pairs(in.policyChosen(), in.policyRejected(), in.refChosen(),
                 in.refRejected());

@@ -267,8 +267,10 @@ public final class PreferenceObjective {
 
     private Result compute(Inputs in, boolean withGrad) {
         Batch b = batch(in);
-        TensorChecks.defined(in.refChosen(), "refChosen");
-        TensorChecks.defined(in.refRejected(), "refRejected");
+        if (loss.config().needsReference()) {  // simpo, cpo: none (null is fine)
+            TensorChecks.defined(in.refChosen(), "refChosen");
+            TensorChecks.defined(in.refRejected(), "refRejected");
+        }
         return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b, withGrad);
     }
 

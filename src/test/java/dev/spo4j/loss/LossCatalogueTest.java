@@ -160,6 +160,18 @@ class LossCatalogueTest {
         for (LossType t : LossType.values()) {
             assertEquals(t != LossType.SIMPO && t != LossType.CPO, t.needsReference(), t.id());
         }
+        // the reference log-probs are not read: given, or null, the same loss and gradients
+        for (LossType t : List.of(LossType.SIMPO, LossType.CPO)) {
+            PreferenceLoss loss = new PreferenceLoss(cfg(t));
+            PreferenceLoss.Result with = loss.compute(floats(-2f, -1f), floats(-3f, -0.5f), floats(-9f, 4f),
+                    floats(1f, -7f));
+            PreferenceLoss.Result none = loss.compute(PreferenceLoss.Inputs.of(floats(-2f, -1f), floats(-3f, -0.5f),
+                    null, null));
+            assertEquals(none.loss(), with.loss(), 0.0, t.id());
+            assertArrayEquals(toDoubles(none.gradChosen()), toDoubles(with.gradChosen()), 0.0, t.id());
+            // rewards are beta times the policy's log-probs (TRL's CPOTrainer)
+            assertEquals(0.5 * (-2 - 1) / 2.0, none.metrics().rewardsChosen(), 1e-7, t.id());
+        }
     }
 
     @Test

@@ -25,6 +25,10 @@ final class PreferenceLossReference {
 
     static double pairLoss(PreferenceLossConfig c, double pc, double pr, double rc, double rr, double margin,
                            double delta) {
+        if (!c.type().needsReference()) {  // simpo, cpo: the reference log-probs are not read
+            rc = 0;
+            rr = 0;
+        }
         double dc = pc - rc, dr = pr - rr, h = dc - dr, beta = c.beta(), bh = beta * h, eps = c.labelSmoothing();
         double rcw = beta * dc, rrw = beta * dr;
         return switch (c.type()) {

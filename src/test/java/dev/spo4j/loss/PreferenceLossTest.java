@@ -133,8 +133,8 @@ class PreferenceLossTest {
                 yield torch.where(z.ge(new Scalar(-10.0)), f, line);
             }
             // the newer losses: the composite twin (CompositePreferenceLoss) on float64 with autograd
-            default -> CompositePreferenceLoss.perPair(c, new PairTerms(xc, xr, floats(rc).to(ScalarType.Double),
-                    floats(rr).to(ScalarType.Double), null, null, null), delta);
+            default -> CompositePreferenceLoss.perPair(c, PairTerms.of(c, B, xc, xr, floats(rc).to(ScalarType.Double),
+                    floats(rr).to(ScalarType.Double), null, null, null, null, null), delta);
         };
         Tensor loss = per.mean();
         loss.backward();

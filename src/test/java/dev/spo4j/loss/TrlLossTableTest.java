@@ -92,8 +92,9 @@ class TrlLossTableTest {
             Tensor xc = floats(pc).to(ScalarType.Double), xr = floats(pr).to(ScalarType.Double);
             xc.set_requires_grad(true);
             xr.set_requires_grad(true);
-            Tensor mean = CompositePreferenceLoss.perPair(c, new PairTerms(xc, xr, floats(rc).to(ScalarType.Double),
-                    floats(rr).to(ScalarType.Double), null, null, null), loss.lastBcoDelta()).mean();
+            Tensor mean = CompositePreferenceLoss.perPair(c, PairTerms.of(c, rs.size(), xc, xr,
+                    floats(rc).to(ScalarType.Double), floats(rr).to(ScalarType.Double), null, null, null, null, null),
+                    loss.lastBcoDelta()).mean();
             mean.backward();
             assertEquals(rs.get(0).meanLoss(), mean.item_double(), 1e-9 * Math.max(1, Math.abs(r.loss())),
                     at + " composite mean loss");
