@@ -258,9 +258,17 @@ public final class PreferenceLoss {
         return mean;
     }
 
-    /** bco-pair's running state {mean reward, batch count} (for checkpoints); {0, 0} before the first batch. */
+    /**
+     * bco-pair's running state {mean reward, batch count} (for checkpoints; {0, 0} before the
+     * first batch), or null when no term of the loss is bco-pair.
+     */
     public double[] bcoState() {
-        return new double[] {bcoMean, bcoCount};
+        for (PreferenceLossConfig.WeightedLoss w : config.terms()) {
+            if (w.type() == LossType.BCO_PAIR) {
+                return new double[] {bcoMean, bcoCount};
+            }
+        }
+        return null;
     }
 
     /** Restores {@link #bcoState()} (from a checkpoint): a finite mean and a count &gt;= 0. */

@@ -164,6 +164,19 @@ public final class TrainConfig {
         return lengthNormalised == null ? c : c.withLengthNormalised(lengthNormalised);
     }
 
+    /** The loss's name for labels and folder names: its id, or the weighted terms ("dpo+bco-pair"). */
+    public String lossLabel() {
+        List<PreferenceLossConfig.WeightedLoss> mix = PreferenceLossConfig.parseWeights(lossWeights);
+        if (mix.isEmpty()) {
+            return loss.id();
+        }
+        StringBuilder b = new StringBuilder();
+        for (PreferenceLossConfig.WeightedLoss w : mix) {
+            b.append(b.length() == 0 ? "" : "+").append(w.type().id());
+        }
+        return b.toString();
+    }
+
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
         if (loss == null || lossImpl == null) {

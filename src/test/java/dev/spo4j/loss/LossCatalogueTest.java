@@ -150,6 +150,7 @@ class LossCatalogueTest {
         assertEquals(LossType.DPO, tc.lossConfig().type());
         assertEquals(2, tc.lossConfig().terms().size());
         assertEquals(0.5, tc.lossConfig().terms().get(1).weight(), 0.0);
+        assertEquals("dpo+nca-pair", tc.lossLabel());
     }
 
     @Test
