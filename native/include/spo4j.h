@@ -64,15 +64,31 @@ typedef enum {
     SPO4J_LOSS_IPO = 2,      /* (h - 1/(2 beta))^2 */
     SPO4J_LOSS_HINGE = 3,    /* max(0, 1 - beta h) */
     SPO4J_LOSS_SOFT_DPO = 4, /* -p logsig(beta h) - (1-p) logsig(-beta h), p = sigmoid(m) */
-    SPO4J_LOSS_SPO_EXP = 5   /* f(beta h / m~) with f(z) = 1/e - z e^-z: minimum 0 at beta h = m~ */
+    SPO4J_LOSS_SPO_EXP = 5,  /* f(beta h / m~) with f(z) = 1/e - z e^-z: minimum 0 at beta h = m~ */
+    /* TRL's DPOTrainer loss types (src/site/markdown/LOSSES.md names the TRL source read) */
+    SPO4J_LOSS_ROBUST = 6,    /* (-(1-eps) logsig(beta h) + eps logsig(-beta h)) / (1 - 2 eps) */
+    SPO4J_LOSS_EXO_PAIR = 7,  /* KL(Bern(sig(beta h)) || Bern(1-eps')), eps' = eps or 1e-3 when eps = 0 */
+    SPO4J_LOSS_NCA_PAIR = 8,  /* -logsig(beta dc) - logsig(-beta dc)/2 - logsig(-beta dr)/2 */
+    SPO4J_LOSS_BCO_PAIR = 9,  /* -logsig(beta dc - delta) - logsig(-(beta dr - delta)), delta: running mean reward */
+    SPO4J_LOSS_SPPO_HARD = 10, /* (dc - 1/(2 beta))^2 + (dr + 1/(2 beta))^2 */
+    SPO4J_LOSS_AOT = 11,      /* the dpo formula; the caller passes log-ratios sorted across the batch */
+    SPO4J_LOSS_AOT_PAIR = 12, /* the dpo formula; the caller passes dc and dr each sorted across the batch */
+    SPO4J_LOSS_APO_ZERO = 13, /* 1 - sig(beta dc) + sig(beta dr) */
+    SPO4J_LOSS_APO_DOWN = 14, /* sig(beta dc) + 1 - sig(beta h) */
+    SPO4J_LOSS_DISCOPOP = 15, /* -logsig(beta h) (1 - w) + exp(-beta h) w, w = sig(beta h / tau) */
+    SPO4J_LOSS_SIMPO = 16,    /* -(1-eps) logsig(beta h - gamma) - eps logsig(-(beta h - gamma)), no reference */
+    SPO4J_LOSS_CPO = 17       /* the dpo formula, no reference (ref log-probs 0) */
 } spo4j_loss_type;
 
 typedef struct {
     int32_t type;            /* spo4j_loss_type */
     float beta;              /* > 0, finite */
-    float label_smoothing;   /* DPO only: eps in [0, 0.5) */
+    float label_smoothing;   /* eps in [0, 0.5): dpo, robust, exo-pair, aot, aot-pair, simpo, cpo */
     float margin;            /* m0, used when the per-pair margin pointer is NULL (spo, soft-dpo, spo-exp) */
     float margin_floor;      /* spo-exp only: |m| is raised to at least this (> 0, finite): m~ */
+    float tau;               /* discopop only: the temperature (> 0, finite; TRL's default 0.05) */
+    float gamma;             /* simpo only: the target reward margin (finite; TRL's default 0.5) */
+    float delta;             /* bco-pair only: the reward shift, the running mean reward (finite) */
 } spo4j_loss_params;
 
 /* Layout of the stats[] output of the preference loss (batch means). */

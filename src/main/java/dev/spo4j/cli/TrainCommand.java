@@ -109,7 +109,7 @@ final class TrainCommand implements Callable<Integer> {
     }
 
     private Path defaultOut() {
-        return Path.of("runs", config.loss + "-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
+        return Path.of("runs", config.lossLabel() + "-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
     }
 
     private static void print(Trainer.Summary s) {

@@ -47,6 +47,8 @@ public final class Checkpoints {
         public String config;
         /** LibTorch's CPU generator state, base64. */
         public String rngState;
+        /** The loss's running state: bco-pair's {mean reward, batch count}; null for the other losses. */
+        public double[] lossState;
     }
 
     /**

@@ -258,7 +258,7 @@ public final class Trainer {
                     if (rank == 0) {
                         ModelFolder.save(policy, finalModel, modelDir);
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
-                                "spo4j " + cfg.loss + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
+                                "spo4j " + cfg.lossLabel() + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }
                     double secs = (System.nanoTime() - t0) / 1e9;
                     return new Summary(runDir, finalModel, step, last, lastEval, secs, trainSeconds > 0 ? tokens / trainSeconds : 0);
@@ -290,8 +290,11 @@ public final class Trainer {
             int stepsPerEpoch = (batches.batchesPerEpoch() + cfg.gradAccum - 1) / cfg.gradAccum;
             int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
             objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads);
+            if (checkpoint != null && resumed.lossState != null) {  // bco-pair's running mean
+                objective.loss().restoreBcoState(resumed.lossState[0], resumed.lossState[1]);
+            }
             console.printf(Locale.ROOT, "spo4j: %s (%s) on %d pairs, %s, %d steps of %d x %d pairs, lr %.2g, %d threads%n",
-                    cfg.loss, cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
+                    cfg.lossLabel(), cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
                     total, cfg.gradAccum, cfg.batchSize * world, cfg.optim.lr, threads);
             if (dp != null) {
                 console.printf(Locale.ROOT, "spo4j: data parallel over %d processes (Gloo%s): %d pairs per rank per "
@@ -373,6 +376,7 @@ public final class Trainer {
                 st.epoch = epoch;
                 st.batchIndex = index;
                 st.config = cfg.toJson();
+                st.lossState = objective.loss().bcoState();
                 Checkpoints.save(runDir, policy, optimizer, st, modelDir, cfg.keepCheckpoints);
             }
             if (dp != null) {
