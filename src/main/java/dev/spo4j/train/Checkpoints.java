@@ -7,6 +7,7 @@ import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelFolder;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -15,6 +16,8 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.stream.Stream;
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.pytorch.ArchiveWriter;
 import org.bytedeco.pytorch.InputArchive;
 import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OutputArchive;
@@ -65,9 +68,7 @@ public final class Checkpoints {
             Path tmp = AtomicFiles.newTempDirBeside(dst, "tmp");
             try {
                 ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
-                OutputArchive archive = new OutputArchive();
-                optimizer.save(archive);
-                archive.save_to(tmp.resolve(OPTIMIZER).toString());
+                saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
                 state.rngState = Base64.getEncoder().encodeToString(generatorState());
                 Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
                 AtomicFiles.replaceDirectory(tmp, dst);
@@ -123,11 +124,70 @@ public final class Checkpoints {
         }
     }
 
+    /**
+     * Writes LibTorch's archive of {@code optimizer} to {@code file} through {@link AtomicFiles}.
+     * LibTorch's own file writer throws from a destructor when a write fails (a full disk),
+     * which aborts the process; here LibTorch writes into a callback that never fails: the
+     * first I/O error is kept, the rest of the archive is discarded, and the error is thrown
+     * once LibTorch has returned.
+     */
+    static void saveOptimizer(Optimizer optimizer, Path file) throws IOException {
+        OutputArchive archive = new OutputArchive();
+        optimizer.save(archive);
+        AtomicFiles.write(file, ch -> {
+            try (ArchiveSink sink = new ArchiveSink(ch)) {
+                archive.save_to(sink);
+                if (sink.error != null) {
+                    throw sink.error;
+                }
+            }
+        });
+    }
+
+    /** LibTorch's archive writer callback over a channel: reports every byte written, keeps the first error. */
+    private static final class ArchiveSink extends ArchiveWriter {
+        private final FileChannel channel;
+        IOException error;
+
+        ArchiveSink(FileChannel channel) {
+            this.channel = channel;
+        }
+
+        @Override
+        public long call(Pointer data, long size) {
+            if (error == null) {
+                try {
+                    for (long off = 0; off < size; ) {
+                        int n = (int) Math.min(size - off, 1 << 30);
+                        BytePointer p = new BytePointer(data);
+                        p.position(off).limit(off + n);
+                        AtomicFiles.writeFully(channel, p.asByteBuffer());
+                        off += n;
+                    }
+                } catch (IOException e) {
+                    error = e;
+                } catch (RuntimeException | Error e) {  // nothing may escape into LibTorch's writer
+                    error = new IOException(e.toString(), e);
+                }
+            }
+            return size;
+        }
+    }
+
     /** Loads the checkpoint's optimizer.pt into {@code optimizer}, its tensors mapped to {@code device}. */
     public static void loadOptimizer(Path checkpoint, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
-        InputArchive archive = new InputArchive();
-        archive.load_from(checkpoint.resolve(OPTIMIZER).toString(), new org.bytedeco.pytorch.DeviceOptional(device));
-        optimizer.load(archive);
+        loadOptimizer(checkpoint, OPTIMIZER, optimizer, device);
+    }
+
+    static void loadOptimizer(Path checkpoint, String name, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
+        Path file = checkpoint.resolve(name);
+        try {
+            InputArchive archive = new InputArchive();
+            archive.load_from(file.toString(), new org.bytedeco.pytorch.DeviceOptional(device));
+            optimizer.load(archive);
+        } catch (RuntimeException e) {
+            throw new IllegalStateException("cannot read the optimizer state " + file + ": " + firstLine(e.getMessage()), e);
+        }
     }
 
     /** Restores LibTorch's CPU generator from {@code state.rngState}; does nothing when that is null. */
@@ -139,6 +199,15 @@ public final class Checkpoints {
         Tensor t = torch.empty(new long[] {bytes.length}, new TensorOptions(torch.ScalarType.Byte), null);
         new BytePointer(t.data_ptr()).put(bytes);
         torch.getDefaultCPUGenerator().set_state(t);
+    }
+
+    /** The first line of a (LibTorch) message, which goes on with a C++ backtrace. */
+    static String firstLine(String message) {
+        if (message == null) {
+            return "(no message)";
+        }
+        int nl = message.indexOf('\n');
+        return nl < 0 ? message : message.substring(0, nl);
     }
 
     private static byte[] generatorState() {
