@@ -171,6 +171,12 @@ SPO4J_API int spo4j_cuda_device_count(void);
 /* The calling thread's message for its last failed call ("" if none). */
 SPO4J_API const char* spo4j_last_error(void);
 
+/* Fault injection for tests: after `after` more successful thread starts, the CPU kernels'
+ * thread starts fail as if the OS refused them (the kernels then run that work on the calling
+ * thread); a negative value switches it off. Returns how many starts were refused since the
+ * previous call. */
+SPO4J_API int spo4j_debug_fail_thread_starts(int32_t after);
+
 #ifdef __cplusplus
 }
 #endif
