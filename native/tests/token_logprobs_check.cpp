@@ -282,7 +282,7 @@ void cpu_check_token_errors(Checker& ck) {
                                           c.stride, 1);
         expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu bwd lse -inf -> NONFINITE " + d, "row 6");
         ck.record(copy == c.logits, "cpu bwd in-place lse -inf leaves logits untouched " + d);
-        // header: NaN propagates (only an all -inf row is an error)
+        // backward: a NaN lse propagates (only -inf is an error there)
         lse_bad[6] = nanf;
         copy = c.logits;
         st = spo4j_token_logprobs_bwd_cpu(copy.data(), dtype, 7, 129, c.stride, c.targets.data(),
@@ -292,7 +292,17 @@ void cpu_check_token_errors(Checker& ck) {
         copy = c.logits;
         store_elem(copy.data() + 1 * c.stride * elem_size(dtype), dtype, 17, nanf);
         st = fwd(c.targets, copy.data(), -100);
-        expect_status(ck, st, SPO4J_OK, "cpu fwd NaN logit propagates " + d);
+        expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu fwd NaN logit -> NONFINITE naming it " + d,
+                      "row 1 (target " + std::to_string(c.targets[1]) + ") has a NaN logit (at column 17)");
+        copy = c.logits;
+        store_elem(copy.data() + 2 * c.stride * elem_size(dtype), dtype, 5, std::numeric_limits<float>::infinity());
+        st = fwd(c.targets, copy.data(), -100);
+        expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu fwd +inf logit -> NONFINITE naming it " + d,
+                      "has a +inf logit (at column 5)");
+        copy = c.logits;
+        for (int v = 0; v < 129; ++v) store_elem(copy.data() + 3 * c.stride * elem_size(dtype), dtype, v, nanf);
+        expect_status(ck, fwd(c.targets, copy.data(), -100), SPO4J_ERR_NONFINITE,
+                      "cpu fwd all-NaN row -> NONFINITE, not 'every logit is -inf' " + d, "row 3 (target");
         // ignore_index inside [0, V): those rows are ignored, not errors
         std::vector<int64_t> t0 = c.targets;
         t0[1] = 0;
