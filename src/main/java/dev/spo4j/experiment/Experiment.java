@@ -367,7 +367,7 @@ public final class Experiment {
         rows.add(new Measurement(loss, beta, seed, 0, ref.goldReward(), ref.winRate(), ref.kl(), ref.logpsChosen(),
                 ref.logpsRejected(), Double.NaN, Double.NaN, ref.meanLength(), ref.eosRate()));
         double[] acc = new double[3];  // grad-norm sum, loss sum, steps since the last measurement
-        new Trainer(tc, QUIET).withListener((step, policy, m) -> {
+        new Trainer(tc, QUIET).withOverwrite(true).withListener((step, policy, m) -> {
             acc[0] += m.getOrDefault("grad_norm", Double.NaN);
             acc[1] += m.getOrDefault("loss", Double.NaN);
             acc[2]++;

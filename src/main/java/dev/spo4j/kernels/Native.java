@@ -127,7 +127,8 @@ final class Native {
         }
         String message = what + ": " + spo4j_last_error().getString();
         switch (status) {
-            case ERR_ARGUMENT, ERR_TARGET, ERR_NONFINITE, ERR_NOT_BUILT ->
+            case ERR_NONFINITE -> throw new NonFiniteLogitsException(message);
+            case ERR_ARGUMENT, ERR_TARGET, ERR_NOT_BUILT ->
                     throw new IllegalArgumentException(message);
             default -> throw new IllegalStateException(message + " (status " + status + ")");
         }
