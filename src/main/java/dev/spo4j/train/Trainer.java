@@ -114,7 +114,7 @@ public final class Trainer {
 
     /** Continues the run whose checkpoint (or run folder) is {@code dir}; {@code maxSteps} &gt; 0 overrides the end. */
     public static Summary resume(Path dir, int maxSteps, PrintStream console) {
-        Path checkpoint = Checkpoints.resolve(dir);
+        Path checkpoint = Checkpoints.resolve(dir, console);
         Checkpoints.State state = Checkpoints.readState(checkpoint);
         TrainConfig c = TrainConfig.fromJson(state.config);
         // the run folder is where the checkpoint is now, not where the run was started (it may have moved)

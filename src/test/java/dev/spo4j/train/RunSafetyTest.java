@@ -31,15 +31,15 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class RunSafetyTest {
     /** exit code and stderr of one CLI call (in this JVM). */
-    record Outcome(int code, String err) {}
+    record Outcome(int code, String err, String out) {}
 
     static Outcome cli(String... args) {
-        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream(), out = new ByteArrayOutputStream();
         PrintStream oldOut = System.out;
-        System.setOut(new PrintStream(new ByteArrayOutputStream()));
+        System.setOut(new PrintStream(out));
         try {
             int code = TrainerTest.runWithErr(List.of(args), err);
-            return new Outcome(code, err.toString().trim());
+            return new Outcome(code, err.toString().trim(), out.toString());
         } finally {
             System.setOut(oldOut);
         }
@@ -162,6 +162,54 @@ class RunSafetyTest {
             assertEquals(i + 1, rows.get(i).get("skipped_steps").getAsInt());
         }
         assertFalse(Files.exists(run.resolve("final-model")), "a diverged run must not write a final model");
+    }
+
+    /**
+     * The newest checkpoint's optimizer.pt cut in half, an empty trainer_state.json in another
+     * case, a torn last line of metrics.jsonl and of reference_logps.json, leftovers of an
+     * interrupted deletion: the resume falls back to the newest good checkpoint, names the bad
+     * file, repairs the logs and ends with the same metrics as an uninterrupted run.
+     */
+    @Test
+    void damagedCheckpointsFallBackAndTornLogsAreRepaired(@TempDir Path tmp) throws IOException {
+        Path whole = tmp.resolve("whole"), run = tmp.resolve("run");
+        List<String> args = tiny(whole, "--checkpoint-every", "1", "--keep-checkpoints", "3");
+        args.set(args.indexOf("--max-steps") + 1, "4");
+        assertEquals(0, cli(args).code());
+        assertEquals(0, cli(tiny(run, "--checkpoint-every", "1", "--keep-checkpoints", "3")).code());
+        Path ck2 = run.resolve("checkpoints").resolve("step-0000002");
+        assertTrue(Files.exists(ck2.resolve(Checkpoints.MANIFEST)));
+        byte[] opt = Files.readAllBytes(ck2.resolve("optimizer.pt"));
+        Files.write(ck2.resolve("optimizer.pt"), java.util.Arrays.copyOf(opt, opt.length / 2));
+        Files.writeString(run.resolve("metrics.jsonl"), "{\"step\": 3.0, \"lo", StandardOpenOption.APPEND);
+        String refs = Files.readString(run.resolve("reference_logps.json"));
+        Files.writeString(run.resolve("reference_logps.json"), refs.substring(0, refs.length() / 2));
+        Path leftover = Files.createDirectories(run.resolve("checkpoints").resolve(".step-0000000.1a2b.del").resolve("model"));
+
+        Outcome o = cli("train", "--resume", run.toString(), "--max-steps", "4");
+        assertEquals(0, o.code(), o.err() + o.out());
+        assertTrue(o.out().contains("step-0000002 is damaged") && o.out().contains("optimizer.pt")
+                && o.out().contains("resuming from step-0000001"), o.out());
+        assertTrue(o.out().contains("reference_logps.json cannot be used"), o.out());
+        assertFalse(Files.exists(leftover.getParent()), "leftover of an interrupted deletion");
+        List<JsonObject> a = metrics(whole), b = metrics(run);
+        assertEquals(4, b.size());
+        for (int i = 0; i < 4; i++) {
+            assertEquals(a.get(i).get("loss").getAsDouble(), b.get(i).get("loss").getAsDouble(), 0.0, "step " + (i + 1));
+        }
+
+        // an empty trainer_state.json in the newest checkpoint: the one before it is used
+        Path ck4 = run.resolve("checkpoints").resolve("step-0000004");
+        Files.writeString(ck4.resolve(Checkpoints.STATE), "");
+        Outcome e = cli("train", "--resume", run.toString(), "--max-steps", "5");
+        assertEquals(0, e.code(), e.err() + e.out());
+        assertTrue(e.out().contains("step-0000004 is damaged") && e.out().contains(Checkpoints.STATE), e.out());
+        // a damaged checkpoint named directly is refused, naming the file
+        Path ck5 = run.resolve("checkpoints").resolve("step-0000005");
+        Files.write(ck5.resolve("model").resolve("model.safetensors"), new byte[] {1, 2, 3});
+        Outcome d = cli("train", "--resume", ck5.toString(), "--max-steps", "6");
+        assertEquals(2, d.code(), d.err());
+        assertTrue(d.err().contains("model.safetensors") && d.err().contains("manifest"), d.err());
     }
 
     @Test
