@@ -180,6 +180,11 @@ SPO4J_API const char* spo4j_last_error(void);
  * previous call. */
 SPO4J_API int spo4j_debug_fail_thread_starts(int32_t after);
 
+/* Sets the environment variable `name` to `value` unless it is already set (for
+ * OMP_WAIT_POLICY, before LibTorch's OpenMP runtime initialises). Returns 1 when it set it,
+ * 0 when it was already set, -1 on a null/empty name or a failed setenv. */
+SPO4J_API int spo4j_set_env_default(const char* name, const char* value);
+
 #ifdef __cplusplus
 }
 #endif

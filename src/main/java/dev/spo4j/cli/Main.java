@@ -1,5 +1,6 @@
 package dev.spo4j.cli;
 
+import dev.spo4j.kernels.OpenMp;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.train.LrSchedule;
@@ -23,6 +24,7 @@ public final class Main implements Runnable {
 
     /** Runs a command and exits with its code. */
     public static void main(String[] args) {
+        OpenMp.passiveWaitUnlessSet();  // before anything loads LibTorch
         System.exit(run(args));
     }
 

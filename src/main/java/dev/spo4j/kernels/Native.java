@@ -110,6 +110,8 @@ final class Native {
 
     static native int spo4j_cuda_built();
 
+    static native int spo4j_set_env_default(String name, String value);
+
     static native int spo4j_cuda_device_count();
 
     @Cast("const char*")
