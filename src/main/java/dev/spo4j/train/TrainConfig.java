@@ -182,7 +182,11 @@ public final class TrainConfig {
         if (loss == null || lossImpl == null) {
             throw new IllegalArgumentException("loss and loss implementation must be set (e.g. spo, fused)");
         }
-        lossConfig();
+        PreferenceLossConfig lc = lossConfig();
+        if (refModel != null && !lc.needsReference()) {
+            throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()
+                    + " loss is reference-free (it runs no reference model)");
+        }
         optim.validate();
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);

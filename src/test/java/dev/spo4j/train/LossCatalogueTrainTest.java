@@ -28,10 +28,13 @@ class LossCatalogueTrainTest {
     @Test
     void simpoTrainsWithoutAReferenceModel(@TempDir Path tmp) throws IOException {
         Path run = tmp.resolve("simpo"), data = smallData(tmp, "train.jsonl", false);
-        // no reference log-probs in the data and a reference model that does not exist: a run
-        // that loaded one would fail
+        // a reference model does not apply to a reference-free loss: refused before anything is written
+        assertEquals(2, Main.run("train", "--loss", "simpo", "--max-steps", "3", "--ref-model",
+                tmp.resolve("some-model").toString(), "--data", data.toString(), "--out", run.toString()));
+        assertFalse(Files.exists(run));
+        // no reference log-probs in the data: a run that made a reference pass would write them
         assertEquals(0, Main.run("train", "--loss", "simpo", "--max-steps", "3", "--batch-size", "4",
-                "--eval-every", "0", "--threads", "2", "--ref-model", tmp.resolve("no-such-model").toString(),
+                "--eval-every", "0", "--threads", "2",
                 "--data", data.toString(), "--eval-data", data.toString(), "--out", run.toString()));
         assertFalse(Files.exists(run.resolve(ReferenceLogProbs.FILE)), "no reference log-probs are computed");
         List<JsonObject> m = metrics(run);
