@@ -17,8 +17,10 @@
  *    found during its pass, so after SPO4J_ERR_TARGET from the CUDA forward or
  *    SPO4J_ERR_NONFINITE from any forward the (freshly allocated) outputs hold unspecified
  *    values. The logits are never written by a forward.
- *  - NaN logits propagate (NaN lse/logp/gradient), as in LibTorch; only a row whose logits
- *    are all -inf is an error.
+ *  - The CPU forward reports a row whose lse is not finite: all logits -inf, or a NaN or
+ *    +inf logit (the message names the row, target and first such column). The CUDA forward
+ *    reports only all -inf rows (NaN propagates there, as in LibTorch). The backwards take
+ *    the forward's lse: -inf is an error, NaN propagates.
  *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
  *  - Formulas: src/site/markdown/LOSSES.md in this repository (the loss definitions).
  */
@@ -52,7 +54,8 @@ typedef enum {
     SPO4J_OK = 0,
     SPO4J_ERR_ARGUMENT = 1,   /* bad size, stride, dtype, null pointer, loss parameter */
     SPO4J_ERR_TARGET = 2,     /* a target outside [0, vocab) that is not ignore_index */
-    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (every logit -inf, lse = -inf) */
+    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (every logit -inf, lse = -inf);
+                                 the CPU forward also reports a NaN or +inf logit (its message says which) */
     SPO4J_ERR_CUDA = 4,       /* a CUDA runtime error (message has the CUDA error string) */
     SPO4J_ERR_NOT_BUILT = 5,  /* this library was built without CUDA */
     SPO4J_ERR_INTERNAL = 6
@@ -186,6 +189,17 @@ SPO4J_API int spo4j_cuda_device_count(void);
 
 /* The calling thread's message for its last failed call ("" if none). */
 SPO4J_API const char* spo4j_last_error(void);
+
+/* Fault injection for tests: after `after` more successful thread starts, the CPU kernels'
+ * thread starts fail as if the OS refused them (the kernels then run that work on the calling
+ * thread); a negative value switches it off. Returns how many starts were refused since the
+ * previous call. */
+SPO4J_API int spo4j_debug_fail_thread_starts(int32_t after);
+
+/* Sets the environment variable `name` to `value` unless it is already set (for
+ * OMP_WAIT_POLICY, before LibTorch's OpenMP runtime initialises). Returns 1 when it set it,
+ * 0 when it was already set, -1 on a null/empty name or a failed setenv. */
+SPO4J_API int spo4j_set_env_default(const char* name, const char* value);
 
 #ifdef __cplusplus
 }

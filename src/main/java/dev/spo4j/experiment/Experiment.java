@@ -450,7 +450,7 @@ public final class Experiment {
         gradientProfile(s, arm, beta, seed, 0, loss, s.trackedRef.get(arm.pairsFile())[0],
                 s.trackedRef.get(arm.pairsFile())[1], grads);
         double[] acc = new double[4];  // grad-norm sum, clipped steps, loss sum, steps since the last measurement
-        new Trainer(tc, QUIET).withListener((step, policy, m) -> {
+        new Trainer(tc, QUIET).withOverwrite(true).withListener((step, policy, m) -> {
             double g = m.getOrDefault("grad_norm", Double.NaN);
             acc[0] += g;
             acc[1] += cfg.maxGradNorm > 0 && g > cfg.maxGradNorm ? 1 : 0;

@@ -116,6 +116,8 @@ final class Native {
 
     static native int spo4j_cuda_built();
 
+    static native int spo4j_set_env_default(String name, String value);
+
     static native int spo4j_cuda_device_count();
 
     @Cast("const char*")
@@ -133,7 +135,8 @@ final class Native {
         }
         String message = what + ": " + spo4j_last_error().getString();
         switch (status) {
-            case ERR_ARGUMENT, ERR_TARGET, ERR_NONFINITE, ERR_NOT_BUILT ->
+            case ERR_NONFINITE -> throw new NonFiniteLogitsException(message);
+            case ERR_ARGUMENT, ERR_TARGET, ERR_NOT_BUILT ->
                     throw new IllegalArgumentException(message);
             default -> throw new IllegalStateException(message + " (status " + status + ")");
         }

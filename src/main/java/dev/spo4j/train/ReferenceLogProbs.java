@@ -71,7 +71,19 @@ public final class ReferenceLogProbs {
                     "broadcast of the reference log-probs"), train.size(), eval.size());
         }
         if (resuming && Files.exists(file)) {
-            return GSON.fromJson(Files.readString(file), double[][][].class);
+            String problem;
+            try {
+                double[][][] read = GSON.fromJson(Files.readString(file), double[][][].class);
+                if (read != null && read.length == 2 && read[0].length == 2 && read[1].length == 2
+                        && read[0][0].length == train.size() && read[0][1].length == train.size()
+                        && read[1][0].length == eval.size() && read[1][1].length == eval.size()) {
+                    return read;
+                }
+                problem = "it does not hold " + train.size() + " training and " + eval.size() + " eval pairs";
+            } catch (RuntimeException e) {
+                problem = "it is not valid JSON (" + e.getMessage() + ")";
+            }
+            console.println("spo4j: warning: " + file + " cannot be used: " + problem + "; computing it again");
         }
         double[][][] out = new double[2][][];
         List<List<PreferencePair>> sets = List.of(train, eval);
