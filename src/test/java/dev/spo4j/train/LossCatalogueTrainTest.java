@@ -22,18 +22,19 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The trainer with the losses of TRL's catalogue: a reference-free loss (simpo) runs without
- * a reference model or pass, and bco-pair's running mean goes into its checkpoints.
+ * a reference pass, and bco-pair's running mean goes into its checkpoints.
  */
 class LossCatalogueTrainTest {
     @Test
-    void simpoTrainsWithoutAReferenceModel(@TempDir Path tmp) throws IOException {
+    void simpoTrainsWithoutAReferencePass(@TempDir Path tmp) throws IOException {
         Path run = tmp.resolve("simpo"), data = smallData(tmp, "train.jsonl", false);
-        // no reference log-probs in the data and a reference model that does not exist: a run
-        // that loaded one would fail
+        // no reference log-probs in the data: a loss that needs them would run the initial
+        // policy as the reference over every pair and write them to the run folder
         assertEquals(0, Main.run("train", "--loss", "simpo", "--max-steps", "3", "--batch-size", "4",
-                "--eval-every", "0", "--threads", "2", "--ref-model", tmp.resolve("no-such-model").toString(),
-                "--data", data.toString(), "--eval-data", data.toString(), "--out", run.toString()));
+                "--eval-every", "0", "--threads", "2", "--data", data.toString(), "--eval-data", data.toString(),
+                "--out", run.toString()));
         assertFalse(Files.exists(run.resolve(ReferenceLogProbs.FILE)), "no reference log-probs are computed");
+        assertTrue(Files.exists(run.resolve("metrics.jsonl")));
         List<JsonObject> m = metrics(run);
         assertEquals(3, m.size());
         for (JsonObject row : m) {
