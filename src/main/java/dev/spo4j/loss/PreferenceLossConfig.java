@@ -152,7 +152,12 @@ public record PreferenceLossConfig(LossType type, double beta, double labelSmoot
             } catch (NumberFormatException x) {
                 throw new IllegalArgumentException("loss weight '" + e + "' (expected LOSS=W with a number W)");
             }
-            out.add(new WeightedLoss(LossType.parse(e.substring(0, eq)), w));
+            String name = e.substring(0, eq).trim();
+            if (name.equalsIgnoreCase("sft")) {
+                throw new IllegalArgumentException("loss weight '" + e + "': TRL's sft term is --sft-weight " + w
+                        + " here (the objective's alpha NLL of the chosen answer), not an entry of the loss list");
+            }
+            out.add(new WeightedLoss(LossType.parse(name), w));
         }
         return out;
     }

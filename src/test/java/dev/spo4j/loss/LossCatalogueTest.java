@@ -187,6 +187,8 @@ class LossCatalogueTest {
         for (String bad : List.of("dpo", "dpo=", "=1", "dpo=x", "kto=1", "dpo=NaN")) {
             assertThrows(IllegalArgumentException.class, () -> PreferenceLossConfig.parseWeights(List.of(bad)), bad);
         }
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceLossConfig.parseWeights(List.of("sft=0.5")));
+        assertTrue(e.getMessage().contains("--sft-weight 0.5"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,
                 () -> c.withMix(PreferenceLossConfig.parseWeights(List.of("dpo=1", "sigmoid=2"))));
         assertTrue(e.getMessage().contains("twice"), e.getMessage());

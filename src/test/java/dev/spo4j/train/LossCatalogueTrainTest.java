@@ -22,11 +22,11 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The trainer with the losses of TRL's catalogue: a reference-free loss (simpo) runs without
- * a reference model or pass, and bco-pair's running mean goes into its checkpoints.
+ * a reference pass, and bco-pair's running mean goes into its checkpoints.
  */
 class LossCatalogueTrainTest {
     @Test
-    void simpoTrainsWithoutAReferenceModel(@TempDir Path tmp) throws IOException {
+    void simpoTrainsWithoutAReferencePass(@TempDir Path tmp) throws IOException {
         Path run = tmp.resolve("simpo"), data = smallData(tmp, "train.jsonl", false);
         // a reference model does not apply to a reference-free loss: refused before anything is written
         assertEquals(2, Main.run("train", "--loss", "simpo", "--max-steps", "3", "--ref-model",
@@ -37,6 +37,7 @@ class LossCatalogueTrainTest {
                 "--eval-every", "0", "--threads", "2",
                 "--data", data.toString(), "--eval-data", data.toString(), "--out", run.toString()));
         assertFalse(Files.exists(run.resolve(ReferenceLogProbs.FILE)), "no reference log-probs are computed");
+        assertTrue(Files.exists(run.resolve("metrics.jsonl")));
         List<JsonObject> m = metrics(run);
         assertEquals(3, m.size());
         for (JsonObject row : m) {
