@@ -255,7 +255,12 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
 
     /** Reads a Hugging Face config.json. */
     public static ModelConfig read(Path file) throws IOException {
-        String text = Files.readString(file, StandardCharsets.UTF_8);
+        String text;
+        try {
+            text = Files.readString(file, StandardCharsets.UTF_8);
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new IllegalArgumentException(file + ": not UTF-8 text (" + e.getMessage() + ")", e);
+        }
         try {
             return parse(text, file.toString());
         } catch (IllegalArgumentException e) {

@@ -116,7 +116,7 @@ public final class Trainer {
     public static Summary resume(Path dir, int maxSteps, PrintStream console) {
         Path checkpoint = Checkpoints.resolve(dir, console);
         Checkpoints.State state = Checkpoints.readState(checkpoint);
-        TrainConfig c = TrainConfig.fromJson(state.config);
+        TrainConfig c = Checkpoints.config(checkpoint, state);
         // the run folder is where the checkpoint is now, not where the run was started (it may have moved)
         Path parent = checkpoint.toAbsolutePath().getParent();
         if (parent != null && parent.getFileName() != null && parent.getFileName().toString().equals("checkpoints")) {
