@@ -83,7 +83,7 @@ public final class ChatTemplate {
                 .withElResolver(resolver)
                 .withFailOnUnknownTokens(false)
                 // the overrides make jinjava behave as jinja2 where it differs by default:
-                // Python operator precedence (x=a|length - 1 as a keyword argument), Python
+                // Python operator precedence, Python
                 // printing of values, iteration over a dict's keys, {{- and -}} trimming around
                 // expressions as around statements
                 .withLegacyOverrides(LegacyOverrides.newBuilder()
