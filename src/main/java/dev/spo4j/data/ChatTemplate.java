@@ -148,6 +148,26 @@ public final class ChatTemplate {
         return new ChatTemplate(source, tokens);
     }
 
+    /** {@link #load} with the folder's tokenizer_config.json (when present); null when the folder defines no template. */
+    public static ChatTemplate forModel(Path modelDir) {
+        Path file = modelDir.resolve("tokenizer_config.json");
+        JsonObject config = null;
+        if (Files.isRegularFile(file)) {
+            try {
+                JsonElement e = com.google.gson.JsonParser.parseString(Files.readString(file, StandardCharsets.UTF_8));
+                if (!e.isJsonObject()) {
+                    throw new IllegalArgumentException(file + ": expected a JSON object");
+                }
+                config = e.getAsJsonObject();
+            } catch (com.google.gson.JsonParseException e) {
+                throw new IllegalArgumentException(file + ": malformed JSON: " + e.getMessage(), e);
+            } catch (IOException e) {
+                throw new UncheckedIOException(file + ": " + e.getMessage(), e);
+            }
+        }
+        return load(modelDir, config);
+    }
+
     private static String templateSource(JsonElement e, Path file) {
         if (e == null || e.isJsonNull()) {
             return null;
