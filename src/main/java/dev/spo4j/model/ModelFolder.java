@@ -41,7 +41,8 @@ public final class ModelFolder {
     public static final String INDEX = "model.safetensors.index.json";
     /** Files copied from a tokenizer source by {@link #save(LlamaModel, Path, Path)} when present. */
     public static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json",
-            "generation_config.json", "special_tokens_map.json");
+            "generation_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+            "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json");
 
     /** Reads config.json and the weights of a folder into a new fp32 CPU model. */
     public static LlamaModel load(Path dir) throws IOException {
