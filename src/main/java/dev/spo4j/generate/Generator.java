@@ -51,6 +51,15 @@ public final class Generator {
      * @param eosId   the EOS id, or null for none (then every row runs maxNewTokens)
      */
     public static List<Sample> generate(LlamaModel model, List<long[]> prompts, Long eosId, GenerationConfig cfg) {
+        return generate(model, prompts, cfg, eosId == null ? new long[0] : new long[] {eosId});
+    }
+
+    /**
+     * Samples one completion per prompt; a row stops on any of {@code eosIds} (every EOS id of
+     * the model, e.g. Llama-3.1-Instruct's end of text, end of message and end of turn; see
+     * {@link TextTokenizer#eosIds()}); empty: every row runs maxNewTokens.
+     */
+    public static List<Sample> generate(LlamaModel model, List<long[]> prompts, GenerationConfig cfg, long... eosIds) {
         int n = prompts.size();
         for (int i = 0; i < n; i++) {
             if (prompts.get(i).length == 0) {
@@ -112,7 +121,7 @@ public final class Generator {
                     int i = live.get(r);
                     System.arraycopy(last, (int) (r * vocab), row, 0, (int) vocab);
                     int tok = pick(row, cfg, rnd);
-                    if (eosId != null && tok == eosId) {
+                    if (isEos(tok, eosIds)) {
                         done[i] = true;
                         eos[i] = true;
                     } else {
@@ -129,6 +138,30 @@ public final class Generator {
             out.add(new Sample(Arrays.copyOfRange(seqs[i], prompts.get(i).length, lens[i]), eos[i]));
         }
         return out;
+    }
+
+    private static boolean isEos(long tok, long[] eosIds) {
+        for (long e : eosIds) {
+            if (tok == e) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Prompt token ids of a chat: the user message rendered by the model's chat template with
+     * {@code add_generation_prompt} (the template writes BOS when the model needs it).
+     */
+    public static long[] chatPromptIds(TextTokenizer tok, String userMessage) {
+        if (tok.chatTemplate() == null) {
+            throw new IllegalArgumentException(tok.directory() + " has no chat template (chat_template in "
+                    + "tokenizer_config.json, or chat_template.jinja): generate without --chat");
+        }
+        java.util.Map<String, Object> m = new java.util.LinkedHashMap<>();
+        m.put("role", "user");
+        m.put("content", userMessage);
+        return tok.encode(tok.chatTemplate().render(List.of(m), true));
     }
 
     /** Prompt token ids by the collator's rule: [BOS if add_bos_token] + encode(prompt). */
@@ -151,7 +184,7 @@ public final class Generator {
             ids.add(promptIds(tok, p));
         }
         List<String> out = new ArrayList<>();
-        for (Sample s : generate(model, ids, tok.eosId(), cfg)) {
+        for (Sample s : generate(model, ids, cfg, tok.eosIds())) {
             out.add(tok.decode(s.tokens()));
         }
         return out;

@@ -105,6 +105,20 @@ class GeneratorTest {
     }
 
     @Test
+    void anyOfSeveralEosIdsStopsASequence() {
+        long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+        // stop ids: one never produced, then the third greedy token: the row stops there
+        long never = -5;
+        Generator.Sample s = Generator.generate(model, List.of(PROMPTS.get(0)), GenerationConfig.greedy(10), never, free[2]).get(0);
+        assertTrue(s.endedWithEos());
+        int first = 0;                     // the first greedy position holding that token
+        while (free[first] != free[2]) {
+            first++;
+        }
+        assertArrayEquals(java.util.Arrays.copyOf(free, first), s.tokens());
+    }
+
+    @Test
     void pickRespectsTopKAndTopP() {
         float[] logits = {0f, 3f, 2f, 1f, -5f};
         Random rnd = new Random(1);
