@@ -92,6 +92,10 @@ public final class TrainConfig {
     /** Tokens per sequence at most: the prompt is cut from the left first. */
     @Option(names = "--max-length", description = "tokens per sequence: the prompt is cut from the left first (default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    /** dtype of final-model/: "auto" (the input model's torch_dtype), float32, bfloat16 or float16. */
+    @Option(names = "--save-dtype", description = "dtype of final-model/: auto (the input model's torch_dtype), float32, "
+            + "bfloat16, float16; checkpoints keep the training precision (default: ${DEFAULT-VALUE})")
+    public String saveDtype = "auto";
     /** TRL's max_prompt_length: prompt tokens kept (by {@link #truncationMode}); 0 = no limit. */
     @Option(names = "--max-prompt-length", description = "prompt tokens kept, by --truncation-mode; 0 = no limit (default: ${DEFAULT-VALUE})")
     public int maxPromptLength = 0;
@@ -174,6 +178,9 @@ public final class TrainConfig {
         if (maxPromptLength < 0 || maxCompletionLength < 0) {
             throw new IllegalArgumentException("max prompt length = " + maxPromptLength + ", max completion length = "
                     + maxCompletionLength + " (expected >= 0, 0 = no limit)");
+        }
+        if (saveDtype != null && !saveDtype.equals("auto")) {
+            dev.spo4j.model.ModelFolder.scalarType(saveDtype);
         }
         dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "null" : truncationMode);
         if (maxSteps == 0 || maxSteps < -1) {

@@ -292,7 +292,10 @@ public final class Trainer {
                     }
                     Path finalModel = runDir.resolve("final-model");
                     if (rank == 0) {
-                        ModelFolder.save(policy, finalModel, modelDir);
+                        // final-model/ in the input's dtype (or --save-dtype); checkpoints keep the training precision
+                        String saveDtype = cfg.saveDtype == null || cfg.saveDtype.equals("auto")
+                                ? ModelFolder.torchDtypeOf(modelDir) : cfg.saveDtype;
+                        ModelFolder.save(policy, finalModel, modelDir, saveDtype);
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.loss + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }

@@ -51,7 +51,7 @@ class ChatDataTest {
         torch.manual_seed(7);
         LlamaModel m = new LlamaModel(ModelConfig.of(ModelConfig.QWEN2, vocab, 16, 32, 1, 2, 1, 256).withTiedEmbeddings(true));
         model = tmp.resolve("tiny-qwen");
-        ModelFolder.save(m, model, qwen);
+        ModelFolder.save(m, model, qwen, "bfloat16");   // a bf16 checkpoint, as the Hub serves them
     }
 
     static Path write(String name, String... lines) throws IOException {
@@ -76,6 +76,11 @@ class ChatDataTest {
         double loss = JsonParser.parseString(metrics.get(0)).getAsJsonObject().get("loss").getAsDouble();
         assertTrue(Double.isFinite(loss) && loss > 0, "loss " + loss);
         assertTrue(Files.isRegularFile(out.resolve("final-model").resolve("tokenizer_config.json")));
+        assertEquals("bfloat16", ModelFolder.torchDtypeOf(out.resolve("final-model")), "final-model in the input's dtype");
+        try (java.util.stream.Stream<Path> s = Files.list(out.resolve("checkpoints"))) {
+            Path step = s.filter(p -> p.getFileName().toString().startsWith("step-")).findFirst().orElseThrow();
+            assertEquals("float32", ModelFolder.torchDtypeOf(step.resolve("model")), "checkpoints keep the training precision");
+        }
         return JsonParser.parseString(Files.readString(out.resolve("data.json"))).getAsJsonObject();
     }
 
