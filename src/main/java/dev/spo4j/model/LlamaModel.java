@@ -21,12 +21,13 @@ import java.util.Map;
 import java.util.TreeSet;
 
 /**
- * A decoder-only Llama-family transformer (Hugging Face LlamaForCausalLM and
- * Qwen2ForCausalLM, eager attention) on LibTorch:
+ * A decoder-only Llama-family transformer (Hugging Face LlamaForCausalLM,
+ * Qwen2ForCausalLM, Qwen3ForCausalLM and MistralForCausalLM, eager attention) on LibTorch:
  * <pre>
  *   h = embed_tokens[ids]                                            [B,T,H]
  *   per layer:  a = RMSNorm(h)
  *               q,k,v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)      heads × head_dim
+ *               (Qwen3: q,k = RMSNorm(q) w_qnorm, RMSNorm(k) w_knorm per head)
  *               q,k = q cos + rotate_half(q) sin, positions 0..T-1 for every row
  *               p = softmax_fp32(q k^T / sqrt(d), causal + key-padding mask)
  *               h = h + (p v) Wo^T (+bo)                              (kv head = head / (H/KV))
@@ -90,6 +91,7 @@ public final class LlamaModel extends Module {
     /** One decoder layer's parameters; a bias is null when absent. */
     private static final class Layer {
         Tensor inNorm, postNorm;
+        Tensor qNorm, kNorm;  // Qwen3: per-head RMSNorm weights [head_dim]; null otherwise
         Tensor wq, bq, wk, bk, wv, bv, wo, bo;
         Tensor wg, bg, wu, bu, wd, bd;
     }
@@ -128,6 +130,10 @@ public final class LlamaModel extends Module {
             Module o = child(attn, "o_proj");
             l.wo = param(o, "weight", p + "self_attn.o_proj.weight", normal(std, h, config.qDim()));
             l.bo = config.outputBias() ? param(o, "bias", p + "self_attn.o_proj.bias", zeros(h)) : null;
+            if (config.qkNorm()) {
+                l.qNorm = param(child(attn, "q_norm"), "weight", p + "self_attn.q_norm.weight", ones(config.headDim()));
+                l.kNorm = param(child(attn, "k_norm"), "weight", p + "self_attn.k_norm.weight", ones(config.headDim()));
+            }
             Module mlp = child(layer, "mlp");
             boolean mb = config.mlpBias();
             Module g = child(mlp, "gate_proj");
@@ -273,8 +279,14 @@ public final class LlamaModel extends Module {
     private Tensor layer(Layer l, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t) {
         int heads = config.numAttentionHeads(), kvHeads = config.numKeyValueHeads(), d = config.headDim();
         Tensor a = rmsNorm(x, l.inNorm);
-        Tensor q = linear(a, l.wq, l.bq).view(b, t, heads, d).transpose(1, 2);    // [B,nH,T,D]
-        Tensor k = linear(a, l.wk, l.bk).view(b, t, kvHeads, d).transpose(1, 2);  // [B,nKV,T,D]
+        Tensor q = linear(a, l.wq, l.bq).view(b, t, heads, d);
+        Tensor k = linear(a, l.wk, l.bk).view(b, t, kvHeads, d);
+        if (l.qNorm != null) {  // Qwen3: RMSNorm over each head's vector, before RoPE
+            q = rmsNorm(q, l.qNorm);
+            k = rmsNorm(k, l.kNorm);
+        }
+        q = q.transpose(1, 2);                                                      // [B,nH,T,D]
+        k = k.transpose(1, 2);                                                      // [B,nKV,T,D]
         Tensor v = linear(a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
         q = applyRope(q, cos, sin);
         k = applyRope(k, cos, sin);
