@@ -25,18 +25,25 @@ import java.util.Map;
  * <p>Files read from {@code modelDir}, once, at {@link #load}:
  * <ul>
  *   <li>{@code tokenizer.json} (required): the tokenizer, run by the HF Rust library through
- *       DJL, with no special tokens added, no truncation and no padding: the collator adds
- *       BOS/EOS itself and decides truncation (see {@link PreferenceCollator}).</li>
- *   <li>{@code tokenizer_config.json} (optional): {@code add_bos_token} (default false),
- *       {@code bos_token}/{@code eos_token}/{@code pad_token} (a string or an
- *       {@code {"content": ...}} object) and {@code clean_up_tokenization_spaces} (default false).</li>
+ *       DJL, with no special tokens added, no truncation and no padding: the token rule adds
+ *       BOS/EOS itself and decides truncation (see {@link TokenRule}). Its post-processor is
+ *       read to learn whether the tokenizer adds BOS (TemplateProcessing, as Llama-3.1's).</li>
+ *   <li>{@code tokenizer_config.json} (optional): {@code add_bos_token}, {@code bos_token}/
+ *       {@code eos_token}/{@code pad_token} (a string or an {@code {"content": ...}} object),
+ *       {@code clean_up_tokenization_spaces} (default false) and the chat template
+ *       ({@link ChatTemplate#load}).</li>
  *   <li>{@code config.json}, then {@code generation_config.json} (both optional):
- *       {@code bos_token_id}, {@code eos_token_id}, {@code pad_token_id} (an int, or a list of
- *       which the first is used), and {@code vocab_size}.</li>
+ *       {@code bos_token_id}, {@code eos_token_id}, {@code pad_token_id} (an int, or a list),
+ *       and {@code vocab_size}.</li>
  * </ul>
- * An id is taken from the first of config.json, generation_config.json, or the token string
- * of tokenizer_config.json looked up in tokenizer.json's vocabulary. {@link #padId()} falls
- * back to EOS, then 0 (padding is masked out, so its value never reaches a loss).
+ * BOS is added to plain text when {@code add_bos_token} is true, or, when it is not set, when
+ * the post-processor adds it. EOS is the id of tokenizer_config.json's {@code eos_token} (the
+ * end of a turn for chat models: {@code <|eot_id|>} for Llama-3.1-Instruct), else the first
+ * {@code eos_token_id} of config.json or generation_config.json; {@link #eosIds()} lists every
+ * EOS id, for generation to stop on. BOS and pad ids come from config.json, then
+ * generation_config.json, then the token strings of tokenizer_config.json looked up in
+ * tokenizer.json's vocabulary. {@link #padId()} falls back to EOS, then 0 (padding is masked
+ * out, so its value never reaches a loss).
  *
  * <p>Text that contains a special token's literal string (say {@code "<eos>"}) encodes to
  * that special token, as in HF transformers by default.

@@ -132,6 +132,28 @@ class ChatDataTest {
     }
 
     @Test
+    void generateChatRendersTheUserMessageWithTheGenerationPrompt() throws IOException {
+        try (TextTokenizer tok = TextTokenizer.load(model)) {
+            assertArrayEquals(tok.encode("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"),
+                    dev.spo4j.generate.Generator.chatPromptIds(tok, "Hi there"));
+        }
+        java.io.PrintStream old = System.out;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        System.setOut(new java.io.PrintStream(out, true));
+        int code;
+        try {
+            code = run(err, "generate", "--model", model.toString(), "--prompt", "Hi there", "--chat",
+                    "--max-new-tokens", "3", "--temperature", "0", "--threads", "1");
+        } finally {
+            System.setOut(old);
+        }
+        assertEquals(0, code, err.toString());
+        JsonObject o = JsonParser.parseString(out.toString().trim()).getAsJsonObject();
+        assertEquals("Hi there", o.get("prompt").getAsString());
+        assertTrue(o.get("tokens").getAsInt() <= 3);
+    }
+
+    @Test
     void badConversationalDataStopsBeforeTheRunFolder() throws IOException {
         Path bad = write("bad.jsonl", String.format(CONV, "a", "b", "c"), String.format(CONV, "a", "b", "c").replace("\"system\"", "\"narrator\""));
         Path out = tmp.resolve("run-bad");
