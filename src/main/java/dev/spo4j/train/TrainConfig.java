@@ -106,6 +106,19 @@ public final class TrainConfig {
     /** Tokens per sequence at most: the prompt is cut from the left first. */
     @Option(names = "--max-length", description = "tokens per sequence: the prompt is cut from the left first (default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    /** dtype of final-model/: "auto" (the input model's torch_dtype), float32, bfloat16 or float16. */
+    @Option(names = "--save-dtype", description = "dtype of final-model/: auto (the input model's torch_dtype), float32, "
+            + "bfloat16, float16; checkpoints keep the training precision (default: ${DEFAULT-VALUE})")
+    public String saveDtype = "auto";
+    /** TRL's max_prompt_length: prompt tokens kept (by {@link #truncationMode}); 0 = no limit. */
+    @Option(names = "--max-prompt-length", description = "prompt tokens kept, by --truncation-mode; 0 = no limit (default: ${DEFAULT-VALUE})")
+    public int maxPromptLength = 0;
+    /** TRL's max_completion_length: completion tokens kept (its start); 0 = no limit. */
+    @Option(names = "--max-completion-length", description = "completion tokens kept (the first ones); 0 = no limit (default: ${DEFAULT-VALUE})")
+    public int maxCompletionLength = 0;
+    /** TRL's truncation_mode for the prompt: keep_end (its last tokens) or keep_start. */
+    @Option(names = "--truncation-mode", description = "keep_end | keep_start: which end of a long prompt stays (default: ${DEFAULT-VALUE})")
+    public String truncationMode = "keep_end";
     /** Seed of LibTorch's generator, the batch order and the embedded default's model and data. */
     @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
@@ -194,6 +207,14 @@ public final class TrainConfig {
         if (maxLength < 2) {
             throw new IllegalArgumentException("max length = " + maxLength + " (expected >= 2)");
         }
+        if (maxPromptLength < 0 || maxCompletionLength < 0) {
+            throw new IllegalArgumentException("max prompt length = " + maxPromptLength + ", max completion length = "
+                    + maxCompletionLength + " (expected >= 0, 0 = no limit)");
+        }
+        if (saveDtype != null && !saveDtype.equals("auto")) {
+            dev.spo4j.model.ModelFolder.scalarType(saveDtype);
+        }
+        dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "null" : truncationMode);
         if (maxSteps == 0 || maxSteps < -1) {
             throw new IllegalArgumentException("max steps = " + maxSteps + " (expected > 0, or -1 for epochs)");
         }
@@ -220,6 +241,12 @@ public final class TrainConfig {
     }
 
     /** The settings as pretty-printed JSON (the run folder's config.json). */
+    /** The collator's limits from {@link #maxPromptLength}, {@link #maxCompletionLength}, {@link #truncationMode}. */
+    public dev.spo4j.data.PreferenceCollator.Limits limits(boolean templated) {
+        return new dev.spo4j.data.PreferenceCollator.Limits(templated, maxPromptLength, maxCompletionLength,
+                dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "keep_end" : truncationMode));
+    }
+
     public String toJson() {
         return GSON.toJson(this);
     }

@@ -1,6 +1,9 @@
 package dev.spo4j.train;
 
 import dev.spo4j.data.Batches;
+import dev.spo4j.data.ChatTemplate;
+import dev.spo4j.data.PreferenceFormats;
+import dev.spo4j.data.TokenizedPair;
 import dev.spo4j.data.PreferenceBatch;
 import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
@@ -73,6 +76,9 @@ public final class Trainer {
 
     /** Steps in a row with a non-finite loss or gradient norm after which a run stops. */
     public static final int MAX_NONFINITE_IN_A_ROW = 5;
+    /** Whether the training texts were rendered by the model's chat template (conversational data). */
+    private boolean templated;
+    private String dataFormat = "standard";
 
     /** A trainer for this process's place in a job: torchrun's environment, or a single process. */
     public Trainer(TrainConfig config, PrintStream console) {
@@ -149,8 +155,24 @@ public final class Trainer {
         if (cfg.model != null && cfg.data == null) {
             throw new IllegalArgumentException("--data is required with --model (or give neither for the embedded default)");
         }
-        List<PreferencePair> train = cfg.data == null ? null : PreferenceDataset.read(Path.of(cfg.data));
-        List<PreferencePair> eval = cfg.evalData == null ? null : PreferenceDataset.read(Path.of(cfg.evalData));
+        // TRL's dataset formats; conversational records are rendered by the model's chat template here,
+        // so that a bad record (or a template that raises) stops the run before its folder exists
+        ChatTemplate template = cfg.model == null ? null : ChatTemplate.forModel(Path.of(cfg.model));
+        PreferenceFormats.Loaded trainData = cfg.data == null ? null : PreferenceFormats.read(Path.of(cfg.data), template);
+        PreferenceFormats.Loaded evalData = cfg.evalData == null ? null
+                : PreferenceFormats.read(Path.of(cfg.evalData), template);
+        if (trainData != null && evalData != null && trainData.templated() != evalData.templated()) {
+            throw new IllegalArgumentException(cfg.evalData + " is " + evalData.format() + " but " + cfg.data + " is "
+                    + trainData.format() + " (expected both conversational or both standard)");
+        }
+        templated = trainData != null && trainData.templated();
+        dataFormat = trainData == null ? "standard" : trainData.format();
+        if (trainData != null && dist.rank() == 0) {
+            console.println("spo4j: " + cfg.data + ": " + trainData.pairs().size() + " pairs, " + trainData.format()
+                    + (templated ? ", rendered with the model's chat template" : ""));
+        }
+        List<PreferencePair> train = trainData == null ? null : trainData.pairs();
+        List<PreferencePair> eval = evalData == null ? null : evalData.pairs();
         cfg.worldSize = dist.worldSize();
         if (checkpoint == null) {  // inputs by absolute path: a resume may start in another working folder
             cfg.model = absolute(cfg.model);
@@ -310,8 +332,22 @@ public final class Trainer {
                 // token ids checked against the model's vocabulary when tokenized, so that the
                 // loss kernels can skip their own (synchronising, on CUDA) target check
                 long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
-                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab);
-                collator.tokenizeAll(train);  // every pair must fit before the first step: fail early, name the line
+                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab).withLimits(cfg.limits(templated));
+                // every pair must fit before the first step: fail early, name the line
+                long cut = collator.tokenizeAll(train).stream().filter(TokenizedPair::truncated).count();
+                if (cut > 0 && rank == 0) {
+                    console.printf(Locale.ROOT, "spo4j: %d of %d training pairs truncated (max length %d, max prompt "
+                            + "length %d, max completion length %d, %s)%n", cut, train.size(), cfg.maxLength,
+                            cfg.maxPromptLength, cfg.maxCompletionLength, cfg.truncationMode);
+                }
+                if (rank == 0) {   // the data facts beside config.json: format, pairs, how many were truncated
+                    com.google.gson.JsonObject facts = new com.google.gson.JsonObject();
+                    facts.addProperty("format", dataFormat);
+                    facts.addProperty("templated", templated);
+                    facts.addProperty("pairs", train.size());
+                    facts.addProperty("truncated_pairs", cut);
+                    Files.writeString(runDir.resolve("data.json"), facts + "\n");
+                }
                 refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
                         checkpoint != null, dp, console);
                 int total = prepare(modelDir, checkpoint, resumed);
@@ -350,7 +386,10 @@ public final class Trainer {
                     }
                     Path finalModel = runDir.resolve("final-model");
                     if (rank == 0) {
-                        ModelFolder.save(policy, finalModel, modelDir);
+                        // final-model/ in the input's dtype (or --save-dtype); checkpoints keep the training precision
+                        String saveDtype = cfg.saveDtype == null || cfg.saveDtype.equals("auto")
+                                ? ModelFolder.torchDtypeOf(modelDir) : cfg.saveDtype;
+                        ModelFolder.save(policy, finalModel, modelDir, saveDtype);
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.lossLabel() + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }

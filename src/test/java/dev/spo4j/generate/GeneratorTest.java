@@ -105,6 +105,47 @@ class GeneratorTest {
     }
 
     @Test
+    void kvCacheGivesTheRecomputedSamples() {
+        for (LlamaModel.Attention att : LlamaModel.Attention.values()) {
+            model.setAttention(att);
+            try {
+                for (GenerationConfig c : List.of(GenerationConfig.greedy(12), new GenerationConfig(1.0, 0, 1.0, 12, 3),
+                        new GenerationConfig(0.7, 5, 0.9, 9, 11))) {
+                    List<Generator.Sample> cached = Generator.generate(model, PROMPTS, c);
+                    List<Generator.Sample> full = Generator.generateRecomputing(model, PROMPTS, c);
+                    for (int i = 0; i < PROMPTS.size(); i++) {
+                        assertArrayEquals(full.get(i).tokens(), cached.get(i).tokens(), att + " row " + i);
+                    }
+                }
+                // with an EOS that stops some rows early, the others go on from their own cache rows
+                long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+                List<Generator.Sample> a = Generator.generate(model, PROMPTS, GenerationConfig.greedy(10), free[1]);
+                List<Generator.Sample> b = Generator.generateRecomputing(model, PROMPTS, GenerationConfig.greedy(10), free[1]);
+                for (int i = 0; i < PROMPTS.size(); i++) {
+                    assertArrayEquals(b.get(i).tokens(), a.get(i).tokens());
+                    assertEquals(b.get(i).endedWithEos(), a.get(i).endedWithEos());
+                }
+            } finally {
+                model.setAttention(LlamaModel.Attention.SDPA);
+            }
+        }
+    }
+
+    @Test
+    void anyOfSeveralEosIdsStopsASequence() {
+        long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+        // stop ids: one never produced, then the third greedy token: the row stops there
+        long never = -5;
+        Generator.Sample s = Generator.generate(model, List.of(PROMPTS.get(0)), GenerationConfig.greedy(10), never, free[2]).get(0);
+        assertTrue(s.endedWithEos());
+        int first = 0;                     // the first greedy position holding that token
+        while (free[first] != free[2]) {
+            first++;
+        }
+        assertArrayEquals(java.util.Arrays.copyOf(free, first), s.tokens());
+    }
+
+    @Test
     void pickRespectsTopKAndTopP() {
         float[] logits = {0f, 3f, 2f, 1f, -5f};
         Random rnd = new Random(1);
