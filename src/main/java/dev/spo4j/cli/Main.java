@@ -1,5 +1,6 @@
 package dev.spo4j.cli;
 
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.train.LrSchedule;
@@ -36,6 +37,7 @@ public final class Main implements Runnable {
         // Options are parsed into their types once, here, with the library's own messages.
         cl.registerConverter(LossType.class, LossType::parse);
         cl.registerConverter(LossImpl.class, LossImpl::parse);
+        cl.registerConverter(LmHead.class, LmHead::parse);
         cl.registerConverter(LrSchedule.Kind.class, LrSchedule.Kind::parse);
         cl.setParameterExceptionHandler((e, args1) -> {
             CommandLine cmd = e.getCommandLine();

@@ -11,6 +11,8 @@ import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.generate.GenerationConfig;
 import dev.spo4j.generate.Generator;
 import dev.spo4j.io.AtomicFiles;
+import dev.spo4j.kernels.LmHeadLogProbs;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelConfig;
@@ -253,6 +255,7 @@ public final class Experiment {
         sc.maxSteps = cfg.sftSteps;
         sc.seed = seedFor(cfg, 1);
         sc.threads = cfg.threads;
+        sc.lmHead = cfg.lmHead;
         sc.logEvery = Math.max(1, cfg.sftSteps / 5);
         LlamaModel model = ModelFolder.load(init);
         long t = System.nanoTime();
@@ -361,6 +364,7 @@ public final class Experiment {
         tc.maxLength = 128;
         tc.seed = seedFor(cfg, 100 + seed);
         tc.threads = cfg.threads;
+        tc.lmHead = cfg.lmHead;
         tc.checkpointEvery = 0;
         tc.keepCheckpoints = 1;
         List<Measurement> rows = new ArrayList<>();
@@ -405,13 +409,16 @@ public final class Experiment {
         }
         double kl = 0;
         if (policy != s.reference) {
-            double[] lp = SequenceLogProbs.of(policy, s.heldOutIds, scored, 64, cfg.threads);
-            double[] lr = SequenceLogProbs.of(s.reference, s.heldOutIds, scored, 64, cfg.threads);
+            double[] lp = SequenceLogProbs.of(policy, s.heldOutIds, scored, 64, cfg.threads, cfg.lmHead,
+                    LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
+            double[] lr = SequenceLogProbs.of(s.reference, s.heldOutIds, scored, 64, cfg.threads, cfg.lmHead,
+                    LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
             for (int i = 0; i < n; i++) {
                 kl += (lp[i] - lr[i]) / n;
             }
         }
-        double[][] lps = ReferenceLogProbs.compute(policy, s.collator, s.logpsPairs, 32, cfg.threads);
+        double[][] lps = ReferenceLogProbs.compute(policy, s.collator, s.logpsPairs, 32, cfg.threads, cfg.lmHead,
+                LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
         return new Measurement(loss, beta, seed, step, reward / n, win / n, kl, mean(lps[0]), mean(lps[1]), gradNorm,
                 trainLoss, length / n, eos / n);
     }
