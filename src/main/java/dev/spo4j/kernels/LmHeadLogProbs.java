@@ -202,18 +202,33 @@ public final class LmHeadLogProbs {
 
     /**
      * Hands the gradients to autograd: one backward pass through {@code hidden}'s graph with
-     * dL/dh and, when {@code grads.weight()} is set and the weight requires grad, dL/dW
-     * accumulated into the weight (tied: added to the embedding lookup's gradient).
+     * dL/dh and, when {@code grads.weight()} is set and the weight requires grad, dL/dW added to
+     * the weight's gradient (tied: summed with the embedding lookup's). A leaf weight (a
+     * parameter) gets dL/dW directly, with no autograd copy: an undefined gradient becomes
+     * {@code grads.weight()} itself (cast to the weight's dtype), a defined one is added to in
+     * place; so after this call {@code grads.weight()} may be the weight's gradient.
      */
     public static void propagate(Tensor hidden, Tensor weight, Gradients grads) {
         TensorVector outs = new TensorVector(), gs = new TensorVector();
+        Tensor dw = grads.weight();
+        if (dw != null && weight.requires_grad()) {
+            if (weight.__dispatch_is_leaf()) {
+                try (NoGradGuard ng = new NoGradGuard()) {
+                    Tensor current = weight.grad();
+                    if (current.defined()) {
+                        current.add_(dw);
+                    } else {
+                        weight.mutable_grad().put(dw.to(weight.scalar_type().intern()));
+                    }
+                }
+            } else {
+                outs.push_back(weight);
+                gs.push_back(dw.to(weight.scalar_type().intern()));
+            }
+        }
         if (hidden.requires_grad()) {
             outs.push_back(hidden);
             gs.push_back(grads.hidden());
-        }
-        if (grads.weight() != null && weight.requires_grad()) {
-            outs.push_back(weight);
-            gs.push_back(grads.weight().to(weight.scalar_type().intern()));
         }
         if (outs.size() > 0) {
             torch.backward(outs, gs, new BoolOptional(), false, new TensorVector());
