@@ -157,6 +157,20 @@ class TrainerTest {
                 "--out", withRefs.toString(), "--threads", "2"));
         String first = Files.readAllLines(withRefs).get(0);
         assertTrue(first.contains("ref_chosen_logps") && first.contains("ref_rejected_logps"), first);
+        // the default fused LM head and the materialised logits give the same log-probs
+        Path viaLogits = tmp.resolve("pairs-ref-materialised.jsonl");
+        assertEquals(0, Main.run("logps", "--model", model.toString(), "--data", data.toString(),
+                "--out", viaLogits.toString(), "--threads", "2", "--lm-head", "materialised"));
+        List<String> fusedLines = Files.readAllLines(withRefs), matLines = Files.readAllLines(viaLogits);
+        assertEquals(fusedLines.size(), matLines.size());
+        for (int i = 0; i < fusedLines.size(); i++) {
+            JsonObject f = com.google.gson.JsonParser.parseString(fusedLines.get(i)).getAsJsonObject();
+            JsonObject m = com.google.gson.JsonParser.parseString(matLines.get(i)).getAsJsonObject();
+            for (String k : List.of("ref_chosen_logps", "ref_rejected_logps")) {
+                double y = m.get(k).getAsDouble();
+                assertEquals(y, f.get(k).getAsDouble(), 1e-5 * Math.max(1, Math.abs(y)), "pair " + i + " " + k);
+            }
+        }
 
         TrainConfig c = tiny(tmp.resolve("b"), 1);
         c.model = model.toString();
@@ -181,7 +195,9 @@ class TrainerTest {
                 "beta", List.of("train", "--beta", "-1", "--out", tmp.resolve("r1").toString()),
                 "unknown loss", List.of("train", "--loss", "kto", "--out", tmp.resolve("r2").toString()),
                 "device", List.of("train", "--device", "tpu", "--out", tmp.resolve("r4").toString()),
-                "no usable CUDA", List.of("train", "--device", "cuda", "--out", tmp.resolve("r5").toString()));
+                "no usable CUDA", List.of("train", "--device", "cuda", "--out", tmp.resolve("r5").toString()),
+                "unknown LM head", List.of("train", "--lm-head", "tied", "--out", tmp.resolve("r6").toString()),
+                "LM head chunk MiB", List.of("train", "--lm-head-chunk-mb", "0", "--out", tmp.resolve("r7").toString()));
         for (Map.Entry<String, List<String>> e : cases.entrySet()) {
             ByteArrayOutputStream err = new ByteArrayOutputStream();
             PrintStream old = System.err;
