@@ -99,6 +99,11 @@ public final class PreferenceObjective {
         return loss.config();
     }
 
+    /** The preference loss (its running state, bco-pair's mean reward, goes into checkpoints). */
+    public PreferenceLoss loss() {
+        return loss;
+    }
+
     /** How the loss and gradient are computed. */
     public LossImpl impl() {
         return impl;
@@ -343,12 +348,14 @@ public final class PreferenceObjective {
 
     private Result compute(Inputs in, boolean withGrad) {
         Batch b = batch(in);
-        TensorChecks.defined(in.refChosen(), "refChosen");
-        TensorChecks.defined(in.refRejected(), "refRejected");
-        if (b.hidden != null) {
-            return impl == LossImpl.FUSED ? fusedHead(in, b, withGrad) : composite(in, withLogits(b));
+        if (loss.config().needsReference()) {  // simpo, cpo: none (null is fine)
+            TensorChecks.defined(in.refChosen(), "refChosen");
+            TensorChecks.defined(in.refRejected(), "refRejected");
         }
-        return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b);
+        if (b.hidden != null) {
+            return impl == LossImpl.FUSED ? fusedHead(in, b, withGrad) : composite(in, withLogits(b), withGrad);
+        }
+        return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b, withGrad);
     }
 
     /** The LibTorch baseline given hidden states: the logits through torch.linear, with autograd. */
@@ -370,7 +377,7 @@ public final class PreferenceObjective {
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
         MetricSums token = tokenMetrics(tok.logitMean(), tok.entropy(), b);
-        PairGrad pg = pairLoss(in, b, pc, pr);
+        PairGrad pg = pairLoss(in, b, pc, pr, withGrad);
         MetricSums sums = sums(pg.total, pg.r.metrics(), token, pg.nll, b.pairs);
         if (!withGrad) {
             return new Result(pg.total, pg.r.metrics(), sums, null, null, null, pc, pr);
@@ -386,8 +393,8 @@ public final class PreferenceObjective {
     /** The pair loss on summed log-probs, with the SFT term: its result, total and the per-pair gradients. */
     private record PairGrad(PreferenceLoss.Result r, double total, double nll, Tensor gc, Tensor gr) {}
 
-    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr) {
-        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b));
+    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, boolean withGrad) {
+        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b), withGrad);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
         double total = r.loss(), nll = Double.NaN;
         if (sftWeight > 0) {
@@ -407,7 +414,7 @@ public final class PreferenceObjective {
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
         MetricSums token = tokenMetrics(rowMean(raw), tok.entropy(), b);
-        PairGrad pg = pairLoss(in, b, pc, pr);
+        PairGrad pg = pairLoss(in, b, pc, pr, withGrad);
         PreferenceLoss.Result r = pg.r;
         Tensor gc = pg.gc, gr = pg.gr;
         double total = pg.total, nll = pg.nll;
@@ -421,7 +428,7 @@ public final class PreferenceObjective {
         return new Result(total, r.metrics(), sums, b.logits, grad.view(TensorChecks.shape(b.logits)), null, pc, pr);
     }
 
-    private Result composite(Inputs in, Batch b) {
+    private Result composite(Inputs in, Batch b, boolean withGrad) {
         Tensor z = b.logits.view(-1, b.vocab);
         Tensor ls = torch.log_softmax(z, 1);
         Tensor safe = b.flatTargets.clamp_min(new Scalar(0L));
@@ -437,11 +444,11 @@ public final class PreferenceObjective {
         }
         // metrics from the native loss on detached values (identical definitions)
         PreferenceLoss.Result metricsOnly = loss.compute(preferenceInputs(in, pc.detach().contiguous(),
-                pr.detach().contiguous(), b));
+                pr.detach().contiguous(), b), withGrad);
         PreferenceLossConfig c = loss.config();
         PairTerms terms = PairTerms.of(c, b.pairs, pc, pr, in.refChosen(), in.refRejected(), in.scoreChosen(),
                 in.scoreRejected(), in.margins(), b.chosenCounts(), b.rejectedCounts());
-        Tensor lossTensor = CompositePreferenceLoss.perPair(c, terms).mean();
+        Tensor lossTensor = CompositePreferenceLoss.perPair(c, terms, loss.lastBcoDelta()).mean();
         double nll = Double.NaN;
         if (sftWeight > 0) {
             Tensor nllTensor = pc.div(b.chosenCounts()).neg().mean();
