@@ -215,7 +215,15 @@ public final class LlamaModel extends Module {
 
     /** The output head applied to final hidden states [..., H]: [..., V]. */
     public Tensor logits(Tensor hidden) {
-        return torch.linear(hidden, lmHead == null ? embed : lmHead);
+        return torch.linear(hidden, headWeight());
+    }
+
+    /**
+     * The output head's weight [V, H]: lm_head.weight, or model.embed_tokens.weight when tied
+     * (the live parameter, so a fused head that skips the logits can still train it).
+     */
+    public Tensor headWeight() {
+        return lmHead == null ? embed : lmHead;
     }
 
     /** The final hidden states (after model.norm), [B,T,H]; same arguments as {@link #forward}. */

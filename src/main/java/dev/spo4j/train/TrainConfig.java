@@ -2,6 +2,8 @@ package dev.spo4j.train;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.kernels.LmHeadLogProbs;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
@@ -86,6 +88,14 @@ public final class TrainConfig {
     /** How the loss is computed: spo4j's fused kernels or LibTorch's composite ops. */
     @Option(names = "--loss-impl", description = "fused (spo4j kernels) | libtorch (composite ops) (default: ${DEFAULT-VALUE})")
     public LossImpl lossImpl = LossImpl.FUSED;
+    /** How the LM head meets the log-probs: fused (from the hidden states, in chunks) or the full logits. */
+    @Option(names = "--lm-head", description = "fused (log-probs from the hidden states, one chunk of logits at a time) "
+            + "| materialised (the model's full logits) (default: ${DEFAULT-VALUE})")
+    public LmHead lmHead = LmHead.FUSED;
+    /** The fused head's chunk budget in MiB of logits. */
+    @Option(names = "--lm-head-chunk-mb", paramLabel = "MIB", description = "fused LM head: MiB of logits in flight "
+            + "at most (default: ${DEFAULT-VALUE})")
+    public int lmHeadChunkMb = (int) (LmHeadLogProbs.DEFAULT_CHUNK_BYTES >> 20);
 
     /** AdamW, clipping and the learning-rate schedule. */
     @Mixin
@@ -168,6 +178,11 @@ public final class TrainConfig {
         return c;
     }
 
+    /** The fused LM head's chunk budget in bytes. */
+    public long lmHeadChunkBytes() {
+        return (long) lmHeadChunkMb << 20;
+    }
+
     /** The loss settings as the objective takes them. */
     public PreferenceLossConfig lossConfig() {
         List<PreferenceLossConfig.WeightedLoss> mix = PreferenceLossConfig.parseWeights(lossWeights);
@@ -192,9 +207,11 @@ public final class TrainConfig {
 
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
-        if (loss == null || lossImpl == null) {
-            throw new IllegalArgumentException("loss and loss implementation must be set (e.g. spo, fused)");
+        if (loss == null || lossImpl == null || lmHead == null) {
+            throw new IllegalArgumentException("loss, loss implementation and LM head must be set (e.g. spo, fused, "
+                    + "fused)");
         }
+        positive("LM head chunk MiB", lmHeadChunkMb);
         PreferenceLossConfig lc = lossConfig();
         if (refModel != null && !lc.needsReference()) {
             throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()

@@ -13,6 +13,7 @@ import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.CudaKernels;
 import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
@@ -422,12 +423,14 @@ public final class Trainer {
             batches = new Batches<>(indices, cfg.batchSize * world, cfg.seed);
             int stepsPerEpoch = (batches.batchesPerEpoch() + cfg.gradAccum - 1) / cfg.gradAccum;
             int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
-            objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads);
+            objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads,
+                    cfg.lmHeadChunkBytes());
             if (checkpoint != null && resumed.lossState != null) {  // bco-pair's running mean
                 objective.loss().restoreBcoState(resumed.lossState[0], resumed.lossState[1]);
             }
-            console.printf(Locale.ROOT, "spo4j: %s (%s) on %d pairs, %s, %d steps of %d x %d pairs, lr %.2g, %d threads%n",
-                    cfg.lossLabel(), cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
+            console.printf(Locale.ROOT, "spo4j: %s (%s, %s LM head) on %d pairs, %s, %d steps of %d x %d pairs, "
+                    + "lr %.2g, %d threads%n", cfg.lossLabel(), cfg.lossImpl, cfg.lmHead, train.size(),
+                    cfg.model == null ? "embedded tiny Llama" : modelDir,
                     total, cfg.gradAccum, cfg.batchSize * world, cfg.optim.lr, threads);
             if (dp != null) {
                 console.printf(Locale.ROOT, "spo4j: data parallel over %d processes (Gloo%s): %d pairs per rank per "
@@ -583,10 +586,13 @@ public final class Trainer {
         }
 
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx) {
-            Tensor logits = policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
-            PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, on(batch.targets()),
-                    on(pickFloats(refs[0], idx)), on(pickFloats(refs[1], idx)))
-                    .withTargetsChecked(collator.vocabSize());  // checked when tokenized
+            Tensor refC = on(pickFloats(refs[0], idx)), refR = on(pickFloats(refs[1], idx));
+            PreferenceObjective.Inputs in = cfg.lmHead == LmHead.FUSED
+                    ? PreferenceObjective.Inputs.ofHidden(policy.hiddenStates(on(batch.inputIds()),
+                            on(batch.attentionMask())), policy.headWeight(), on(batch.targets()), refC, refR)
+                    : PreferenceObjective.Inputs.of(policy.forward(on(batch.inputIds()), on(batch.attentionMask())),
+                            on(batch.targets()), refC, refR);
+            in = in.withTargetsChecked(collator.vocabSize());  // checked when tokenized
             return batch.hasScores() ? in.withScores(on(batch.scoreChosen()), on(batch.scoreRejected())) : in;
         }
 
