@@ -12,7 +12,8 @@ transformers sets it up in apply_chat_template (written from its documented beha
 Usage: python3 test-data/chat-templates/render_goldens.py [CACHE_DIR]
   CACHE_DIR holds <name>/tokenizer_config.json (scripts/fetch-tokenizers.sh fills it; default
   $SPO4J_TOKENIZER_CACHE or ~/.cache/spo4j/tokenizers). Writes goldens.json beside this script:
-  {"<name>": {"<conversation>|<gen>": {"text": ...} or {"error": ...}}}, gen = 0 or 1.
+  {"<name>": {"<conversation>|<gen>": {"text": ...} or {"error": ...}}}, gen = 0 or 1, and
+  "inline/<name>" for each template of inline_templates.json.
 The conversations are in conversations.json beside this script (read by the Java test too).
 """
 import json
@@ -79,6 +80,19 @@ def main():
                 except TemplateError as e:
                     results[f"{conv_name}|{int(gen)}"] = {"error": str(e)}
         out[name] = results
+    # small templates written here (inline_templates.json), for behaviour the real templates do
+    # not show, e.g. how a printed boolean looks; rendered with bos_token "<s>", eos_token "</s>"
+    with open(os.path.join(HERE, "inline_templates.json"), encoding="utf-8") as f:
+        inline = json.load(f)
+    for name, source in inline.items():
+        template = env.from_string(source)
+        results = {}
+        for conv_name, messages in conversations.items():
+            for gen in (False, True):
+                text = template.render(messages=messages, tools=None, documents=None,
+                                       add_generation_prompt=gen, bos_token="<s>", eos_token="</s>")
+                results[f"{conv_name}|{int(gen)}"] = {"text": text}
+        out["inline/" + name] = results
     with open(os.path.join(HERE, "goldens.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1, sort_keys=True)
         f.write("\n")

@@ -8,8 +8,8 @@ import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferenceFormats;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
-import dev.spo4j.data.TokenRule;
 import dev.spo4j.data.TokenizedPair;
+import dev.spo4j.train.TrainConfig;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -46,12 +46,13 @@ final class TokenizeCommand implements Callable<Integer> {
     VerboseOption verbose;
 
     @Override
-    public Integer call() {
-        if (maxLength < 2) {
-            throw new IllegalArgumentException("--max-length = " + maxLength + " (expected >= 2)");
-        }
-        PreferenceCollator.Limits limits0 = new PreferenceCollator.Limits(false, maxPromptLength, maxCompletionLength,
-                TokenRule.PromptTruncation.parse(truncationMode));
+    public Integer call() throws java.io.IOException {
+        TrainConfig lengths = new TrainConfig();   // the length options as train reads them
+        lengths.maxLength = maxLength;
+        lengths.maxPromptLength = maxPromptLength;
+        lengths.maxCompletionLength = maxCompletionLength;
+        lengths.truncationMode = truncationMode;
+        lengths.validateLengths();
         if (!java.nio.file.Files.isDirectory(model)) {
             throw new IllegalArgumentException("model folder " + model + " does not exist");
         }
@@ -59,8 +60,7 @@ final class TokenizeCommand implements Callable<Integer> {
         List<JsonObject> records = new ArrayList<>();
         long truncated = 0;
         try (TextTokenizer tok = TextTokenizer.load(model)) {
-            PreferenceCollator collator = new PreferenceCollator(tok, maxLength).withLimits(new PreferenceCollator.Limits(
-                    loaded.templated(), limits0.maxPromptLength(), limits0.maxCompletionLength(), limits0.mode()));
+            PreferenceCollator collator = lengths.collator(tok, model, loaded.templated());
             for (PreferencePair p : loaded.pairs()) {
                 TokenizedPair t = collator.tokenize(p);
                 truncated += t.truncated() ? 1 : 0;

@@ -11,9 +11,13 @@ import com.hubspot.jinjava.el.JinjavaInterpreterResolver;
 import com.hubspot.jinjava.interpret.JinjavaInterpreter;
 import com.hubspot.jinjava.interpret.RenderResult;
 import com.hubspot.jinjava.interpret.TemplateError;
+import com.hubspot.jinjava.lib.expression.ExpressionStrategy;
 import com.hubspot.jinjava.lib.filter.Filter;
 import com.hubspot.jinjava.lib.fn.ELFunctionDefinition;
+import com.hubspot.jinjava.mode.ExecutionMode;
 import com.hubspot.jinjava.objects.SafeString;
+import com.hubspot.jinjava.tree.output.RenderedOutputNode;
+import com.hubspot.jinjava.tree.parse.ExpressionToken;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.math.BigDecimal;
@@ -94,6 +98,13 @@ public final class ChatTemplate {
                         .withKeepNullableLoopValues(true)
                         .withUseTrimmingForNotesAndExpressions(true)
                         .build())
+                // {{ expr }} printed as Python prints it: booleans as True/False
+                .withExecutionMode(new ExecutionMode() {
+                    @Override
+                    public void prepareContext(com.hubspot.jinjava.interpret.Context context) {
+                        context.setExpressionStrategy(new PythonOutput());
+                    }
+                })
                 .build();
         this.jinjava = new Jinjava(config);
         jinjava.registerFunction(new ELFunctionDefinition("", "raise_exception", ChatTemplate.class,
@@ -794,6 +805,27 @@ public final class ChatTemplate {
      * indent=indent, separators=separators, sort_keys=sort_keys)} (no HTML escaping, unlike
      * jinja2's own filter).
      */
+    /**
+     * Prints the value of {@code {{ expr }}} as jinja2 does, which prints Python's str(value):
+     * a boolean as {@code True}/{@code False} (jinjava prints {@code true}/{@code false});
+     * everything else as jinjava's default strategy does (no nested interpretation, which
+     * jinja2 never does either, and HTML escaping only under autoescape, which chat templates
+     * do not use). Booleans inside lists or dicts, and {@code |string}, still print as jinjava's.
+     */
+    static final class PythonOutput implements ExpressionStrategy {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public RenderedOutputNode interpretOutput(ExpressionToken token, JinjavaInterpreter interpreter) {
+            Object value = interpreter.resolveELExpression(token.getExpr(), token.getLineNumber());
+            String text = value instanceof Boolean b ? (b ? "True" : "False") : interpreter.getAsString(value);
+            if (interpreter.getContext().isAutoEscape()) {
+                text = com.hubspot.jinjava.lib.filter.EscapeFilter.escapeHtmlEntities(text);
+            }
+            return new RenderedOutputNode(text);
+        }
+    }
+
     static final class ToJson implements Filter {
         @Override
         public String getName() {

@@ -20,9 +20,11 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * The preference dataset formats of TRL (pinned: TRL 1.0, {@code trl/data_utils.py}:
- * {@code is_conversational}, {@code maybe_extract_prompt}, {@code extract_prompt},
- * {@code apply_chat_template}), read from JSON Lines and turned into the texts the model is
+ * The preference dataset formats of TRL (pinned: {@code trl/data_utils.py} at huggingface/trl
+ * commit bc13ae6d91667d42f5ad74e211b5db703dc4377e: {@code is_conversational},
+ * {@code maybe_extract_prompt}, {@code extract_prompt}, {@code apply_chat_template}; the
+ * prompt is always rendered with {@code add_generation_prompt}, as the TRL 1.x DPOTrainer
+ * does; README, "Where the rules come from"), read from JSON Lines and turned into the texts the model is
  * trained on:
  * <ul>
  *   <li><b>standard</b>: strings {@code prompt}, {@code chosen}, {@code rejected}: read by

@@ -221,17 +221,10 @@ public final class TrainConfig {
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);
         positive("epochs", epochs);
-        if (maxLength < 2) {
-            throw new IllegalArgumentException("max length = " + maxLength + " (expected >= 2)");
-        }
-        if (maxPromptLength < 0 || maxCompletionLength < 0) {
-            throw new IllegalArgumentException("max prompt length = " + maxPromptLength + ", max completion length = "
-                    + maxCompletionLength + " (expected >= 0, 0 = no limit)");
-        }
+        validateLengths();
         if (saveDtype != null && !saveDtype.equals("auto")) {
             dev.spo4j.model.ModelFolder.scalarType(saveDtype);
         }
-        dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "null" : truncationMode);
         if (maxSteps == 0 || maxSteps < -1) {
             throw new IllegalArgumentException("max steps = " + maxSteps + " (expected > 0, or -1 for epochs)");
         }
@@ -258,6 +251,33 @@ public final class TrainConfig {
     }
 
     /** The settings as pretty-printed JSON (the run folder's config.json). */
+    /**
+     * Checks {@link #maxLength}, {@link #maxPromptLength}, {@link #maxCompletionLength} and
+     * {@link #truncationMode}: the settings of {@link #collator} (part of {@link #validate}).
+     */
+    public void validateLengths() {
+        if (maxLength < 2) {
+            throw new IllegalArgumentException("max length = " + maxLength + " (expected >= 2)");
+        }
+        if (maxPromptLength < 0 || maxCompletionLength < 0) {
+            throw new IllegalArgumentException("max prompt length = " + maxPromptLength + ", max completion length = "
+                    + maxCompletionLength + " (expected >= 0, 0 = no limit)");
+        }
+        dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "null" : truncationMode);
+    }
+
+    /**
+     * The collator {@code train} tokenizes pairs with, for the model in {@code modelDir}: the
+     * token rule for {@code templated} (chat-template rendered) or plain-text pairs, the length
+     * limits and truncation mode of these settings, and token ids checked against the vocabulary
+     * size of the folder's config.json. {@code logps} uses the same one.
+     */
+    public dev.spo4j.data.PreferenceCollator collator(dev.spo4j.data.TextTokenizer tokenizer, java.nio.file.Path modelDir,
+                                                      boolean templated) throws java.io.IOException {
+        long vocab = dev.spo4j.model.ModelConfig.read(modelDir.resolve(dev.spo4j.model.ModelFolder.CONFIG)).vocabSize();
+        return new dev.spo4j.data.PreferenceCollator(tokenizer, maxLength, vocab).withLimits(limits(templated));
+    }
+
     /** The collator's limits from {@link #maxPromptLength}, {@link #maxCompletionLength}, {@link #truncationMode}. */
     public dev.spo4j.data.PreferenceCollator.Limits limits(boolean templated) {
         return new dev.spo4j.data.PreferenceCollator.Limits(templated, maxPromptLength, maxCompletionLength,

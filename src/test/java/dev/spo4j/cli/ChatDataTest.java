@@ -101,6 +101,48 @@ class ChatDataTest {
     }
 
     @Test
+    void logpsReadsTheFileAsTrainDoesAndGivesTheRunsReferenceLogProbs() throws IOException {
+        // conversational, with prompt and completion limits that cut: logps must render, tokenize and
+        // truncate exactly as train, whose reference_logps.json holds the reference pass it used
+        Path conv = write("conv-logps.jsonl", String.format(CONV, "Capital of France? Answer in one word.", "Paris.", "Berlin."),
+                String.format(CONV, "2+2?", "The answer is four, of course.", "5"));
+        String[] limits = {"--max-length", "40", "--max-prompt-length", "12", "--max-completion-length", "6",
+            "--truncation-mode", "keep_start"};
+        Path run = tmp.resolve("run-logps");
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        List<String> trainArgs = new java.util.ArrayList<>(List.of("train", "--model", model.toString(), "--data",
+                conv.toString(), "--out", run.toString(), "--max-steps", "1", "--batch-size", "2", "--threads", "1"));
+        trainArgs.addAll(List.of(limits));
+        assertEquals(0, run(err, trainArgs.toArray(String[]::new)), err.toString());
+        JsonObject facts = JsonParser.parseString(Files.readString(run.resolve("data.json"))).getAsJsonObject();
+        assertEquals(2, facts.get("truncated_pairs").getAsInt(), "the limits cut both pairs");
+        double[][][] trainRefs = new com.google.gson.Gson().fromJson(Files.readString(run.resolve("reference_logps.json")),
+                double[][][].class);
+
+        Path out = tmp.resolve("conv-logps-out.jsonl");
+        List<String> logpsArgs = new java.util.ArrayList<>(List.of("logps", "--model", model.toString(), "--data",
+                conv.toString(), "--out", out.toString(), "--batch-size", "2", "--threads", "1"));
+        logpsArgs.addAll(List.of(limits));
+        assertEquals(0, run(err, logpsArgs.toArray(String[]::new)), err.toString());
+        List<String> lines = Files.readAllLines(out);
+        assertEquals(2, lines.size());
+        for (int i = 0; i < 2; i++) {
+            JsonObject o = JsonParser.parseString(lines.get(i)).getAsJsonObject();
+            assertTrue(o.get("prompt").isJsonArray(), "the record is kept as it was");
+            assertEquals(trainRefs[0][0][i], o.get("ref_chosen_logps").getAsDouble(), 1e-9, "pair " + i + " chosen");
+            assertEquals(trainRefs[0][1][i], o.get("ref_rejected_logps").getAsDouble(), 1e-9, "pair " + i + " rejected");
+        }
+
+        // without the limits the values differ, so the comparison above depends on them
+        Path untruncated = tmp.resolve("conv-logps-full.jsonl");
+        assertEquals(0, run(err, "logps", "--model", model.toString(), "--data", conv.toString(), "--out",
+                untruncated.toString(), "--threads", "1"), err.toString());
+        JsonObject full = JsonParser.parseString(Files.readAllLines(untruncated).get(1)).getAsJsonObject();
+        assertTrue(full.get("ref_chosen_logps").getAsDouble() < trainRefs[0][0][1] - 1e-3,
+                "the whole completion has a lower log-prob than its first 6 tokens");
+    }
+
+    @Test
     void tokenizeWritesTheTextsAndIdsTrainUses() throws IOException {
         Path uf = write("uf-tok.jsonl", String.format(UF, "Name a fruit.", "Name a fruit.", "Apple.", "Name a fruit.", "A car."));
         Path out = tmp.resolve("tokens.jsonl");

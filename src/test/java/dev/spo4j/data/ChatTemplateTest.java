@@ -67,6 +67,25 @@ class ChatTemplateTest {
         assertEquals(2 * conversations.size(), checked);
     }
 
+    /** Templates of inline_templates.json (no tokenizer files needed), e.g. booleans printed as True/False. */
+    @ParameterizedTest
+    @ValueSource(strings = {"booleans"})
+    void inlineTemplatesRenderAsJinja2(String name) throws IOException {
+        ChatTemplate template = ChatTemplate.of(json(DIR.resolve("inline_templates.json")).get(name).getAsString(),
+                Map.of("bos_token", "<s>", "eos_token", "</s>"));
+        JsonObject conversations = json(DIR.resolve("conversations.json"));
+        JsonObject goldens = json(DIR.resolve("goldens.json")).getAsJsonObject("inline/" + name);
+        int checked = 0;
+        for (String conv : conversations.keySet()) {
+            for (int gen = 0; gen < 2; gen++) {
+                String golden = goldens.getAsJsonObject(conv + "|" + gen).get("text").getAsString();
+                assertEquals(golden, template.render(messages(conversations.get(conv)), gen == 1), name + " " + conv + " gen=" + gen);
+                checked++;
+            }
+        }
+        assertEquals(2 * conversations.size(), checked);
+    }
+
     private static String render(String source, Object messages) {
         return ChatTemplate.of(source, Map.of("bos_token", "<s>"))
                 .render((List<Map<String, Object>>) messages, false);
