@@ -70,6 +70,7 @@ public final class LlamaModel extends Module {
     private final List<Module> children = new ArrayList<>();  // Java peers of the module tree
     private final double[] invFreq;
     private volatile Attention attention = Attention.SDPA;
+    private volatile LoraAdapters adapters;  // null: plain projections
 
     /**
      * How attention is computed. Both give the Hugging Face result at every real (non-pad)
@@ -220,8 +221,8 @@ public final class LlamaModel extends Module {
         ScalarType dtype = x.scalar_type().intern();
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
-        for (Layer l : layers) {
-            x = layer(l, x, cosSin[0], cosSin[1], masking, b, t);
+        for (int i = 0; i < layers.length; i++) {
+            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t);
         }
         return rmsNorm(x, finalNorm);
     }
@@ -270,12 +271,13 @@ public final class LlamaModel extends Module {
         return -Float.MAX_VALUE;
     }
 
-    private Tensor layer(Layer l, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t) {
+    private Tensor layer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t) {
+        Layer l = layers[index];
         int heads = config.numAttentionHeads(), kvHeads = config.numKeyValueHeads(), d = config.headDim();
         Tensor a = rmsNorm(x, l.inNorm);
-        Tensor q = linear(a, l.wq, l.bq).view(b, t, heads, d).transpose(1, 2);    // [B,nH,T,D]
-        Tensor k = linear(a, l.wk, l.bk).view(b, t, kvHeads, d).transpose(1, 2);  // [B,nKV,T,D]
-        Tensor v = linear(a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
+        Tensor q = proj(index, 0, a, l.wq, l.bq).view(b, t, heads, d).transpose(1, 2);    // [B,nH,T,D]
+        Tensor k = proj(index, 1, a, l.wk, l.bk).view(b, t, kvHeads, d).transpose(1, 2);  // [B,nKV,T,D]
+        Tensor v = proj(index, 2, a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
         q = applyRope(q, cos, sin);
         k = applyRope(k, cos, sin);
         int rep = heads / kvHeads;
@@ -296,10 +298,27 @@ public final class LlamaModel extends Module {
                     new DoubleOptional(scale), false);
         }
         Tensor attn = out.transpose(1, 2).reshape(b, t, (long) heads * d);
-        x = x.add(linear(attn, l.wo, l.bo));
+        x = x.add(proj(index, 3, attn, l.wo, l.bo));
         Tensor m = rmsNorm(x, l.postNorm);
-        Tensor gated = torch.silu(linear(m, l.wg, l.bg)).mul(linear(m, l.wu, l.bu));
-        return x.add(linear(gated, l.wd, l.bd));
+        Tensor gated = torch.silu(proj(index, 4, m, l.wg, l.bg)).mul(proj(index, 5, m, l.wu, l.bu));
+        return x.add(proj(index, 6, gated, l.wd, l.bd));
+    }
+
+    /** Projection {@code module} (index into {@link LoraConfig#ALL_MODULES}) of a layer, with its adapter if any. */
+    private Tensor proj(int layer, int module, Tensor x, Tensor w, Tensor bias) {
+        Tensor y = linear(x, w, bias);
+        LoraAdapters ad = adapters;
+        return ad == null ? y : ad.apply(layer, module, x, y);
+    }
+
+    /** The LoRA adapters attached to this model ({@link LoraAdapters#create}, {@link LoraAdapters#load}), or null. */
+    public LoraAdapters adapters() {
+        return adapters;
+    }
+
+    /** Attaches adapters (null detaches them); called by {@link LoraAdapters}. */
+    void setAdapters(LoraAdapters ad) {
+        this.adapters = ad;
     }
 
     private static Tensor linear(Tensor x, Tensor w, Tensor bias) {
