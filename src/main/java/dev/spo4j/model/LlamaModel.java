@@ -228,6 +228,123 @@ public final class LlamaModel extends Module {
     }
 
     /**
+     * A forward with activation checkpointing: the decoder layers run without autograd and
+     * only each layer's input is kept; {@link #hiddenStates()} and {@link #logits()} carry
+     * autograd from the last layer's output (a leaf) through the final norm and head. After
+     * the loss's backward, {@link #backward()} recomputes each layer with autograd, last to
+     * first, back-propagating the gradient that reached its output into the parameters and
+     * its input; then the embedding. The parameters' gradients are those of a plain forward
+     * to fp32 rounding (the same operations; only the order in which a tied embedding's two
+     * contributions are summed differs). LoRA dropout masks are replayed from the CPU
+     * generator's state saved before each layer.
+     */
+    public final class Recomputed {
+        private final Tensor ids;
+        private final Tensor[] inputs;
+        private final Tensor[] rngStates;  // CPU generator state before each layer, when dropout draws
+        private final Tensor rngAfter;
+        private final Tensor cos, sin;
+        private final Masking masking;
+        private final long b, t;
+        private final Tensor top, hidden;
+        private boolean done;
+
+        private Recomputed(Tensor ids, Tensor attentionMask) {
+            checkInputs(ids, attentionMask);
+            this.ids = ids;
+            this.b = ids.size(0);
+            this.t = ids.size(1);
+            LoraAdapters ad = adapters;
+            boolean replay = ad != null && ad.enabled() && ad.config().dropout() > 0;
+            if (replay && !embed.device().is_cpu()) {
+                throw new IllegalArgumentException("gradient checkpointing with LoRA dropout > 0 runs on the CPU only "
+                        + "(its masks are replayed from the CPU generator); set --lora-dropout 0 on " + embed.device().str().getString());
+            }
+            inputs = new Tensor[layers.length];
+            rngStates = replay ? new Tensor[layers.length] : null;
+            Tensor x;
+            try (NoGradGuard ng = new NoGradGuard()) {
+                x = torch.embedding(embed, ids);
+                ScalarType dtype = x.scalar_type().intern();
+                Tensor[] cs = rope(t, dtype, ids);
+                cos = cs[0];
+                sin = cs[1];
+                masking = masking(ids, attentionMask, b, t, dtype);
+                if (replay) {
+                    ad.setDropoutWithoutGrad(true);
+                }
+                try {
+                    for (int i = 0; i < layers.length; i++) {
+                        inputs[i] = x;
+                        if (replay) {
+                            rngStates[i] = torch.getDefaultCPUGenerator().get_state();
+                        }
+                        x = layer(i, x, cos, sin, masking, b, t);
+                    }
+                } finally {
+                    if (replay) {
+                        ad.setDropoutWithoutGrad(false);
+                    }
+                }
+                rngAfter = replay ? torch.getDefaultCPUGenerator().get_state() : null;
+            }
+            top = x;
+            top.set_requires_grad(true);
+            hidden = rmsNorm(top, finalNorm);
+        }
+
+        /** The final hidden states (after model.norm), [B,T,H], with autograd to the last layer's output. */
+        public Tensor hiddenStates() {
+            return hidden;
+        }
+
+        /** The logits [B,T,V] of {@link #hiddenStates()}. */
+        public Tensor logits() {
+            return LlamaModel.this.logits(hidden);
+        }
+
+        /**
+         * Back-propagates, layer by layer, the gradient that the loss's backward left on the last
+         * layer's output into the parameters (accumulating into their grad, as a plain backward
+         * does). Once; the loss's backward must have run.
+         */
+        public void backward() {
+            if (done) {
+                throw new IllegalStateException("Recomputed.backward() called twice");
+            }
+            done = true;
+            Tensor g = top.grad();
+            if (g == null || g.isNull() || !g.defined()) {
+                throw new IllegalStateException("no gradient reached the decoder's output: run the loss's backward first");
+            }
+            for (int i = layers.length - 1; i >= 0; i--) {
+                Tensor xi = inputs[i];
+                xi.set_requires_grad(true);
+                if (rngStates != null) {
+                    torch.getDefaultCPUGenerator().set_state(rngStates[i]);
+                }
+                Tensor y = layer(i, xi, cos, sin, masking, b, t);
+                y.backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
+                        new org.bytedeco.pytorch.TensorArrayRefOptional());
+                g = xi.grad();
+                inputs[i] = null;
+            }
+            if (rngAfter != null) {
+                torch.getDefaultCPUGenerator().set_state(rngAfter);
+            }
+            if (embed.requires_grad()) {
+                torch.embedding(embed, ids).backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
+                        new org.bytedeco.pytorch.TensorArrayRefOptional());
+            }
+        }
+    }
+
+    /** A forward with activation checkpointing ({@link Recomputed}); same arguments as {@link #forward}. */
+    public Recomputed forwardRecomputed(Tensor inputIds, Tensor attentionMask) {
+        return new Recomputed(inputIds, attentionMask);
+    }
+
+    /**
      * How a forward masks attention scores: causal only (no mask, or right padding, under
      * SDPA), an additive mask for SDPA, or a boolean "blocked" mask for the eager path.
      */

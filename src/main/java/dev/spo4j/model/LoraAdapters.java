@@ -57,6 +57,7 @@ public final class LoraAdapters {
     private final Tensor[][] a, b;  // [layer][module in ALL_MODULES order]; null where not targeted
     private final LinkedHashMap<String, Tensor> named = new LinkedHashMap<>();
     private volatile boolean enabled = true;
+    private volatile boolean dropoutWithoutGrad;  // a checkpointed forward's no-grad pass draws the masks
 
     private LoraAdapters(LlamaModel model, LoraConfig config, Map<String, Tensor> weights, String source) {
         this.config = config;
@@ -64,8 +65,7 @@ public final class LoraAdapters {
         int mods = LoraConfig.ALL_MODULES.size();
         a = new Tensor[layers][mods];
         b = new Tensor[layers][mods];
-        Map<String, Tensor> base = model.stateDict();
-        Tensor first = base.values().iterator().next();
+        Tensor first = model.parameterList().get(0);
         TensorOptions fp32 = new TensorOptions(ScalarType.Float).device(
                 new org.bytedeco.pytorch.DeviceOptional(first.device()));
         List<String> problems = new ArrayList<>();
@@ -77,8 +77,8 @@ public final class LoraAdapters {
                     continue;
                 }
                 String path = modulePath(i, module);
-                Tensor w = base.get(path + ".weight");
-                long out = w.size(0), in = w.size(1);
+                long[] w = weightShape(model.config(), module);
+                long out = w[0], in = w[1];
                 String nameA = PREFIX + path + ".lora_A.weight", nameB = PREFIX + path + ".lora_B.weight";
                 long[] shapeA = {config.r(), in}, shapeB = {out, config.r()};
                 Tensor ta, tb;
@@ -133,6 +133,52 @@ public final class LoraAdapters {
             return null;
         }
         return t;
+    }
+
+    /** [out, in] of a projection's weight under a config. */
+    static long[] weightShape(ModelConfig c, String module) {
+        long h = c.hiddenSize(), q = c.qDim(), kv = c.kvDim(), inter = c.intermediateSize();
+        return switch (module) {
+            case "q_proj" -> new long[] {q, h};
+            case "k_proj", "v_proj" -> new long[] {kv, h};
+            case "o_proj" -> new long[] {h, q};
+            case "gate_proj", "up_proj" -> new long[] {inter, h};
+            case "down_proj" -> new long[] {h, inter};
+            default -> throw new IllegalArgumentException("no projection " + module);
+        };
+    }
+
+    /**
+     * Checks, without building a model, that the PEFT folder's settings are valid and its
+     * tensors have the shapes a model of {@code config} needs; IllegalArgumentException
+     * listing the differences otherwise.
+     */
+    public static void checkFits(ModelConfig config, Path dir) throws IOException {
+        LoraConfig c = readConfig(dir);
+        Path file = dir.resolve(WEIGHTS);
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException(dir + ": no " + WEIGHTS + " (expected a PEFT LoRA adapter folder)");
+        }
+        Map<String, Tensor> weights = SafeTensors.read(file);
+        List<String> problems = new ArrayList<>();
+        TreeSet<String> unexpected = new TreeSet<>(weights.keySet());
+        for (int i = 0; i < config.numHiddenLayers(); i++) {
+            for (String module : c.targetModules()) {
+                long[] w = weightShape(config, module);
+                String path = PREFIX + modulePath(i, module);
+                checked(weights.get(path + ".lora_A.weight"), path + ".lora_A.weight", new long[] {c.r(), w[1]}, problems);
+                checked(weights.get(path + ".lora_B.weight"), path + ".lora_B.weight", new long[] {w[0], c.r()}, problems);
+                unexpected.remove(path + ".lora_A.weight");
+                unexpected.remove(path + ".lora_B.weight");
+            }
+        }
+        if (!unexpected.isEmpty()) {
+            problems.add("unexpected tensors " + unexpected);
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException(file + ": the adapter does not fit " + config + ": "
+                    + String.join("; ", problems));
+        }
     }
 
     /** "model.layers.I.self_attn.q_proj" or "model.layers.I.mlp.gate_proj". */
@@ -251,6 +297,11 @@ public final class LoraAdapters {
         this.enabled = on;
     }
 
+    /** Makes dropout draw without autograd too ({@link LlamaModel.Recomputed}'s first pass). */
+    void setDropoutWithoutGrad(boolean on) {
+        this.dropoutWithoutGrad = on;
+    }
+
     /** The trainable tensors (each module's A then B, layer by layer), fp32. */
     public List<Tensor> parameters() {
         return new ArrayList<>(named.values());
@@ -281,7 +332,7 @@ public final class LoraAdapters {
             return y;
         }
         Tensor in = x.to(ScalarType.Float);
-        if (config.dropout() > 0 && GradMode.is_enabled()) {
+        if (config.dropout() > 0 && (GradMode.is_enabled() || dropoutWithoutGrad)) {
             in = torch.dropout(in, config.dropout(), true);
         }
         Tensor update = torch.linear(torch.linear(in, ta), b[layer][module]).mul(new Scalar(config.scale()));
@@ -290,9 +341,13 @@ public final class LoraAdapters {
 
     /**
      * Adds (alpha/r) B A to each targeted weight of {@code model} (computed in fp32, stored in
-     * the weight's dtype), under no-grad: the merged model computes base + adapter without them.
+     * the weight's dtype), under no-grad, and detaches these adapters from the model: it then
+     * computes base + adapter without them.
      */
     public void mergeInto(LlamaModel model) {
+        if (model.adapters() == this) {
+            model.setAdapters(null);
+        }
         Map<String, Tensor> base = model.stateDict();
         try (NoGradGuard ng = new NoGradGuard()) {
             for (int i = 0; i < a.length; i++) {

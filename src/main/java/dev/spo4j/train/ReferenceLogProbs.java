@@ -6,6 +6,7 @@ import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.ModelFolder;
 import dev.spo4j.train.dist.DataParallel;
 import java.io.IOException;
@@ -54,10 +55,14 @@ public final class ReferenceLogProbs {
      * resume they are read back from there. Data parallel ({@code dp} not null): each rank
      * computes a contiguous shard of the pairs and a sum over ranks assembles them; on resume
      * rank 0 reads the file and broadcasts it.
+     *
+     * <p>{@code adapted}: a LoRA run's policy, or null. Without a separate reference model its
+     * base, with the adapters off, is the reference (no second copy is loaded).
      */
     static double[][][] forRun(TrainConfig cfg, Path runDir, Path modelDir, PreferenceCollator collator,
                                List<PreferencePair> train, List<PreferencePair> eval, int threads, Device device,
-                               boolean resuming, DataParallel dp, PrintStream console) throws IOException {
+                               boolean resuming, DataParallel dp, PrintStream console, LlamaModel adapted)
+            throws IOException {
         Path file = runDir.resolve(FILE);
         int rank = dp == null ? 0 : dp.rank(), world = dp == null ? 1 : dp.worldSize();
         if (dp != null && resuming) {
@@ -79,6 +84,11 @@ public final class ReferenceLogProbs {
                 out[s] = pre;
                 continue;
             }
+            if (reference == null && adapted != null && cfg.refModel == null) {
+                console.println("spo4j: reference log-probs from the base model (LoRA adapters off) for "
+                        + set.size() + " pairs");
+                reference = adapted;
+            }
             if (reference == null) {
                 Path refDir = cfg.refModel != null ? Path.of(cfg.refModel) : modelDir;
                 console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
@@ -90,13 +100,25 @@ public final class ReferenceLogProbs {
                 }
             }
             int n = set.size(), from = (int) ((long) n * rank / world), to = (int) ((long) n * (rank + 1) / world);
-            double[][] mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+            double[][] mine;
+            if (reference == adapted) {
+                LoraAdapters ad = adapted.adapters();
+                boolean was = ad.enabled();
+                ad.setEnabled(false);
+                try {
+                    mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+                } finally {
+                    ad.setEnabled(was);
+                }
+            } else {
+                mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+            }
             out[s] = new double[][] {new double[n], new double[n]};
             System.arraycopy(mine[0], 0, out[s][0], from, to - from);
             System.arraycopy(mine[1], 0, out[s][1], from, to - from);
             computed = true;
         }
-        if (reference != null) {
+        if (reference != null && reference != adapted) {
             reference.close();
         }
         if (dp != null && computed) {  // the same decision on every rank: they all hold the same data

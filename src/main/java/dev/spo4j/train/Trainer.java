@@ -11,6 +11,8 @@ import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
 import dev.spo4j.report.MetricsLog;
@@ -130,6 +132,14 @@ public final class Trainer {
         if (cfg.model != null && cfg.data == null) {
             throw new IllegalArgumentException("--data is required with --model (or give neither for the embedded default)");
         }
+        if (cfg.adapter != null && cfg.model != null) {  // an adapter for another base fails here, not after loading
+            try {
+                LoraAdapters.checkFits(ModelConfig.read(Path.of(cfg.model).resolve(ModelFolder.CONFIG)),
+                        Path.of(cfg.adapter));
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read " + cfg.adapter + " or " + cfg.model, e);
+            }
+        }
         List<PreferencePair> train = cfg.data == null ? null : PreferenceDataset.read(Path.of(cfg.data));
         List<PreferencePair> eval = cfg.evalData == null ? null : PreferenceDataset.read(Path.of(cfg.evalData));
         cfg.worldSize = dist.worldSize();
@@ -178,6 +188,8 @@ public final class Trainer {
         PreferenceCollator collator;
         PreferenceObjective objective;
         LlamaModel policy;
+        /** A LoRA run's adapters (the only trained tensors), else null. */
+        LoraAdapters adapters;
         List<Tensor> params;
         TensorVector paramVector;
         AdamW optimizer;
@@ -224,9 +236,16 @@ public final class Trainer {
                 long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
                 collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab);
                 collator.tokenizeAll(train);  // every pair must fit before the first step: fail early, name the line
-                refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
-                        checkpoint != null, dp, console);
-                int total = prepare(modelDir, checkpoint, resumed);
+                int total;
+                if (cfg.lora()) {  // the policy's base (adapters off) is the reference: load it first
+                    total = prepare(modelDir, checkpoint, resumed);
+                    refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
+                            checkpoint != null, dp, console, policy);
+                } else {  // the reference is computed and closed before the policy is loaded
+                    refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
+                            checkpoint != null, dp, console, null);
+                    total = prepare(modelDir, checkpoint, resumed);
+                }
                 LrSchedule schedule = cfg.optim.schedule(total);
                 ParameterHashes hashes = ParameterHashes.fromEnvironment(rank);
                 Map<String, Double> last = Map.of(), lastEval = Map.of();
@@ -254,9 +273,13 @@ public final class Trainer {
                             checkpoint(modelDir);
                         }
                     }
-                    Path finalModel = runDir.resolve("final-model");
+                    Path finalModel = runDir.resolve(adapters != null ? "final-adapter" : "final-model");
                     if (rank == 0) {
-                        ModelFolder.save(policy, finalModel, modelDir);
+                        if (adapters != null) {
+                            adapters.save(finalModel, modelDir.toString(), modelDir);
+                        } else {
+                            ModelFolder.save(policy, finalModel, modelDir);
+                        }
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.loss + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }
@@ -269,9 +292,18 @@ public final class Trainer {
         /** Loads the policy and AdamW (from the checkpoint when resuming), lays out the batches; returns the total steps. */
         private int prepare(Path modelDir, Path checkpoint, Checkpoints.State resumed) throws IOException {
             torch.manual_seed(cfg.seed);
-            policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
-            policy.to(device, false);
-            params = policy.parameterList();
+            if (cfg.lora()) {  // a frozen base and fp32 adapters: new, the --adapter's, or the checkpoint's
+                policy = ModelFolder.load(modelDir);
+                policy.to(device, false);
+                adapters = checkpoint != null ? LoraAdapters.load(policy, checkpoint.resolve(Checkpoints.ADAPTER))
+                        : cfg.adapter != null ? LoraAdapters.load(policy, Path.of(cfg.adapter))
+                        : LoraAdapters.create(policy, cfg.loraConfig());
+                params = adapters.parameters();
+            } else {
+                policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
+                policy.to(device, false);
+                params = policy.parameterList();
+            }
             paramVector = new TensorVector(params.toArray(new Tensor[0]));
             optimizer = cfg.optim.adamW(paramVector);
             if (checkpoint != null) {
@@ -301,6 +333,12 @@ public final class Trainer {
                     p.mutable_grad().put(torch.zeros_like(p));  // defined everywhere: a rank may get an empty shard
                 }
             }
+            if (adapters != null) {
+                LoraConfig lc = adapters.config();
+                console.printf(Locale.ROOT, "spo4j: LoRA r %d, alpha %s, dropout %s on %s: %d trainable of %d parameters%n",
+                        lc.r(), lc.alpha(), lc.dropout(), String.join(",", lc.targetModules()), adapters.parameterCount(),
+                        policy.parameterCount());
+            }
             if (checkpoint != null) {
                 console.println("spo4j: resumed from " + checkpoint + " at step " + step);
             }
@@ -326,8 +364,11 @@ public final class Trainer {
                 MetricSums sums = new MetricSums();
                 if (!shard.isEmpty()) {  // the epoch's last global batch may leave this rank nothing
                     try (PreferenceBatch batch = collator.collate(pick(train, shard.items()))) {
-                        PreferenceObjective.Result r = objective.compute(inputs(batch, refs[0], shard.items()));
-                        backward(r, params, shard.share());
+                        LlamaModel.Recomputed fw = cfg.gradientCheckpointing
+                                ? policy.forwardRecomputed(on(batch.inputIds()), on(batch.attentionMask())) : null;
+                        PreferenceObjective.Result r = objective.compute(fw == null ? inputs(batch, refs[0], shard.items())
+                                : inputs(batch, refs[0], shard.items(), fw.logits()));
+                        backward(r, fw, params, shard.share());
                         sums = r.metricSums();
                         stepTokens += batch.tokenCount();
                     }
@@ -373,7 +414,7 @@ public final class Trainer {
                 st.epoch = epoch;
                 st.batchIndex = index;
                 st.config = cfg.toJson();
-                Checkpoints.save(runDir, policy, optimizer, st, modelDir, cfg.keepCheckpoints);
+                Checkpoints.save(runDir, policy, adapters, optimizer, st, modelDir, cfg.keepCheckpoints);
             }
             if (dp != null) {
                 dp.barrier("waiting for rank 0's checkpoint of step " + step);
@@ -415,7 +456,11 @@ public final class Trainer {
         }
 
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx) {
-            Tensor logits = policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
+            return inputs(batch, refs, idx, policy.forward(on(batch.inputIds()), on(batch.attentionMask())));
+        }
+
+        private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx,
+                                                  Tensor logits) {
             PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, on(batch.targets()),
                     on(pickFloats(refs[0], idx)), on(pickFloats(refs[1], idx)))
                     .withTargetsChecked(collator.vocabSize());  // checked when tokenized
@@ -429,18 +474,23 @@ public final class Trainer {
     }
 
     /**
-     * Back-propagates one micro-batch. {@code share} != 1 (a short shard of the epoch's last
+     * Back-propagates one micro-batch (then, with activation checkpointing, recomputes the
+     * decoder layers of {@code fw} to carry the gradient on into the parameters). {@code share} != 1 (a short shard of the epoch's last
      * global batch) scales this micro-batch's contribution to the accumulated gradient, so that
      * the ranks' average is the global batch's mean.
      */
-    private static void backward(PreferenceObjective.Result r, List<Tensor> params, double share) {
-        if (share == 1.0) {
-            r.backward();
-            return;
+    private static void backward(PreferenceObjective.Result r, LlamaModel.Recomputed fw, List<Tensor> params,
+                                 double share) {
+        if (share != 1.0) {
+            scale(params, 1.0 / share);
         }
-        scale(params, 1.0 / share);
         r.backward();
-        scale(params, share);
+        if (fw != null) {  // activation checkpointing: the decoder's layers back-propagate now
+            fw.backward();
+        }
+        if (share != 1.0) {
+            scale(params, share);
+        }
     }
 
     private static void scale(List<Tensor> params, double factor) {
