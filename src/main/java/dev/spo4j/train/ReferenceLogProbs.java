@@ -56,12 +56,13 @@ public final class ReferenceLogProbs {
      * computes a contiguous shard of the pairs and a sum over ranks assembles them; on resume
      * rank 0 reads the file and broadcasts it.
      *
-     * <p>{@code adapted}: a LoRA run's policy, or null. Without a separate reference model its
+     * <p>A loaded reference runs in the training {@code precision}. {@code adapted}: a LoRA run's policy, or null. Without a separate reference model its
      * base, with the adapters off, is the reference (no second copy is loaded).
      */
     static double[][][] forRun(TrainConfig cfg, Path runDir, Path modelDir, PreferenceCollator collator,
                                List<PreferencePair> train, List<PreferencePair> eval, int threads, Device device,
-                               boolean resuming, DataParallel dp, PrintStream console, LlamaModel adapted)
+                               boolean resuming, DataParallel dp, PrintStream console, LlamaModel adapted,
+                               dev.spo4j.model.Precision precision)
             throws IOException {
         Path file = runDir.resolve(FILE);
         int rank = dp == null ? 0 : dp.rank(), world = dp == null ? 1 : dp.worldSize();
@@ -94,7 +95,7 @@ public final class ReferenceLogProbs {
                 console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
                         : "the initial policy (frozen)") + " for " + set.size() + " pairs");
                 reference = ModelFolder.load(refDir);
-                reference.to(device, false);
+                reference.to(device, precision.scalarType(), false);  // the policy's precision
                 for (Tensor p : reference.parameterList()) {
                     p.set_requires_grad(false);
                 }

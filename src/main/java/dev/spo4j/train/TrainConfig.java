@@ -97,6 +97,11 @@ public final class TrainConfig {
             + "adapter); its adapter_config.json sets the LoRA settings")
     public String adapter;
 
+    /** Weights and activations dtype: bf16, fp16 (refused) or fp32; null: fp32 on the CPU, the checkpoint's torch_dtype on CUDA. */
+    @Option(names = "--dtype", paramLabel = "DTYPE", description = "bf16 | fp32 weights and activations; trained weights keep "
+            + "an fp32 master copy and fp32 AdamW state (default: fp32 on the CPU, the checkpoint's torch_dtype on CUDA)")
+    public String dtype;
+
     /** Activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward. */
     @Option(names = "--gradient-checkpointing", description = "keep only each decoder layer's input and recompute the "
             + "layer in the backward: activation memory of one layer instead of all, about one more forward of time")
@@ -190,6 +195,26 @@ public final class TrainConfig {
         return loraR == null ? null : new dev.spo4j.model.LoraConfig(loraR, loraAlpha, loraDropout, loraTargetModules);
     }
 
+    /**
+     * The run's precision: {@link #dtype}, or by default fp32 on the CPU and the model
+     * folder's torch_dtype on CUDA. fp16 is refused (it needs loss scaling, not implemented).
+     */
+    public dev.spo4j.model.Precision precision(boolean cuda, java.nio.file.Path modelDir) {
+        dev.spo4j.model.Precision p;
+        try {
+            p = dtype != null ? dev.spo4j.model.Precision.parse(dtype)
+                    : cuda && modelDir != null ? dev.spo4j.model.Precision.ofFolder(modelDir) : dev.spo4j.model.Precision.FP32;
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException("cannot read the torch_dtype of " + modelDir, e);
+        }
+        if (p == dev.spo4j.model.Precision.FP16) {
+            throw new IllegalArgumentException("dtype fp16" + (dtype == null ? " (the checkpoint's torch_dtype)" : "")
+                    + " needs loss scaling, which spo4j does not implement: use --dtype bf16 (same memory, fp32's "
+                    + "exponent range) or --dtype fp32");
+        }
+        return p;
+    }
+
     /** The loss settings as the objective takes them. */
     public PreferenceLossConfig lossConfig() {
         PreferenceLossConfig c = PreferenceLossConfig.of(loss).withBeta(beta).withMargin(margin)
@@ -209,6 +234,9 @@ public final class TrainConfig {
             throw new IllegalArgumentException("adapter folder " + adapter + " does not exist");
         }
         loraConfig();
+        if (dtype != null) {
+            precision(false, null);  // names an unknown dtype; refuses fp16
+        }
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);
         positive("epochs", epochs);

@@ -15,6 +15,7 @@ import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
+import dev.spo4j.model.Precision;
 import dev.spo4j.report.MetricsLog;
 import dev.spo4j.report.MetricsPlot;
 import dev.spo4j.report.ProgressBar;
@@ -190,7 +191,14 @@ public final class Trainer {
         LlamaModel policy;
         /** A LoRA run's adapters (the only trained tensors), else null. */
         LoraAdapters adapters;
+        /** The run's weights and activations dtype. */
+        Precision precision;
+        /** Mixed-precision full fine-tuning's fp32 masters and low-precision working copy, else null. */
+        MasterWeights mixed;
+        /** The trained tensors (fp32: adapters, masters or the model's own parameters). */
         List<Tensor> params;
+        /** The tensors autograd writes gradients into ({@link #params}, or the working copy's). */
+        List<Tensor> gradParams;
         TensorVector paramVector;
         AdamW optimizer;
         List<PreferencePair> train;
@@ -236,14 +244,15 @@ public final class Trainer {
                 long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
                 collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab);
                 collator.tokenizeAll(train);  // every pair must fit before the first step: fail early, name the line
+                precision = cfg.precision(device.is_cuda(), modelDir);
                 int total;
                 if (cfg.lora()) {  // the policy's base (adapters off) is the reference: load it first
                     total = prepare(modelDir, checkpoint, resumed);
                     refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
-                            checkpoint != null, dp, console, policy);
+                            checkpoint != null, dp, console, policy, precision);
                 } else {  // the reference is computed and closed before the policy is loaded
                     refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
-                            checkpoint != null, dp, console, null);
+                            checkpoint != null, dp, console, null, precision);
                     total = prepare(modelDir, checkpoint, resumed);
                 }
                 LrSchedule schedule = cfg.optim.schedule(total);
@@ -278,7 +287,7 @@ public final class Trainer {
                         if (adapters != null) {
                             adapters.save(finalModel, modelDir.toString(), modelDir);
                         } else {
-                            ModelFolder.save(policy, finalModel, modelDir);
+                            ModelFolder.save(mixed != null ? mixed.master() : policy, finalModel, modelDir);
                         }
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.loss + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
@@ -294,7 +303,7 @@ public final class Trainer {
             torch.manual_seed(cfg.seed);
             if (cfg.lora()) {  // a frozen base and fp32 adapters: new, the --adapter's, or the checkpoint's
                 policy = ModelFolder.load(modelDir);
-                policy.to(device, false);
+                policy.to(device, precision.scalarType(), false);  // frozen: no master copy needed
                 adapters = checkpoint != null ? LoraAdapters.load(policy, checkpoint.resolve(Checkpoints.ADAPTER))
                         : cfg.adapter != null ? LoraAdapters.load(policy, Path.of(cfg.adapter))
                         : LoraAdapters.create(policy, cfg.loraConfig());
@@ -303,6 +312,14 @@ public final class Trainer {
                 policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
                 policy.to(device, false);
                 params = policy.parameterList();
+                if (precision != Precision.FP32) {  // AdamW on fp32 masters, forward/backward on a bf16 copy
+                    mixed = new MasterWeights(policy, precision, device);
+                    policy = mixed.work();
+                    gradParams = mixed.workParameters();
+                }
+            }
+            if (gradParams == null) {
+                gradParams = params;
             }
             paramVector = new TensorVector(params.toArray(new Tensor[0]));
             optimizer = cfg.optim.adamW(paramVector);
@@ -332,6 +349,11 @@ public final class Trainer {
                 for (Tensor p : params) {
                     p.mutable_grad().put(torch.zeros_like(p));  // defined everywhere: a rank may get an empty shard
                 }
+            }
+            if (precision != Precision.FP32 || cfg.gradientCheckpointing) {
+                console.printf(Locale.ROOT, "spo4j: %s weights and activations%s%s%n", precision.torchDtype(),
+                        mixed != null ? ", fp32 master weights and AdamW state" : adapters != null ? " (frozen base), fp32 adapters" : "",
+                        cfg.gradientCheckpointing ? ", activation checkpointing" : "");
             }
             if (adapters != null) {
                 LoraConfig lc = adapters.config();
@@ -368,7 +390,10 @@ public final class Trainer {
                                 ? policy.forwardRecomputed(on(batch.inputIds()), on(batch.attentionMask())) : null;
                         PreferenceObjective.Result r = objective.compute(fw == null ? inputs(batch, refs[0], shard.items())
                                 : inputs(batch, refs[0], shard.items(), fw.logits()));
-                        backward(r, fw, params, shard.share());
+                        backward(r, fw, gradParams, shard.share());
+                        if (mixed != null) {
+                            mixed.accumulate();  // fp32 sums over micro-batches
+                        }
                         sums = r.metricSums();
                         stepTokens += batch.tokenCount();
                     }
@@ -389,6 +414,9 @@ public final class Trainer {
             double gradNorm = torch.clip_grad_norm_(paramVector, cfg.optim.maxGradNorm > 0 ? cfg.optim.maxGradNorm : 1e30);
             Optimizers.setLearningRate(optimizer, lr);
             optimizer.step();
+            if (mixed != null) {
+                mixed.copyToWork();
+            }
             step++;
             double seconds = (System.nanoTime() - s0) / 1e9;
             trainSeconds += seconds;
@@ -414,7 +442,7 @@ public final class Trainer {
                 st.epoch = epoch;
                 st.batchIndex = index;
                 st.config = cfg.toJson();
-                Checkpoints.save(runDir, policy, adapters, optimizer, st, modelDir, cfg.keepCheckpoints);
+                Checkpoints.save(runDir, mixed != null ? mixed.master() : policy, adapters, optimizer, st, modelDir, cfg.keepCheckpoints);
             }
             if (dp != null) {
                 dp.barrier("waiting for rank 0's checkpoint of step " + step);
