@@ -5,7 +5,6 @@ import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.model.LlamaModel;
-import dev.spo4j.model.ModelFolder;
 import dev.spo4j.train.ReferenceLogProbs;
 import java.nio.file.Path;
 import java.util.List;
@@ -32,6 +31,8 @@ final class LogpsCommand implements Callable<Integer> {
     @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     int threads;
     @Mixin
+    ModelOptions modelOptions;
+    @Mixin
     VerboseOption verbose;
 
     @Override
@@ -39,12 +40,13 @@ final class LogpsCommand implements Callable<Integer> {
         if (batchSize < 1) {
             throw new IllegalArgumentException("--batch-size = " + batchSize + " (expected >= 1)");
         }
+        modelOptions.check(model);
         if (threads > 0) {
             torch.set_num_threads(threads);
         }
         List<PreferencePair> pairs = PreferenceDataset.read(data);
         try (TextTokenizer tok = TextTokenizer.load(model)) {
-            LlamaModel m = ModelFolder.load(model);
+            LlamaModel m = modelOptions.load(model);
             double[][] refs = ReferenceLogProbs.compute(m, new PreferenceCollator(tok, maxLength), pairs, batchSize,
                     threads > 0 ? threads : torch.get_num_threads());
             PreferenceDataset.writeWithReferenceLogps(data, out, refs[0], refs[1]);

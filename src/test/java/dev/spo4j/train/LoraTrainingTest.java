@@ -100,6 +100,46 @@ class LoraTrainingTest {
         assertFalse(Files.exists(Checkpoints.list(run).get(0).resolve(Checkpoints.MODEL)), "no base copy in checkpoints");
     }
 
+    /** logps with --adapter scores base + adapter; merge writes a model that scores the same, in the base's dtype. */
+    @Test
+    void mergedModelScoresLikeBasePlusAdapter(@TempDir Path tmp) throws IOException {
+        TrainConfig c = lora(tmp.resolve("run"), 3);
+        new Trainer(c, QUIET).run();
+        Path adapter = tmp.resolve("run").resolve("final-adapter"), merged = tmp.resolve("merged");
+        Path base = tmp.resolve("base.jsonl"), withAdapter = tmp.resolve("adapter.jsonl"), ofMerged = tmp.resolve("m.jsonl");
+        assertEquals(0, dev.spo4j.cli.Main.run("logps", "--model", c.model, "--data", c.data, "--out", base.toString(),
+                "--threads", "2"));
+        assertEquals(0, dev.spo4j.cli.Main.run("logps", "--model", c.model, "--adapter", adapter.toString(),
+                "--data", c.data, "--out", withAdapter.toString(), "--threads", "2"));
+        assertEquals(0, dev.spo4j.cli.Main.run("merge", "--model", c.model, "--adapter", adapter.toString(),
+                "--out", merged.toString()));
+        assertEquals(0, dev.spo4j.cli.Main.run("logps", "--model", merged.toString(), "--data", c.data,
+                "--out", ofMerged.toString(), "--threads", "2"));
+        List<dev.spo4j.data.PreferencePair> b = PreferenceDataset.read(base), a = PreferenceDataset.read(withAdapter),
+                m = PreferenceDataset.read(ofMerged);
+        double moved = 0;
+        for (int i = 0; i < a.size(); i++) {
+            moved = Math.max(moved, Math.abs(a.get(i).refChosenLogps() - b.get(i).refChosenLogps()));
+            // one fp32 matmul against three (x W^T + s (x A^T) B^T): rounding of the sum only
+            assertEquals(a.get(i).refChosenLogps(), m.get(i).refChosenLogps(), 1e-4 * Math.abs(a.get(i).refChosenLogps()));
+            assertEquals(a.get(i).refRejectedLogps(), m.get(i).refRejectedLogps(),
+                    1e-4 * Math.abs(a.get(i).refRejectedLogps()));
+        }
+        assertTrue(moved > 1e-3, "the trained adapter changes the log-probs: " + moved);
+
+        // a bf16 base gives a bf16 merged model
+        LlamaModel fp = ModelFolder.load(Path.of(c.model));
+        fp.to(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16, false);
+        Path bfBase = tmp.resolve("bf16-base");
+        ModelFolder.save(fp, bfBase, Path.of(c.model));
+        assertEquals(0, dev.spo4j.cli.Main.run("merge", "--model", bfBase.toString(), "--adapter", adapter.toString(),
+                "--out", tmp.resolve("bf16-merged").toString()));
+        assertTrue(Files.readString(tmp.resolve("bf16-merged").resolve("config.json")).contains("bfloat16"));
+        for (Tensor t : dev.spo4j.model.SafeTensors.read(tmp.resolve("bf16-merged").resolve("model.safetensors")).values()) {
+            assertEquals(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16, t.scalar_type().intern());
+        }
+    }
+
     @Test
     void continuesFromAnAdapter(@TempDir Path tmp) throws IOException {
         Path first = tmp.resolve("first"), second = tmp.resolve("second");
@@ -115,14 +155,17 @@ class LoraTrainingTest {
         assertTrue(Math.abs(margin) > 1e-6, "continued from the adapter: margin " + margin);
     }
 
-    /** A LoRA run with adapter dropout killed with SIGKILL and resumed logs what an uninterrupted one logs. */
+    /**
+     * A LoRA run with adapter dropout, a bf16 base and activation checkpointing, killed with
+     * SIGKILL and resumed, logs what an uninterrupted one logs.
+     */
     @Test
     void killedAndResumedLoraRunMatchesUninterruptedRun(@TempDir Path tmp) throws Exception {
         int steps = 24;
         List<String> args = new ArrayList<>(List.of("train", "--max-steps", String.valueOf(steps), "--batch-size", "4",
                 "--threads", "2", "--checkpoint-every", "4", "--keep-checkpoints", "2", "--eval-every", "0",
                 "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--lora-target-modules", "q,v,down",
-                "--lr", "1e-2"));
+                "--lr", "1e-2", "--dtype", "bf16", "--gradient-checkpointing"));
         args.addAll(smallArgs(tmp.resolve("x")));
         Path whole = tmp.resolve("whole"), killed = tmp.resolve("killed");
         assertEquals(0, TrainerTest.cli(args, whole).waitFor());
