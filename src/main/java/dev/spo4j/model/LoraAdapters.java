@@ -331,12 +331,26 @@ public final class LoraAdapters {
         if (!enabled || ta == null) {
             return y;
         }
-        Tensor in = x.to(ScalarType.Float);
+        Tensor in = fp32Input(x);
         if (config.dropout() > 0 && (GradMode.is_enabled() || dropoutWithoutGrad)) {
             in = torch.dropout(in, config.dropout(), true);
         }
         Tensor update = torch.linear(torch.linear(in, ta), b[layer][module]).mul(new Scalar(config.scale()));
         return y.add(update.to(y.scalar_type().intern()));
+    }
+
+    // q, k and v (and gate and up) read the same input: cast it once, so that autograd keeps one fp32 copy
+    private Tensor lastInput, lastInputFp32;
+
+    private synchronized Tensor fp32Input(Tensor x) {
+        if (x.scalar_type().intern() == ScalarType.Float) {
+            return x;
+        }
+        if (x != lastInput) {
+            lastInput = x;
+            lastInputFp32 = x.to(ScalarType.Float);
+        }
+        return lastInputFp32;
     }
 
     /**

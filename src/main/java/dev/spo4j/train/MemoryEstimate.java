@@ -18,7 +18,8 @@ import java.util.Map;
  *   optimiser      8 · trained      AdamW's two fp32 moments
  *   activations    tokens N = 2 · pairs · length, per layer and token, elements kept for the
  *                  backward: 8h + 4q + 4kv + 4i in p bytes plus 3h fp32 (RMSNorm in fp32), and
- *                  with LoRA the fp32 inputs of the adapted projections; with checkpointing
+ *                  with LoRA below fp32 the fp32 copies of the adapted projections' inputs
+ *                  (one for q/k/v, one for gate/up, o's, down's) and r per adapter; with checkpointing
  *                  L · h · p per token (the layer inputs) plus one layer's activations
  *   LM head        the [N, V] logits and their gradient, in p bytes
  *   runtime        a fixed 0.5 GiB for the JVM heap, LibTorch and allocator slack
@@ -58,13 +59,18 @@ public final class MemoryEstimate {
         long tokens = 2L * pairs * length;
         long perLayerToken = (8 * h + 4 * q + 4 * kv + 4 * i) * p + 3 * h * 4;
         if (lora != null) {
+            java.util.Set<String> inputs = new java.util.HashSet<>();  // q/k/v and gate/up share their input's fp32 copy
             for (String m : lora.targetModules()) {
-                long in = switch (m) {
-                    case "o_proj" -> q;
-                    case "down_proj" -> i;
-                    default -> h;
+                String input = switch (m) {
+                    case "q_proj", "k_proj", "v_proj" -> "attention input";
+                    case "gate_proj", "up_proj" -> "mlp input";
+                    default -> m;
                 };
-                perLayerToken += (precision == Precision.FP32 ? 0 : in * 4) + (long) lora.r() * 4;
+                long in = m.equals("o_proj") ? q : m.equals("down_proj") ? i : h;
+                if (inputs.add(input) && precision != Precision.FP32) {
+                    perLayerToken += in * 4;
+                }
+                perLayerToken += (long) lora.r() * 4;
             }
         }
         long act = checkpointing ? tokens * (layers * h * p + perLayerToken) : tokens * layers * perLayerToken;
