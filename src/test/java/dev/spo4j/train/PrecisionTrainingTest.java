@@ -67,6 +67,29 @@ class PrecisionTrainingTest {
         }
     }
 
+    /** Checkpoints of a bf16 full fine-tune hold the fp32 masters and moments: a resumed run repeats the rest exactly. */
+    @Test
+    void bf16FullFineTuneResumesExactly(@TempDir Path tmp) throws IOException {
+        Path run = tmp.resolve("run");
+        TrainConfig c = LoraTrainingTest.small(run, 4);
+        c.dtype = "bf16";
+        c.checkpointEvery = 2;
+        c.keepCheckpoints = 2;
+        new Trainer(c, LoraTrainingTest.QUIET).run();
+        List<JsonObject> whole = metrics(run);
+        Trainer.resume(run.resolve("checkpoints").resolve("step-0000002"), 4, LoraTrainingTest.QUIET);
+        List<JsonObject> resumed = metrics(run);
+        assertEquals(4, resumed.size());
+        for (int i = 0; i < 4; i++) {
+            for (String k : whole.get(i).keySet()) {
+                if (!k.equals("tokens_per_second")) {
+                    assertEquals(whole.get(i).get(k).getAsDouble(), resumed.get(i).get(k).getAsDouble(), 0.0,
+                            "step " + (i + 1) + " " + k);
+                }
+            }
+        }
+    }
+
     @Test
     void gradientCheckpointingRepeatsThePlainRun(@TempDir Path tmp) throws IOException {
         TrainConfig plain = LoraTrainingTest.small(tmp.resolve("plain"), 4);
