@@ -10,10 +10,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "spo4j.h"
+#include "status.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPO4J_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -184,6 +186,10 @@ template <> struct Io<SPO4J_F16> {
 // Runs fn(begin, end) over [0, n) split into contiguous blocks, one per thread. The caller's
 // thread takes the first block; threads are started per call (tens of microseconds, small
 // next to a rows x V pass) and only when each gets at least min_work elements of work.
+// When the OS refuses a thread (std::system_error from std::thread, e.g. a process limit),
+// the blocks not started run on the calling thread after its own: the result is the same,
+// and every started thread is joined (an unjoined std::thread aborts the process).
+// fn must not throw.
 template <class Fn>
 void parallel_rows(int64_t n, int64_t work_per_row, int num_threads, int64_t min_work, Fn&& fn) {
     int64_t by_work = work_per_row > 0 ? (n * work_per_row) / (min_work > 0 ? min_work : 1) : n;
@@ -194,18 +200,30 @@ void parallel_rows(int64_t n, int64_t work_per_row, int num_threads, int64_t min
         fn(int64_t(0), n);
         return;
     }
-    std::vector<std::thread> pool;
-    pool.reserve(size_t(t - 1));
+    struct Joiner {
+        std::vector<std::thread> pool;
+        ~Joiner() {
+            for (auto& th : pool)
+                if (th.joinable()) th.join();
+        }
+    } started;
     int64_t per = n / t, extra = n % t;
     int64_t begin0 = 0, end0 = per + (extra > 0);
     int64_t b = end0;
-    for (int64_t i = 1; i < t; i++) {
-        int64_t e = b + per + (i < extra);
-        pool.emplace_back([&fn, b, e] { fn(b, e); });
-        b = e;
+    try {
+        started.pool.reserve(size_t(t - 1));
+        for (int64_t i = 1; i < t; i++) {
+            int64_t e = b + per + (i < extra);
+            if (refuse_thread_start())
+                throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+            started.pool.emplace_back([&fn, b, e] { fn(b, e); });
+            b = e;
+        }
+    } catch (const std::exception&) {
+        // [b, n) was not handed to a thread: run it here
     }
     fn(begin0, end0);
-    for (auto& th : pool) th.join();
+    if (b < n) fn(b, n);
 }
 
 }  // namespace spo4j

@@ -131,7 +131,7 @@ SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, i
         }
         const T* z = base + r * stride;
         RowStats st = row_forward<DT>(z, V, entropy != nullptr);
-        if (st.lse == -std::numeric_limits<float>::infinity() && *bad_row < 0) *bad_row = r;
+        if (!std::isfinite(st.lse) && *bad_row < 0) *bad_row = r;  // -inf: no finite logit; NaN: a NaN or +inf one
         lse[r] = st.lse;
         logp[r] = Io<DT>::get(z + tgt) - st.lse;
         if (entropy) entropy[r] = st.entropy;
@@ -175,6 +175,27 @@ SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, 
         vf xt = splat(zt - l);
         IO::put(out + tgt, g * (1.0f - vexp(xt)[0]));
     }
+}
+
+// The status and message for a row whose lse is not finite: which kind of logit made it so.
+int report_bad_row(const void* logits, int32_t dtype, int64_t r, int64_t vocab, int64_t row_stride, int64_t target) {
+    int64_t nan_at = -1, inf_at = -1;
+    for (int64_t v = 0; v < vocab && nan_at < 0; v++) {
+        const int64_t i = r * row_stride + v;
+        float x = dtype == SPO4J_F32    ? static_cast<const float*>(logits)[i]
+                  : dtype == SPO4J_BF16 ? Io<SPO4J_BF16>::get(static_cast<const uint16_t*>(logits) + i)
+                                        : Io<SPO4J_F16>::get(static_cast<const uint16_t*>(logits) + i);
+        if (std::isnan(x)) nan_at = v;
+        else if (x == std::numeric_limits<float>::infinity() && inf_at < 0) inf_at = v;
+    }
+    if (nan_at >= 0)
+        return fail(SPO4J_ERR_NONFINITE, "row %" PRId64 " (target %" PRId64 ") has a NaN logit (at column %" PRId64 ")",
+                    r, target, nan_at);
+    if (inf_at >= 0)
+        return fail(SPO4J_ERR_NONFINITE, "row %" PRId64 " (target %" PRId64 ") has a +inf logit (at column %" PRId64 ")",
+                    r, target, inf_at);
+    return fail(SPO4J_ERR_NONFINITE, "row %" PRId64 " (target %" PRId64 ") has no finite logit: every logit is -inf",
+                r, target);
 }
 
 int check_common(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
@@ -228,10 +249,7 @@ extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
             }
         });
         const int64_t bad = first_bad.load();
-        if (bad != INT64_MAX)
-            return fail(SPO4J_ERR_NONFINITE,
-                        "row %" PRId64 " (target %" PRId64 ") has no finite logit: every logit is -inf",
-                        bad, targets[bad]);
+        if (bad != INT64_MAX) return report_bad_row(logits, dtype, bad, vocab, row_stride, targets[bad]);
         return SPO4J_OK;
     } catch (...) {
         return fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs forward");

@@ -1,7 +1,7 @@
 // preference_loss: the losses of native/common/pair_loss.h (SPO, DPO/cDPO, IPO, hinge,
-// soft-DPO, SPO-exp), forward + gradient + batch metrics for B pairs (CUDA). The CPU twin is
+// soft-DPO, SPO-exp, TRL's other pairwise loss types, SimPO, CPO), forward + gradient + batch metrics for B pairs (CUDA). The CPU twin is
 // native/cpu/preference_loss.cpp; definitions: src/site/markdown/LOSSES.md.
-// Outputs are gradients of the MEAN loss: dL/dpi_c = +dL/dh / B, dL/dpi_r = -dL/dh / B.
+// Outputs are gradients of the MEAN loss: dL/dpi_c = dL/d(dc) / B, dL/dpi_r = dL/d(dr) / B.
 // Per-pair math in double, for accuracy and to match the CPU kernel: both run the same
 // native/common/pair_loss.h and round the same double results to float (B is small next to
 // the logits, so double costs little). Compiled with IEEE semantics, like the CPU kernels
@@ -24,31 +24,27 @@ namespace {
 constexpr int kLossThreads = 512;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-struct LossArgs {
-    int32_t type;
-    double beta, eps, margin0, margin_floor;
-};
 
 __global__ void __launch_bounds__(kLossThreads)
-    preference_loss_kernel(LossArgs a, int64_t pairs, const float* __restrict__ policy_chosen,
+    preference_loss_kernel(PairParams a, double margin0, int64_t pairs, const float* __restrict__ policy_chosen,
                            const float* __restrict__ policy_rejected,
                            const float* __restrict__ ref_chosen,
                            const float* __restrict__ ref_rejected,
                            const float* __restrict__ margin, float* __restrict__ loss,
                            float* __restrict__ grad_chosen, float* __restrict__ grad_rejected,
                            float* __restrict__ stats) {
-    const double beta = a.beta, eps = a.eps, inv_b = 1.0 / static_cast<double>(pairs);
+    const double beta = a.beta, inv_b = 1.0 / static_cast<double>(pairs);
     double sum[SPO4J_STAT_COUNT] = {0, 0, 0, 0, 0, 0, 0};
     for (int64_t i = threadIdx.x; i < pairs; i += blockDim.x) {
         const double pc = policy_chosen[i], pr = policy_rejected[i];
         const double dc = pc - static_cast<double>(ref_chosen[i]);
         const double dr = pr - static_cast<double>(ref_rejected[i]);
-        const double m = margin != nullptr ? static_cast<double>(margin[i]) : a.margin0;
-        const PairLoss pl = pair_loss(a.type, beta, eps, m, a.margin_floor, dc - dr);
-        const double l = pl.loss, dh = pl.dh;
+        const double m = margin != nullptr ? static_cast<double>(margin[i]) : margin0;
+        const PairLoss pl = pair_loss(a, m, dc, dr);
+        const double l = pl.loss;
         if (loss != nullptr) loss[i] = static_cast<float>(l);
-        grad_chosen[i] = static_cast<float>(dh * inv_b);
-        grad_rejected[i] = static_cast<float>(-dh * inv_b);
+        grad_chosen[i] = static_cast<float>(pl.dc * inv_b);
+        grad_rejected[i] = static_cast<float>(pl.dr * inv_b);
         add_pair_stats(sum, beta, l, pc, pr, dc, dr);
     }
     if (stats == nullptr) return;  // uniform: every thread sees the same pointer
@@ -101,10 +97,9 @@ int preference_loss(const spo4j_loss_params* p, int64_t pairs, const float* poli
     }
     DeviceScope scope;
     if ((st = scope.enter(dev))) return st;
-    const LossArgs args{p->type, static_cast<double>(p->beta), static_cast<double>(p->label_smoothing),
-                        static_cast<double>(p->margin), static_cast<double>(p->margin_floor)};
+    const PairParams args = pair_params(*p);
     preference_loss_kernel<<<1, kLossThreads, 0, static_cast<cudaStream_t>(stream_ptr)>>>(
-        args, pairs, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+        args, static_cast<double>(p->margin), pairs, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
         margin, loss, grad_chosen, grad_rejected, stats);
     SPO4J_CUDA_LAUNCHED("preference_loss_kernel");
     return SPO4J_OK;

@@ -17,8 +17,10 @@
  *    found during its pass, so after SPO4J_ERR_TARGET from the CUDA forward or
  *    SPO4J_ERR_NONFINITE from any forward the (freshly allocated) outputs hold unspecified
  *    values. The logits are never written by a forward.
- *  - NaN logits propagate (NaN lse/logp/gradient), as in LibTorch; only a row whose logits
- *    are all -inf is an error.
+ *  - The CPU forward reports a row whose lse is not finite: all logits -inf, or a NaN or
+ *    +inf logit (the message names the row, target and first such column). The CUDA forward
+ *    reports only all -inf rows (NaN propagates there, as in LibTorch). The backwards take
+ *    the forward's lse: -inf is an error, NaN propagates.
  *  - Accumulation is always fp32 (or wider); logits may be fp32, bf16 or fp16.
  *  - Formulas: src/site/markdown/LOSSES.md in this repository (the loss definitions).
  */
@@ -52,7 +54,8 @@ typedef enum {
     SPO4J_OK = 0,
     SPO4J_ERR_ARGUMENT = 1,   /* bad size, stride, dtype, null pointer, loss parameter */
     SPO4J_ERR_TARGET = 2,     /* a target outside [0, vocab) that is not ignore_index */
-    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (every logit -inf, lse = -inf) */
+    SPO4J_ERR_NONFINITE = 3,  /* a non-ignored row with no finite logit (every logit -inf, lse = -inf);
+                                 the CPU forward also reports a NaN or +inf logit (its message says which) */
     SPO4J_ERR_CUDA = 4,       /* a CUDA runtime error (message has the CUDA error string) */
     SPO4J_ERR_NOT_BUILT = 5,  /* this library was built without CUDA */
     SPO4J_ERR_INTERNAL = 6
@@ -64,15 +67,31 @@ typedef enum {
     SPO4J_LOSS_IPO = 2,      /* (h - 1/(2 beta))^2 */
     SPO4J_LOSS_HINGE = 3,    /* max(0, 1 - beta h) */
     SPO4J_LOSS_SOFT_DPO = 4, /* -p logsig(beta h) - (1-p) logsig(-beta h), p = sigmoid(m) */
-    SPO4J_LOSS_SPO_EXP = 5   /* f(beta h / m~) with f(z) = 1/e - z e^-z: minimum 0 at beta h = m~ */
+    SPO4J_LOSS_SPO_EXP = 5,  /* f(beta h / m~) with f(z) = 1/e - z e^-z: minimum 0 at beta h = m~ */
+    /* TRL's DPOTrainer loss types (src/site/markdown/LOSSES.md names the TRL source read) */
+    SPO4J_LOSS_ROBUST = 6,    /* (-(1-eps) logsig(beta h) + eps logsig(-beta h)) / (1 - 2 eps) */
+    SPO4J_LOSS_EXO_PAIR = 7,  /* KL(Bern(sig(beta h)) || Bern(1-eps')), eps' = eps or 1e-3 when eps = 0 */
+    SPO4J_LOSS_NCA_PAIR = 8,  /* -logsig(beta dc) - logsig(-beta dc)/2 - logsig(-beta dr)/2 */
+    SPO4J_LOSS_BCO_PAIR = 9,  /* -logsig(beta dc - delta) - logsig(-(beta dr - delta)), delta: running mean reward */
+    SPO4J_LOSS_SPPO_HARD = 10, /* (dc - 1/(2 beta))^2 + (dr + 1/(2 beta))^2 */
+    SPO4J_LOSS_AOT = 11,      /* the dpo formula; the caller passes log-ratios sorted across the batch */
+    SPO4J_LOSS_AOT_PAIR = 12, /* the dpo formula; the caller passes dc and dr each sorted across the batch */
+    SPO4J_LOSS_APO_ZERO = 13, /* 1 - sig(beta dc) + sig(beta dr) */
+    SPO4J_LOSS_APO_DOWN = 14, /* sig(beta dc) + 1 - sig(beta h) */
+    SPO4J_LOSS_DISCOPOP = 15, /* -logsig(beta h) (1 - w) + exp(-beta h) w, w = sig(beta h / tau) */
+    SPO4J_LOSS_SIMPO = 16,    /* -(1-eps) logsig(beta h - gamma) - eps logsig(-(beta h - gamma)), no reference */
+    SPO4J_LOSS_CPO = 17       /* the dpo formula, no reference (ref log-probs 0) */
 } spo4j_loss_type;
 
 typedef struct {
     int32_t type;            /* spo4j_loss_type */
     float beta;              /* > 0, finite */
-    float label_smoothing;   /* DPO only: eps in [0, 0.5) */
+    float label_smoothing;   /* eps in [0, 0.5): dpo, robust, exo-pair, aot, aot-pair, simpo, cpo */
     float margin;            /* m0, used when the per-pair margin pointer is NULL (spo, soft-dpo, spo-exp) */
     float margin_floor;      /* spo-exp only: |m| is raised to at least this (> 0, finite): m~ */
+    float tau;               /* discopop only: the temperature (> 0, finite; TRL's default 0.05) */
+    float gamma;             /* simpo only: the target reward margin (finite; TRL's default 0.5) */
+    float delta;             /* bco-pair only: the reward shift, the running mean reward (finite) */
 } spo4j_loss_params;
 
 /* Layout of the stats[] output of the preference loss (batch means). */
@@ -170,6 +189,17 @@ SPO4J_API int spo4j_cuda_device_count(void);
 
 /* The calling thread's message for its last failed call ("" if none). */
 SPO4J_API const char* spo4j_last_error(void);
+
+/* Fault injection for tests: after `after` more successful thread starts, the CPU kernels'
+ * thread starts fail as if the OS refused them (the kernels then run that work on the calling
+ * thread); a negative value switches it off. Returns how many starts were refused since the
+ * previous call. */
+SPO4J_API int spo4j_debug_fail_thread_starts(int32_t after);
+
+/* Sets the environment variable `name` to `value` unless it is already set (for
+ * OMP_WAIT_POLICY, before LibTorch's OpenMP runtime initialises). Returns 1 when it set it,
+ * 0 when it was already set, -1 on a null/empty name or a failed setenv. */
+SPO4J_API int spo4j_set_env_default(const char* name, const char* value);
 
 #ifdef __cplusplus
 }

@@ -223,7 +223,7 @@ int run_check(bool verbose, bool quick) {
         expect_status(ck, spo4j_token_logprobs_bwd_cuda_unchecked(f.data(), SPO4J_F32, 2, 4, 4, t.data(), -100,
                                                                   f.data(), f.data(), f.data(), 4, nullptr),
                       want, "cuda bwd unchecked without a usable device reports a status");
-        const spo4j_loss_params p{SPO4J_LOSS_DPO, 0.1f, 0.0f, 1.0f, 0.1f};
+        const spo4j_loss_params p{SPO4J_LOSS_DPO, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f};
         expect_status(ck, spo4j_preference_loss_cuda(&p, 2, f.data(), f.data(), f.data(), f.data(), nullptr,
                                                      nullptr, f.data(), f.data(), nullptr, nullptr),
                       want, "cuda loss without a usable device reports a status");

@@ -1,5 +1,6 @@
 // Preference losses in `spo4j_harness check`, CPU side: the cases (every loss type over
-// 1..65537 pairs, with and without per-pair margins and label smoothing), their float64
+// 1..65537 pairs, with and without per-pair margins, label smoothing and the other
+// parameters' two settings), their float64
 // truth (preference_loss_check.h), the CPU kernel against them, its error statuses, and the
 // order in which each case then runs on CUDA (preference_loss_check.cu).
 // Kernel: native/cpu/preference_loss.cpp; definitions: src/site/markdown/LOSSES.md.
@@ -22,7 +23,9 @@ double sig(double x) { return 0.5 * (1.0 + std::tanh(0.5 * x)); }
 
 LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool with_margin,
                         uint64_t seed) {
-    static const char* names[] = {"spo", "dpo", "ipo", "hinge", "soft-dpo", "spo-exp"};
+    static const char* names[] = {"spo",       "dpo",      "ipo",       "hinge",    "soft-dpo", "spo-exp",
+                                  "robust",    "exo-pair", "nca-pair",  "bco-pair", "sppo-hard", "aot",
+                                  "aot-pair",  "apo-zero", "apo-down",  "discopop", "simpo",    "cpo"};
     Rng rng(seed);
     LossCase c;
     c.p.type = type;
@@ -30,6 +33,9 @@ LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool wit
     c.p.label_smoothing = eps;
     c.p.margin = 1.0f;
     c.p.margin_floor = 0.1f;
+    c.p.tau = with_margin ? 0.05f : 1.5f;    // discopop: TRL's default and a wide blend
+    c.p.gamma = with_margin ? 0.5f : -0.3f;  // simpo
+    c.p.delta = with_margin ? 0.7f : -0.2f;  // bco-pair
     c.pairs = pairs;
     c.with_margin = with_margin;
     c.label = strf("%s B=%" PRId64 " beta=%g eps=%g%s", names[type], pairs, double(beta),
@@ -60,13 +66,56 @@ LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool wit
         const double dr = double(c.pr[i]) - double(c.rr[i]);
         const double h = dc - dr;
         double l = 0, dh = 0;
-        if (type == SPO4J_LOSS_SPO) {
+        bool separate = false;  // the losses of dc and dr separately set gc and gr themselves
+        double gc = 0, gr = 0;
+        const double x = b * h, rc = b * dc, rr = b * dr;
+        if (type == SPO4J_LOSS_DPO || type == SPO4J_LOSS_AOT || type == SPO4J_LOSS_AOT_PAIR ||
+            type == SPO4J_LOSS_CPO || type == SPO4J_LOSS_SIMPO) {
+            const double y = type == SPO4J_LOSS_SIMPO ? x - double(c.p.gamma) : x;
+            l = -(1 - e) * logsig(y) - e * logsig(-y);
+            dh = -b * (1 - e) * sig(-y) + b * e * sig(y);
+        } else if (type == SPO4J_LOSS_ROBUST) {
+            l = (-(1 - e) * logsig(x) + e * logsig(-x)) / (1 - 2 * e);
+            dh = (-b * (1 - e) * sig(-x) - b * e * sig(x)) / (1 - 2 * e);
+        } else if (type == SPO4J_LOSS_EXO_PAIR) {
+            const double ee = e == 0 ? 1e-3 : e;
+            l = sig(x) * (logsig(x) - std::log(1 - ee)) + sig(-x) * (logsig(-x) - std::log(ee));
+            // d/dx of s log s + (1-s) log(1-s) - s log(1-ee) - (1-s) log ee, s' = s(1-s)
+            dh = b * sig(x) * (1 - sig(x)) * (logsig(x) - logsig(-x) - std::log(1 - ee) + std::log(ee));
+        } else if (type == SPO4J_LOSS_DISCOPOP) {
+            const double tau = c.p.tau, w = sig(x / tau), dw = w * (1 - w) / tau;
+            l = -logsig(x) * (1 - w) + std::exp(-x) * w;
+            dh = b * (-sig(-x) * (1 - w) + logsig(x) * dw - std::exp(-x) * w + std::exp(-x) * dw);
+        } else if (type == SPO4J_LOSS_NCA_PAIR) {
+            separate = true;
+            l = -logsig(rc) - 0.5 * logsig(-rc) - 0.5 * logsig(-rr);
+            gc = -b * sig(-rc) + 0.5 * b * sig(rc);
+            gr = 0.5 * b * sig(rr);
+        } else if (type == SPO4J_LOSS_BCO_PAIR) {
+            separate = true;
+            const double d = c.p.delta;
+            l = -logsig(rc - d) - logsig(-(rr - d));
+            gc = -b * sig(-(rc - d));
+            gr = b * sig(rr - d);
+        } else if (type == SPO4J_LOSS_SPPO_HARD) {
+            separate = true;
+            l = (dc - 0.5 / b) * (dc - 0.5 / b) + (dr + 0.5 / b) * (dr + 0.5 / b);
+            gc = 2 * (dc - 0.5 / b);
+            gr = 2 * (dr + 0.5 / b);
+        } else if (type == SPO4J_LOSS_APO_ZERO) {
+            separate = true;
+            l = 1 - sig(rc) + sig(rr);
+            gc = -b * sig(rc) * (1 - sig(rc));
+            gr = b * sig(rr) * (1 - sig(rr));
+        } else if (type == SPO4J_LOSS_APO_DOWN) {
+            separate = true;
+            l = sig(rc) + 1 - sig(x);
+            gc = b * sig(rc) * (1 - sig(rc)) - b * sig(x) * (1 - sig(x));
+            gr = b * sig(x) * (1 - sig(x));
+        } else if (type == SPO4J_LOSS_SPO) {
             const double m = with_margin ? double(c.margin[i]) : double(c.p.margin);
             l = (b * h - m) * (b * h - m);
             dh = 2 * b * (b * h - m);
-        } else if (type == SPO4J_LOSS_DPO) {
-            l = -(1 - e) * logsig(b * h) - e * logsig(-b * h);
-            dh = -b * (1 - e) * sig(-b * h) + b * e * sig(b * h);
         } else if (type == SPO4J_LOSS_SOFT_DPO) {
             const double m = with_margin ? double(c.margin[i]) : double(c.p.margin);
             const double p = sig(m);
@@ -92,9 +141,13 @@ LossCase make_loss_case(int type, int64_t pairs, float beta, float eps, bool wit
             l = std::max(0.0, 1 - b * h);
             dh = b * h < 1 ? -b : 0.0;
         }
+        if (!separate) {
+            gc = dh;
+            gr = -dh;
+        }
         c.loss_ref[i] = l;
-        c.gc_ref[i] = dh / double(pairs);
-        c.gr_ref[i] = -dh / double(pairs);
+        c.gc_ref[i] = gc / double(pairs);
+        c.gr_ref[i] = gr / double(pairs);
         sum[SPO4J_STAT_LOSS] += l;
         sum[SPO4J_STAT_REWARD_CHOSEN] += b * dc;
         sum[SPO4J_STAT_REWARD_REJECTED] += b * dr;
@@ -133,13 +186,20 @@ void compare_loss(Checker& ck, const LossCase& c, const char* who, const float* 
 
 std::vector<BadLossParams> bad_loss_params() {
     const float inf = std::numeric_limits<float>::infinity(), nanf = std::numeric_limits<float>::quiet_NaN();
-    return {{"beta 0", {1, 0.0f, 0.0f, 1.0f, 0.1f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f, 0.1f}},
-            {"beta NaN", {1, nanf, 0.0f, 1.0f, 0.1f}},   {"beta inf", {1, inf, 0.0f, 1.0f, 0.1f}},
-            {"eps -0.1", {1, 0.1f, -0.1f, 1.0f, 0.1f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f, 0.1f}},
-            {"eps NaN", {1, 0.1f, nanf, 1.0f, 0.1f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f, 0.1f}},
-            {"type 1000", {1000, 0.1f, 0.0f, 1.0f, 0.1f}}, {"margin NaN", {0, 0.1f, 0.0f, nanf, 0.1f}},
-            {"margin inf", {0, 0.1f, 0.0f, inf, 0.1f}},  {"margin floor 0", {5, 0.1f, 0.0f, 1.0f, 0.0f}},
-            {"margin floor NaN", {5, 0.1f, 0.0f, 1.0f, nanf}}};
+    return {{"beta 0", {1, 0.0f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},     {"beta -1", {1, -1.0f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"beta NaN", {1, nanf, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},   {"beta inf", {1, inf, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"eps -0.1", {1, 0.1f, -0.1f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}}, {"eps 0.5", {1, 0.1f, 0.5f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"eps NaN", {1, 0.1f, nanf, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},    {"type -1", {-1, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"type 1000", {1000, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}}, {"margin NaN", {0, 0.1f, 0.0f, nanf, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"margin inf", {0, 0.1f, 0.0f, inf, 0.1f, 0.05f, 0.5f, 0.0f}},  {"margin floor 0", {5, 0.1f, 0.0f, 1.0f, 0.0f, 0.05f, 0.5f, 0.0f}},
+            {"margin floor NaN", {5, 0.1f, 0.0f, 1.0f, nanf, 0.05f, 0.5f, 0.0f}},
+            {"discopop tau 0", {SPO4J_LOSS_DISCOPOP, 0.1f, 0.0f, 1.0f, 0.1f, 0.0f, 0.5f, 0.0f}},
+            {"discopop tau -1", {SPO4J_LOSS_DISCOPOP, 0.1f, 0.0f, 1.0f, 0.1f, -1.0f, 0.5f, 0.0f}},
+            {"discopop tau inf", {SPO4J_LOSS_DISCOPOP, 0.1f, 0.0f, 1.0f, 0.1f, inf, 0.5f, 0.0f}},
+            {"simpo gamma NaN", {SPO4J_LOSS_SIMPO, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, nanf, 0.0f}},
+            {"bco-pair delta inf", {SPO4J_LOSS_BCO_PAIR, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, inf}},
+            {"robust eps 0.5", {SPO4J_LOSS_ROBUST, 0.1f, 0.5f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}},
+            {"type 18", {18, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f}}};
 }
 
 namespace {
@@ -188,12 +248,16 @@ void cpu_check_loss_errors(Checker& ck) {
 void check_preference_loss(Checker& ck, bool cuda) {
     const int64_t pair_counts[] = {1, 7, 1000, 65537};
     int lcase = 0;
-    for (int type = SPO4J_LOSS_SPO; type <= SPO4J_LOSS_SPO_EXP; ++type) {
+    for (int type = SPO4J_LOSS_SPO; type <= SPO4J_LOSS_CPO; ++type) {
         for (int64_t B : pair_counts) {
             for (int variant = 0; variant < 2; ++variant) {
                 ++lcase;
                 const float beta = variant ? 2.5f : 0.1f;
-                const float eps = type == SPO4J_LOSS_DPO && variant ? 0.1f : 0.0f;
+                const bool smooths = type == SPO4J_LOSS_DPO || type == SPO4J_LOSS_ROBUST ||
+                                     type == SPO4J_LOSS_EXO_PAIR || type == SPO4J_LOSS_AOT ||
+                                     type == SPO4J_LOSS_AOT_PAIR || type == SPO4J_LOSS_SIMPO ||
+                                     type == SPO4J_LOSS_CPO;
+                const float eps = smooths && variant ? 0.1f : 0.0f;
                 const bool margins = variant == 1;  // read by spo, soft-dpo and spo-exp
                 LossCase c = make_loss_case(type, B, beta, eps, margins, 777u * uint64_t(lcase));
                 const bool with_loss = (lcase % 3) != 0, with_stats = (lcase % 4) != 1;

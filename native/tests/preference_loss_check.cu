@@ -75,7 +75,7 @@ void cuda_check_loss_errors(Checker& ck) {
         return spo4j_preference_loss_cuda(&p, pairs, x, pr.as<float>(), rc.as<float>(), rr.as<float>(),
                                           nullptr, nullptr, g, gr.as<float>(), nullptr, nullptr);
     };
-    const spo4j_loss_params ok{1, 0.1f, 0.0f, 1.0f, 0.1f};
+    const spo4j_loss_params ok{1, 0.1f, 0.0f, 1.0f, 0.1f, 0.05f, 0.5f, 0.0f};
     for (const BadLossParams& b : bad_loss_params())
         expect_status(ck, run(b.p, 4, pc.as<float>(), gc.as<float>()), SPO4J_ERR_ARGUMENT,
                       strf("cuda loss %s -> ARGUMENT", b.what));

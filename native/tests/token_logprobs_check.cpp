@@ -282,7 +282,7 @@ void cpu_check_token_errors(Checker& ck) {
                                           c.stride, 1);
         expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu bwd lse -inf -> NONFINITE " + d, "row 6");
         ck.record(copy == c.logits, "cpu bwd in-place lse -inf leaves logits untouched " + d);
-        // header: NaN propagates (only an all -inf row is an error)
+        // backward: a NaN lse propagates (only -inf is an error there)
         lse_bad[6] = nanf;
         copy = c.logits;
         st = spo4j_token_logprobs_bwd_cpu(copy.data(), dtype, 7, 129, c.stride, c.targets.data(),
@@ -292,7 +292,17 @@ void cpu_check_token_errors(Checker& ck) {
         copy = c.logits;
         store_elem(copy.data() + 1 * c.stride * elem_size(dtype), dtype, 17, nanf);
         st = fwd(c.targets, copy.data(), -100);
-        expect_status(ck, st, SPO4J_OK, "cpu fwd NaN logit propagates " + d);
+        expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu fwd NaN logit -> NONFINITE naming it " + d,
+                      "row 1 (target " + std::to_string(c.targets[1]) + ") has a NaN logit (at column 17)");
+        copy = c.logits;
+        store_elem(copy.data() + 2 * c.stride * elem_size(dtype), dtype, 5, std::numeric_limits<float>::infinity());
+        st = fwd(c.targets, copy.data(), -100);
+        expect_status(ck, st, SPO4J_ERR_NONFINITE, "cpu fwd +inf logit -> NONFINITE naming it " + d,
+                      "has a +inf logit (at column 5)");
+        copy = c.logits;
+        for (int v = 0; v < 129; ++v) store_elem(copy.data() + 3 * c.stride * elem_size(dtype), dtype, v, nanf);
+        expect_status(ck, fwd(c.targets, copy.data(), -100), SPO4J_ERR_NONFINITE,
+                      "cpu fwd all-NaN row -> NONFINITE, not 'every logit is -inf' " + d, "row 3 (target");
         // ignore_index inside [0, V): those rows are ignored, not errors
         std::vector<int64_t> t0 = c.targets;
         t0[1] = 0;
@@ -428,6 +438,47 @@ void cpu_check_entropy_rescale(Checker& ck) {
 
 // ---- the token log-probs part of the check mode -------------------------------------------
 
+// Thread starts refused by the OS (spo4j_debug_fail_thread_starts): a start that throws used to
+// leave the started std::threads unjoined, and their destructors aborted the process. Now the
+// blocks not started run on the calling thread: same bytes as one thread, forward and backward.
+void cpu_check_thread_start_failures(Checker& ck) {
+    TokenCase c = make_token_case(64, 8192, SPO4J_F32, 0, 0.1, false, true, SPO4J_IGNORE_INDEX, 777);
+    const size_t rows = size_t(c.rows);
+    auto run = [&](int threads, std::vector<float>& logp, std::vector<float>& lse, std::vector<float>& ent,
+                   std::vector<uint8_t>& grad) {
+        logp.assign(rows, 0.f);
+        lse.assign(rows, 0.f);
+        ent.assign(rows, 0.f);
+        grad.assign(rows * size_t(c.vocab) * 4, 0);
+        int st = spo4j_token_logprobs_fwd_cpu(c.logits.data(), c.dtype, c.rows, c.vocab, c.stride,
+                                              c.targets.data(), c.ignore_index, logp.data(), lse.data(),
+                                              ent.data(), threads);
+        if (st) return st;
+        return spo4j_token_logprobs_bwd_cpu(c.logits.data(), c.dtype, c.rows, c.vocab, c.stride,
+                                            c.targets.data(), c.ignore_index, lse.data(), c.grad_logp.data(),
+                                            grad.data(), c.vocab, threads);
+    };
+    std::vector<float> l1, s1, e1, l2, s2, e2;
+    std::vector<uint8_t> g1, g2;
+    {
+        const int st1 = run(1, l1, s1, e1, g1);
+        ck.record(st1 == SPO4J_OK, "cpu one thread (reference for refused starts)", st1 ? spo4j_last_error() : "");
+    }
+    for (int after : {0, 1, 3}) {
+        spo4j_debug_fail_thread_starts(after);
+        const int st = run(8, l2, s2, e2, g2);
+        const int refused = spo4j_debug_fail_thread_starts(-1);
+        const std::string name = strf("cpu 8 threads, starts refused after %d", after);
+        ck.record(st == SPO4J_OK, name + ": status", st ? spo4j_last_error() : "");
+        ck.record(refused > 0, name + ": the fault was injected", strf("%d refused", refused));
+        ck.record(same_bytes((const uint8_t*)l1.data(), (const uint8_t*)l2.data(), rows * 4) &&
+                      same_bytes((const uint8_t*)s1.data(), (const uint8_t*)s2.data(), rows * 4) &&
+                      same_bytes((const uint8_t*)e1.data(), (const uint8_t*)e2.data(), rows * 4) &&
+                      same_bytes(g1.data(), g2.data(), g1.size()),
+                  name + ": same bytes as one thread");
+    }
+}
+
 void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
     // Sweep: every (rows, V, dtype); the variant (stride padding, ignored fraction, extreme
     // rows, entropy, ignore_index) is drawn per case from a fixed seed, so that the sweep
@@ -480,6 +531,7 @@ void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
     }
     cpu_check_guarded_layouts(ck);
     cpu_check_token_errors(ck);
+    cpu_check_thread_start_failures(ck);
     if (cuda) cuda_check_token_errors(ck);
 }
 

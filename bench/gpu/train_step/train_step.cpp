@@ -186,7 +186,7 @@ struct Loss {
 // fills grad_chosen / grad_rejected (dMEAN/dpolicy).
 torch::Tensor pref_loss(const Loss& L, const torch::Tensor& pc, const torch::Tensor& pr, const torch::Tensor& rc,
                         const torch::Tensor& rr, const torch::Tensor& margin, torch::Tensor& gc, torch::Tensor& gr) {
-    const spo4j_loss_params p{L.type, L.beta, 0.0f, 0.0f, 0.1f};
+    const spo4j_loss_params p{L.type, L.beta, 0.0f, 0.0f, 0.1f, 0.05f, 0.5f, 0.0f};
     torch::Tensor stats = torch::empty({SPO4J_STAT_COUNT}, pc.options());
     const float* m = L.type == SPO4J_LOSS_SPO ? margin.data_ptr<float>() : nullptr;
     int st;

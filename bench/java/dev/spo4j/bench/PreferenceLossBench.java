@@ -21,9 +21,10 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * Preference loss + gradient + metrics over B pairs: the native kernel against the same loss
- * written in LibTorch ops with autograd (forward and backward, as a trainer needs both). The
- * op is tiny; this measures per-call overhead, which is what matters at this size.
+ * Preference loss + gradient + metrics over B pairs, for every loss of LOSSES.md: the native
+ * kernel against the same loss written in LibTorch ops with autograd (the composite twin,
+ * forward and backward, as a trainer needs both). The op is tiny; this measures per-call
+ * overhead, which is what matters at this size. aot and aot-pair sort on both paths.
  */
 @State(org.openjdk.jmh.annotations.Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -36,7 +37,8 @@ public class PreferenceLossBench {
     @Param({"native", "libtorch"})
     public String provider;
 
-    @Param({"spo", "dpo"})
+    @Param({"spo", "dpo", "ipo", "hinge", "soft-dpo", "spo-exp", "robust", "exo-pair", "nca-pair", "bco-pair",
+        "sppo-hard", "aot", "aot-pair", "apo-zero", "apo-down", "discopop", "simpo", "cpo"})
     public String loss;
 
     @Param({"64", "8192"})
@@ -53,7 +55,8 @@ public class PreferenceLossBench {
         pr = torch.randn(pairs).sub(new Scalar(55.0));
         rc = torch.randn(pairs).sub(new Scalar(51.0));
         rr = torch.randn(pairs).sub(new Scalar(54.0));
-        kernel = new PreferenceLoss(PreferenceLossConfig.of(LossType.parse(loss)));
+        // the loss op alone: length normalisation (ipo's, simpo's default) is a division before it
+        kernel = new PreferenceLoss(PreferenceLossConfig.of(LossType.parse(loss)).withLengthNormalised(false));
     }
 
     @Benchmark
@@ -65,8 +68,8 @@ public class PreferenceLossBench {
         xc.set_requires_grad(true);
         xr.set_requires_grad(true);
         Tensor bh = xc.sub(rc).sub(xr.sub(rr)).mul(new Scalar(0.1));
-        Tensor per = loss.equals("spo") ? bh.sub(new Scalar(1.0)).square() : torch.log_sigmoid(bh).neg();
-        Tensor mean = per.mean();
+        // the LibTorch twin that --loss-impl libtorch trains with
+        Tensor mean = kernel.compositeMean(PreferenceLoss.Inputs.of(xc, xr, rc, rr));
         mean.backward(torch.ones_like(mean), new BoolOptional(), false, new TensorArrayRefOptional());
         // the metrics the kernel also returns
         double acc = xc.sub(rc).gt(xr.sub(rr)).to(torch.ScalarType.Float).mean().item_double();

@@ -9,12 +9,16 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "experiment", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {"SPO (and SPO without scores, spo-m0) vs DPO vs IPO vs cDPO on the synthetic language with a known gold reward: SFT a small",
-                "Llama-style reference, sample and label pairs from it, train every loss x beta x seed, and measure",
-                "gold reward, win rate, KL, log-probs and grad norm. Writes measurements.csv, summary.json, table.md",
-                "and PNG plots into --out. Reproducible from --seed (on the CPU with a fixed --threads)."})
+        description = {"SPO (squared, and spo-exp: a reconstruction of the later version's asymmetric form) against soft-DPO,",
+                "DPO, cDPO, IPO and SPO without scores on the synthetic language with a known gold reward: SFT a small",
+                "Llama-style reference, sample pairs from it, score them with a hackable proxy annotator (gold + a per-word",
+                "bonus + noise), train every arm x beta x seed, and measure gold and proxy reward, win rate, KL, EOS rate,",
+                "log-probs, per-pair loss gradients and grad norm; reference curves from the KL-optimal policy and best-of-n.",
+                "Writes measurements.csv, gradients.csv, reference_curves.csv, summary.json, table.md and PNG plots into",
+                "--out. Reproducible from --seed on the same machine with a fixed --threads (config.json records the",
+                "CPU, SIMD path and versions)."})
 final class ExperimentCommand implements Callable<Integer> {
-    @Option(names = "--quick", description = "the quick setting (2-layer model, 2 seeds, 150 steps, 512 pairs; a few minutes on 2 cores)")
+    @Option(names = "--quick", description = "the quick setting: every arm at 2 betas, 1 seed, 150 steps, 512 pairs (a smoke test, a few minutes on 2 cores)")
     boolean quick;
     @Option(names = "--out", defaultValue = "runs/experiment", paramLabel = "DIR", description = "(default: ${DEFAULT-VALUE})")
     Path out;
@@ -26,6 +30,10 @@ final class ExperimentCommand implements Callable<Integer> {
     Integer seeds;
     @Option(names = "--steps", description = "preference-training steps per run (default: the preset's)")
     Integer steps;
+    @Option(names = "--arms", split = ",", paramLabel = "ARM", description = "the arms (default: the preset's): spo, spo-exp, soft-dpo, spo-gold, spo-m0, dpo, cdpo, ipo, hinge; -n30 after a label-only arm flips 30%% of its labels")
+    java.util.List<String> arms;
+    @Option(names = "--betas", split = ",", paramLabel = "BETA", description = "the betas (default: the preset's)")
+    java.util.List<Double> betas;
     @Option(names = "--replot", paramLabel = "DIR", description = "only rewrite summary.json, table.md and the plots of a finished run folder")
     java.nio.file.Path replot;
     @Mixin
@@ -46,6 +54,12 @@ final class ExperimentCommand implements Callable<Integer> {
         }
         if (steps != null) {
             c.steps = steps;
+        }
+        if (arms != null) {
+            c.arms = arms;
+        }
+        if (betas != null) {
+            c.betas = betas;
         }
         Experiment.run(c, out, System.out);
         return 0;

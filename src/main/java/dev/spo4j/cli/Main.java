@@ -1,5 +1,6 @@
 package dev.spo4j.cli;
 
+import dev.spo4j.kernels.OpenMp;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.train.LrSchedule;
@@ -23,6 +24,7 @@ public final class Main implements Runnable {
 
     /** Runs a command and exits with its code. */
     public static void main(String[] args) {
+        OpenMp.passiveWaitUnlessSet();  // before anything loads LibTorch
         System.exit(run(args));
     }
 
@@ -37,6 +39,8 @@ public final class Main implements Runnable {
         cl.registerConverter(LossType.class, LossType::parse);
         cl.registerConverter(LossImpl.class, LossImpl::parse);
         cl.registerConverter(LrSchedule.Kind.class, LrSchedule.Kind::parse);
+        cl.registerConverter(Double.TYPE, Main::finiteDouble);
+        cl.registerConverter(Double.class, Main::finiteDouble);
         cl.setParameterExceptionHandler((e, args1) -> {
             CommandLine cmd = e.getCommandLine();
             PrintWriter err = cmd.getErr();
@@ -53,12 +57,75 @@ public final class Main implements Runnable {
             if (verbose) {
                 e.printStackTrace(err);
             }
-            Throwable shown = e instanceof java.io.UncheckedIOException && e.getCause() != null ? e.getCause() : e;
-            err.println("spo4j: error: " + (shown.getMessage() == null ? shown.toString() : shown.getMessage()));
+            err.println("spo4j: error: " + describe(e));
             err.flush();
             return e instanceof IllegalArgumentException ? 2 : 1;
         });
         return cl.execute(args);
+    }
+
+    /** Every floating-point option: a finite number (NaN and infinities are refused while parsing, naming the option). */
+    static double finiteDouble(String text) {
+        double v;
+        try {
+            v = Double.parseDouble(text.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("'" + text + "' is not a number");
+        }
+        if (!Double.isFinite(v)) {
+            throw new IllegalArgumentException("'" + text + "' is not a finite number");
+        }
+        return v;
+    }
+
+    /**
+     * One line for a failure: the message, with the reason an I/O error happened (the JDK's
+     * file-system exceptions carry only the path in their message).
+     */
+    static String describe(Throwable e) {
+        StringBuilder sb = new StringBuilder();
+        Throwable t = e;
+        java.util.Set<Throwable> seen = new java.util.HashSet<>();
+        while (t != null && seen.add(t)) {
+            String m = ioReason(t);
+            if (m != null && !m.isEmpty() && sb.indexOf(m) < 0) {
+                if (sb.length() > 0) {
+                    sb.append(": ");
+                }
+                sb.append(m);
+            }
+            t = t.getCause();
+        }
+        return sb.length() == 0 ? e.toString() : sb.toString();
+    }
+
+    private static String ioReason(Throwable t) {
+        if (t instanceof java.nio.file.NoSuchFileException f) {
+            return f.getFile() + ": no such file or folder";
+        }
+        if (t instanceof java.nio.file.AccessDeniedException f) {
+            return f.getFile() + ": permission denied";
+        }
+        if (t instanceof java.nio.file.FileAlreadyExistsException f) {
+            return f.getFile() + ": already exists";
+        }
+        if (t instanceof java.nio.file.NotDirectoryException f) {
+            return f.getFile() + ": not a folder";
+        }
+        if (t instanceof java.nio.file.DirectoryNotEmptyException f) {
+            return f.getFile() + ": folder not empty";
+        }
+        if (t instanceof java.nio.file.FileSystemException f) {
+            return f.getReason() == null ? f.getMessage() : f.getFile() + ": " + f.getReason();
+        }
+        if (t instanceof java.io.UncheckedIOException && t.getCause() != null
+                && t.getMessage() != null && t.getMessage().equals(t.getCause().toString())) {
+            return null;  // the wrapper's message is the cause's: say it once
+        }
+        if (t instanceof java.io.IOException && t.getMessage() == null) {
+            return t.getClass().getSimpleName();
+        }
+        return t.getMessage();
     }
 
     /** "--loss: " for a conversion error of an option (picocli's own message names it otherwise). */

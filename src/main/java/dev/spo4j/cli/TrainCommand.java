@@ -31,6 +31,8 @@ final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--resume", paramLabel = "DIR", description = "continue a run from its newest checkpoint (or this checkpoint); --max-steps may extend it")
     Path resume;
+    @Option(names = "--overwrite", description = "replace an earlier run in --out (by default a non-empty --out is refused)")
+    boolean overwrite;
     @Option(names = "--nproc-per-node", paramLabel = "N", description = "data parallel: start N worker processes on this "
             + "machine (torchrun-style; for several machines set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead) (default: ${DEFAULT-VALUE})")
     int nprocPerNode = 1;
@@ -59,6 +61,7 @@ final class TrainCommand implements Callable<Integer> {
         LocalLauncher.exitWithLauncher();
         Trainer.Summary s;
         if (resume != null) {
+            refuseOptionsWithResume();
             s = Trainer.resume(resume, config.maxSteps, System.out);
         } else {
             if (config.model == null && config.data == null) {
@@ -67,7 +70,7 @@ final class TrainCommand implements Callable<Integer> {
             if (config.out == null) {
                 config.out = defaultOut().toString();
             }
-            s = new Trainer(config, System.out).run();
+            s = new Trainer(config, System.out).withOverwrite(overwrite).run();
         }
         if (System.getenv("RANK") == null || System.getenv("RANK").trim().equals("0")) {
             print(s);
@@ -91,6 +94,25 @@ final class TrainCommand implements Callable<Integer> {
                 config.gradientCheckpointing ? ", activation checkpointing" : "", config.batchSize, config.maxLength);
         System.out.print(e.table());
         return 0;
+    }
+
+    /** Options that --resume may take with it: the rest are the run's own (stored in its checkpoint). */
+    private static final java.util.Set<String> WITH_RESUME = java.util.Set.of("--resume", "--max-steps",
+            "--nproc-per-node", "--verbose", "-v", "--help", "-h", "--version", "-V");
+
+    /** A resumed run keeps its settings: any other option given with --resume is refused, by name. */
+    private void refuseOptionsWithResume() {
+        List<String> given = new ArrayList<>();
+        for (picocli.CommandLine.Model.OptionSpec o : spec.commandLine().getParseResult().matchedOptions()) {
+            if (!WITH_RESUME.contains(o.longestName())) {
+                given.add(o.longestName());
+            }
+        }
+        if (!given.isEmpty()) {
+            throw new IllegalArgumentException(String.join(", ", given) + " with --resume: a resumed run keeps the "
+                    + "settings it started with (its checkpoint's trainer_state.json); only --max-steps may change. "
+                    + "Start a new run with --out to use other settings");
+        }
     }
 
     /** The embedded run's settings ({@link TrainConfig#embeddedDefault()}) for the options the user did not give. */
@@ -134,7 +156,7 @@ final class TrainCommand implements Callable<Integer> {
     }
 
     private Path defaultOut() {
-        return Path.of("runs", config.loss + "-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
+        return Path.of("runs", config.lossLabel() + "-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
     }
 
     private static void print(Trainer.Summary s) {

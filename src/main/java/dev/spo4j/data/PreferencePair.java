@@ -42,6 +42,8 @@ public record PreferencePair(String prompt, String chosen, String rejected,
         requireText(rejected, "rejected", source, false);
         requireBothOrNeither(scoreChosen, scoreRejected, "score_chosen", "score_rejected", source);
         requireBothOrNeither(refChosenLogps, refRejectedLogps, "ref_chosen_logps", "ref_rejected_logps", source);
+        requireLogProb(refChosenLogps, "ref_chosen_logps", source);
+        requireLogProb(refRejectedLogps, "ref_rejected_logps", source);
     }
 
     /** A pair with no scores and no reference log-probs. */
@@ -96,6 +98,14 @@ public record PreferencePair(String prompt, String chosen, String rejected,
         }
         requireFinite(a, nameA, source);
         requireFinite(b, nameB, source);
+    }
+
+    /** A summed log-probability is at most 0 (a probability is at most 1). */
+    private static void requireLogProb(Double v, String field, String source) {
+        if (v != null && v > 0) {
+            throw new IllegalArgumentException(source + ": field \"" + field + "\" is " + v
+                    + " (expected a log-probability, <= 0)");
+        }
     }
 
     private static void requireFinite(Double v, String field, String source) {

@@ -34,7 +34,7 @@ final class Native {
     static final int OK = 0, ERR_ARGUMENT = 1, ERR_TARGET = 2, ERR_NONFINITE = 3,
             ERR_CUDA = 4, ERR_NOT_BUILT = 5, ERR_INTERNAL = 6;
 
-    /** {@code spo4j_loss_params}: loss type, beta, label smoothing, default margin. */
+    /** {@code spo4j_loss_params}: loss type, beta, label smoothing, default margin, floor, tau, gamma, delta. */
     @Name("spo4j_loss_params")
     static class LossParams extends Pointer {
         static {
@@ -57,6 +57,12 @@ final class Native {
         public native LossParams margin(float v);
         public native float margin_floor();
         public native LossParams margin_floor(float v);
+        public native float tau();
+        public native LossParams tau(float v);
+        public native float gamma();
+        public native LossParams gamma(float v);
+        public native float delta();
+        public native LossParams delta(float v);
     }
 
     static native int spo4j_token_logprobs_fwd_cpu(
@@ -110,6 +116,8 @@ final class Native {
 
     static native int spo4j_cuda_built();
 
+    static native int spo4j_set_env_default(String name, String value);
+
     static native int spo4j_cuda_device_count();
 
     @Cast("const char*")
@@ -127,7 +135,8 @@ final class Native {
         }
         String message = what + ": " + spo4j_last_error().getString();
         switch (status) {
-            case ERR_ARGUMENT, ERR_TARGET, ERR_NONFINITE, ERR_NOT_BUILT ->
+            case ERR_NONFINITE -> throw new NonFiniteLogitsException(message);
+            case ERR_ARGUMENT, ERR_TARGET, ERR_NOT_BUILT ->
                     throw new IllegalArgumentException(message);
             default -> throw new IllegalStateException(message + " (status " + status + ")");
         }

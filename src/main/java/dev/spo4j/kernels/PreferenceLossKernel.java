@@ -27,11 +27,12 @@ public final class PreferenceLossKernel {
 
     /**
      * {@code spo4j_loss_params}: the loss's code in the C ABI ({@code spo4j_loss_type}), beta,
-     * DPO's label smoothing, the default margin m0 (used when no per-pair margins are given)
-     * and spo-exp's floor on |m|; {@code name} only labels error messages.
+     * the label smoothing eps, the default margin m0 (used when no per-pair margins are given),
+     * spo-exp's floor on |m|, discopop's tau, simpo's gamma and bco-pair's reward shift delta;
+     * {@code name} only labels error messages.
      */
     public record Params(String name, int type, double beta, double labelSmoothing, double margin,
-                         double marginFloor) {}
+                         double marginFloor, double tau, double gamma, double delta) {}
 
     /**
      * @param perPairLoss  fp32 [B]
@@ -85,7 +86,8 @@ public final class PreferenceLossKernel {
         FloatPointer m = margins == null ? null : margins.data_ptr_float();
         try (Native.LossParams np = new Native.LossParams()) {
             np.type(p.type()).beta((float) p.beta()).label_smoothing((float) p.labelSmoothing())
-                    .margin((float) p.margin()).margin_floor((float) p.marginFloor());
+                    .margin((float) p.margin()).margin_floor((float) p.marginFloor()).tau((float) p.tau())
+                    .gamma((float) p.gamma()).delta((float) p.delta());
             int status;
             if (where == TensorChecks.Placement.CUDA) {
                 status = Native.spo4j_preference_loss_cuda(np, pairs, policyChosen.data_ptr_float(),

@@ -34,7 +34,49 @@ public enum LossType {
      * overshooting and an exponential one for inverted preferences.
      */
     @SerializedName("spo-exp")
-    SPO_EXP(5, "spo-exp", true);
+    SPO_EXP(5, "spo-exp", true),
+    /** TRL robust: -((1-eps) logsig(beta h) - eps logsig(-beta h)) / (1 - 2 eps), unbiased under label noise eps. */
+    @SerializedName("robust")
+    ROBUST(6, "robust", false),
+    /** TRL exo_pair: KL(Bernoulli(sig(beta h)) || Bernoulli(1 - eps)), eps = 1e-3 when the label smoothing is 0. */
+    @SerializedName("exo-pair")
+    EXO_PAIR(7, "exo-pair", false),
+    /** TRL nca_pair: -logsig(beta dc) - logsig(-beta dc)/2 - logsig(-beta dr)/2 (absolute likelihoods). */
+    @SerializedName("nca-pair")
+    NCA_PAIR(8, "nca-pair", false),
+    /**
+     * TRL bco_pair: -logsig(beta dc - delta) - logsig(delta - beta dr), delta the running mean of
+     * the batches' mean reward (state kept by {@link PreferenceLoss}).
+     */
+    @SerializedName("bco-pair")
+    BCO_PAIR(9, "bco-pair", false),
+    /** TRL sppo_hard: (dc - 1/(2 beta))^2 + (dr + 1/(2 beta))^2. */
+    @SerializedName("sppo-hard")
+    SPPO_HARD(10, "sppo-hard", false),
+    /** TRL aot: the dpo formula on the batch's sorted policy log-ratios minus its sorted reference log-ratios. */
+    @SerializedName("aot")
+    AOT(11, "aot", false),
+    /** TRL aot_pair: the dpo formula on the batch's sorted dc minus its sorted dr. */
+    @SerializedName("aot-pair")
+    AOT_PAIR(12, "aot-pair", false),
+    /** TRL apo_zero: 1 - sig(beta dc) + sig(beta dr). */
+    @SerializedName("apo-zero")
+    APO_ZERO(13, "apo-zero", false),
+    /** TRL apo_down: sig(beta dc) + 1 - sig(beta h). */
+    @SerializedName("apo-down")
+    APO_DOWN(14, "apo-down", false),
+    /** TRL discopop: -logsig(beta h) (1 - w) + exp(-beta h) w, w = sig(beta h / tau). */
+    @SerializedName("discopop")
+    DISCOPOP(15, "discopop", false),
+    /**
+     * SimPO: -(1-eps) logsig(beta h - gamma) - eps logsig(gamma - beta h) on length-normalised
+     * log-probs without a reference model (h = mean logp_c - mean logp_r).
+     */
+    @SerializedName("simpo")
+    SIMPO(16, "simpo", false),
+    /** CPO: the dpo formula without a reference model (its NLL term is the objective's SFT weight). */
+    @SerializedName("cpo")
+    CPO(17, "cpo", false);
 
     private final int code;
     private final String id;
@@ -44,6 +86,24 @@ public enum LossType {
         this.code = code;
         this.id = id;
         this.usesMargin = usesMargin;
+    }
+
+    /** Whether the loss reads reference log-probs; without one (simpo, cpo) no reference pass is needed. */
+    public boolean needsReference() {
+        return this != SIMPO && this != CPO;
+    }
+
+    /** Whether the loss sorts across the batch (aot, aot-pair): its value depends on the whole batch. */
+    public boolean sortsBatch() {
+        return this == AOT || this == AOT_PAIR;
+    }
+
+    /** Whether the loss reads label smoothing eps. */
+    public boolean usesLabelSmoothing() {
+        return switch (this) {
+            case DPO, ROBUST, EXO_PAIR, AOT, AOT_PAIR, SIMPO, CPO -> true;
+            default -> false;
+        };
     }
 
     /** The loss's code in the C ABI ({@code SPO4J_LOSS_<NAME>}). */
@@ -56,10 +116,16 @@ public enum LossType {
         return usesMargin;
     }
 
-    /** Parses a loss name as {@link #id()} writes it ("spo", "soft-dpo", ...; any case, '_' for '-'). */
+    /**
+     * Parses a loss name as {@link #id()} writes it ("spo", "soft-dpo", ...; any case, '_' for '-'),
+     * or as TRL's {@code loss_type} does ("sigmoid" is dpo, "exo_pair" is exo-pair).
+     */
     public static LossType parse(String name) {
         if (name != null) {
             String n = name.trim().replace('_', '-');
+            if (n.equalsIgnoreCase("sigmoid")) {
+                return DPO;
+            }
             for (LossType t : values()) {
                 if (t.id.equalsIgnoreCase(n)) {
                     return t;

@@ -4,6 +4,7 @@ import dev.spo4j.kernels.TensorChecks;
 import java.util.Arrays;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
@@ -15,7 +16,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *       division when the inputs carry a graph), and the counts kept so that a gradient with
  *       respect to the normalised value becomes one with respect to the sum;</li>
  *   <li>margins: {@code rewardScale (scoreChosen - scoreRejected)} when scores are given, else
- *       the explicit margins, else null (the loss uses m0).</li>
+ *       the explicit margins, else null (the loss uses m0);</li>
+ *   <li>reference-free losses (simpo, cpo): the reference log-probs are 0, whatever was given.</li>
  * </ul>
  */
 record PairTerms(Tensor policyChosen, Tensor policyRejected, Tensor refChosen, Tensor refRejected,
@@ -24,6 +26,10 @@ record PairTerms(Tensor policyChosen, Tensor policyRejected, Tensor refChosen, T
     static PairTerms of(PreferenceLossConfig c, long pairs, Tensor policyChosen, Tensor policyRejected,
                         Tensor refChosen, Tensor refRejected, Tensor scoreChosen, Tensor scoreRejected,
                         Tensor margins, Tensor chosenTokens, Tensor rejectedTokens) {
+        if (!c.needsReference()) {  // simpo, cpo: reference log-probs are not read (0)
+            refChosen = torch.zeros_like(policyChosen);
+            refRejected = torch.zeros_like(policyRejected);
+        }
         Tensor m = null;
         if (scoreChosen != null) {
             Tensor sc = floatVector(scoreChosen, "scoreChosen", pairs);

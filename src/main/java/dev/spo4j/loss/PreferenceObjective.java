@@ -78,6 +78,11 @@ public final class PreferenceObjective {
         return loss.config();
     }
 
+    /** The preference loss (its running state, bco-pair's mean reward, goes into checkpoints). */
+    public PreferenceLoss loss() {
+        return loss;
+    }
+
     /** How the loss and gradient are computed. */
     public LossImpl impl() {
         return impl;
@@ -262,9 +267,11 @@ public final class PreferenceObjective {
 
     private Result compute(Inputs in, boolean withGrad) {
         Batch b = batch(in);
-        TensorChecks.defined(in.refChosen(), "refChosen");
-        TensorChecks.defined(in.refRejected(), "refRejected");
-        return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b);
+        if (loss.config().needsReference()) {  // simpo, cpo: none (null is fine)
+            TensorChecks.defined(in.refChosen(), "refChosen");
+            TensorChecks.defined(in.refRejected(), "refRejected");
+        }
+        return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b, withGrad);
     }
 
     private Result fused(Inputs in, Batch b, boolean withGrad) {
@@ -275,7 +282,7 @@ public final class PreferenceObjective {
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
         MetricSums token = tokenMetrics(raw, tok.entropy(), b);
-        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b));
+        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b), withGrad);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
         double total = r.loss(), nll = Double.NaN;
         if (sftWeight > 0) {
@@ -294,7 +301,7 @@ public final class PreferenceObjective {
         return new Result(total, r.metrics(), sums, b.logits, grad.view(TensorChecks.shape(b.logits)), null, pc, pr);
     }
 
-    private Result composite(Inputs in, Batch b) {
+    private Result composite(Inputs in, Batch b, boolean withGrad) {
         Tensor z = b.logits.view(-1, b.vocab);
         Tensor ls = torch.log_softmax(z, 1);
         Tensor safe = b.flatTargets.clamp_min(new Scalar(0L));
@@ -310,11 +317,11 @@ public final class PreferenceObjective {
         }
         // metrics from the native loss on detached values (identical definitions)
         PreferenceLoss.Result metricsOnly = loss.compute(preferenceInputs(in, pc.detach().contiguous(),
-                pr.detach().contiguous(), b));
+                pr.detach().contiguous(), b), withGrad);
         PreferenceLossConfig c = loss.config();
         PairTerms terms = PairTerms.of(c, b.pairs, pc, pr, in.refChosen(), in.refRejected(), in.scoreChosen(),
                 in.scoreRejected(), in.margins(), b.chosenCounts(), b.rejectedCounts());
-        Tensor lossTensor = CompositePreferenceLoss.perPair(c, terms).mean();
+        Tensor lossTensor = CompositePreferenceLoss.perPair(c, terms, loss.lastBcoDelta()).mean();
         double nll = Double.NaN;
         if (sftWeight > 0) {
             Tensor nllTensor = pc.div(b.chosenCounts()).neg().mean();

@@ -45,12 +45,17 @@ public final class Chart {
 
     /** The colours of the losses, fixed so that every plot uses the same. */
     public static Color colorOf(String loss) {
-        return switch (loss) {
+        String base = loss.endsWith("-n30") ? loss.substring(0, loss.length() - 4) : loss;
+        return switch (base) {
             case "spo" -> new Color(214, 39, 40);
             case "spo-m0" -> new Color(255, 127, 14);
             case "dpo" -> new Color(31, 119, 180);
             case "ipo" -> new Color(44, 160, 44);
             case "cdpo" -> new Color(148, 103, 189);
+            case "spo-exp" -> new Color(140, 86, 75);
+            case "soft-dpo" -> new Color(23, 190, 207);
+            case "spo-gold" -> new Color(227, 119, 194);
+            case "hinge" -> new Color(188, 189, 34);
             case "reference" -> Color.BLACK;
             default -> new Color(127, 127, 127);
         };

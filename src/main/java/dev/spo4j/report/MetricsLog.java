@@ -21,7 +21,8 @@ import java.util.Map;
  * metrics.jsonl in the run folder: one JSON object per optimiser step (TRL's metric names
  * plus step, epoch, tokens/s) and per evaluation ("eval/..." names). Kept in memory too, for
  * the plot and the summary. On resume, lines past the checkpoint's step are dropped first,
- * so a resumed run's log reads as if it had never stopped. A null file keeps the rows in memory
+ * so a resumed run's log reads as if it had never stopped (a last line cut off by a kill is
+ * dropped too). A null file keeps the rows in memory
  * only (data-parallel ranks other than 0).
  */
 public final class MetricsLog implements AutoCloseable {
@@ -44,11 +45,22 @@ public final class MetricsLog implements AutoCloseable {
         try {
             if (resumeFromStep > 0 && Files.exists(file)) {
                 List<String> kept = new ArrayList<>();
-                for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+                List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
+                for (int i = 0; i < lines.size(); i++) {
+                    String line = lines.get(i);
                     if (line.isBlank()) {
                         continue;
                     }
-                    Map<String, Double> row = parse(line);
+                    Map<String, Double> row;
+                    try {
+                        row = parse(line);
+                    } catch (RuntimeException e) {
+                        if (i == lines.size() - 1) {
+                            break;  // a last line cut off by a kill: dropped (its step is redone)
+                        }
+                        throw new IllegalArgumentException(file + ":" + (i + 1) + ": not a metrics row ("
+                                + e.getMessage() + ")");
+                    }
                     if (row.getOrDefault("step", 0.0) <= resumeFromStep) {
                         kept.add(line);
                         rows.add(row);

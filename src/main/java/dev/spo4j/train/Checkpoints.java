@@ -8,6 +8,7 @@ import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.ModelFolder;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -16,6 +17,8 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.stream.Stream;
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.pytorch.ArchiveWriter;
 import org.bytedeco.pytorch.InputArchive;
 import org.bytedeco.pytorch.Optimizer;
 import org.bytedeco.pytorch.OutputArchive;
@@ -35,6 +38,8 @@ public final class Checkpoints {
     static final String STATE = "trainer_state.json", OPTIMIZER = "optimizer.pt", MODEL = "model";
     /** A LoRA run's checkpoint holds its adapters (PEFT layout) here instead of {@link #MODEL}. */
     static final String ADAPTER = "adapter";
+    /** Every other file of the checkpoint with its size and CRC-32C, written last. */
+    static final String MANIFEST = "manifest.json";
 
     private Checkpoints() {}
 
@@ -50,6 +55,8 @@ public final class Checkpoints {
         public String config;
         /** LibTorch's CPU generator state, base64. */
         public String rngState;
+        /** The loss's running state: bco-pair's {mean reward, batch count}; null for the other losses. */
+        public double[] lossState;
     }
 
     /**
@@ -82,11 +89,10 @@ public final class Checkpoints {
                 } else {
                     adapters.save(tmp.resolve(ADAPTER), tokenizerDir.toString(), tokenizerDir);
                 }
-                OutputArchive archive = new OutputArchive();
-                optimizer.save(archive);
-                archive.save_to(tmp.resolve(OPTIMIZER).toString());
+                saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
                 state.rngState = Base64.getEncoder().encodeToString(generatorState());
                 Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
+                AtomicFiles.writeString(tmp.resolve(MANIFEST), GSON.toJson(manifest(tmp)));
                 AtomicFiles.replaceDirectory(tmp, dst);
             } finally {
                 AtomicFiles.deleteTree(tmp);
@@ -120,31 +126,209 @@ public final class Checkpoints {
 
     /** A checkpoint folder, or a run folder (its newest checkpoint). */
     public static Path resolve(Path dir) {
+        return resolve(dir, null);
+    }
+
+    /**
+     * A checkpoint folder (which must verify), or a run folder's newest checkpoint that verifies
+     * ({@link #verify}): a damaged one is passed over with a warning on {@code warn} (when not
+     * null) naming the bad file, and the next older one is tried. Leftovers of interrupted
+     * saves and deletions are removed first.
+     */
+    public static Path resolve(Path dir, java.io.PrintStream warn) {
         if (Files.exists(dir.resolve(STATE))) {
+            String bad = verify(dir);
+            if (bad != null) {
+                throw new IllegalArgumentException("the checkpoint " + dir + " is damaged: " + bad
+                        + " (resume from the run folder to fall back to an older checkpoint)");
+            }
             return dir;
+        }
+        Path root = dir.resolve("checkpoints");
+        if (Files.isDirectory(root)) {
+            try {
+                removeLeftovers(root);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot remove leftovers in " + root, e);
+            }
         }
         List<Path> all = list(dir);
         if (all.isEmpty()) {
             throw new IllegalArgumentException("no checkpoint in " + dir
                     + " (expected a checkpoint folder with " + STATE + ", or a run folder with checkpoints/step-*)");
         }
-        return all.get(all.size() - 1);
+        List<String> damaged = new ArrayList<>();
+        for (int i = all.size() - 1; i >= 0; i--) {
+            Path c = all.get(i);
+            String bad = verify(c);
+            if (bad == null) {
+                if (!damaged.isEmpty() && warn != null) {
+                    warn.println("spo4j: warning: " + String.join("; ", damaged) + "; resuming from " + c.getFileName());
+                }
+                return c;
+            }
+            damaged.add("checkpoint " + c.getFileName() + " is damaged (" + bad + ")");
+        }
+        throw new IllegalArgumentException("no usable checkpoint in " + dir + ": " + String.join("; ", damaged));
+    }
+
+    /**
+     * Null when the checkpoint is complete and intact: its trainer_state.json parses and every
+     * file of its manifest has the recorded size and CRC-32C (a checkpoint written before
+     * manifests existed is checked for its state file only). Otherwise what is wrong, naming
+     * the file.
+     */
+    static String verify(Path checkpoint) {
+        try {
+            State st = GSON.fromJson(Files.readString(checkpoint.resolve(STATE)), State.class);
+            if (st == null || st.config == null) {
+                return checkpoint.resolve(STATE) + " is empty or has no config";
+            }
+        } catch (IOException e) {
+            return checkpoint.resolve(STATE) + " cannot be read: " + e;
+        } catch (RuntimeException e) {
+            return checkpoint.resolve(STATE) + " is not valid JSON: " + firstLine(e.getMessage());
+        }
+        Path mf = checkpoint.resolve(MANIFEST);
+        if (!Files.exists(mf)) {
+            return Files.exists(checkpoint.resolve(OPTIMIZER)) ? null : checkpoint.resolve(OPTIMIZER) + " is missing";
+        }
+        java.util.Map<String, String> want;
+        try {
+            want = GSON.fromJson(Files.readString(mf),
+                    new com.google.gson.reflect.TypeToken<java.util.TreeMap<String, String>>() {}.getType());
+        } catch (IOException | RuntimeException e) {
+            return mf + " cannot be read: " + firstLine(String.valueOf(e.getMessage()));
+        }
+        if (want == null || want.isEmpty()) {
+            return mf + " is empty";
+        }
+        for (java.util.Map.Entry<String, String> e : want.entrySet()) {
+            Path f = checkpoint.resolve(e.getKey());
+            if (!Files.isRegularFile(f)) {
+                return f + " is missing";
+            }
+            String got;
+            try {
+                got = checksum(f);
+            } catch (IOException ex) {
+                return f + " cannot be read: " + ex;
+            }
+            if (!got.equals(e.getValue())) {
+                return f + " does not match the manifest (size and CRC-32C " + got + ", expected " + e.getValue() + ")";
+            }
+        }
+        return null;
+    }
+
+    /** relative path → "size crc32c" of every file under {@code dir} (the manifest left out). */
+    static java.util.TreeMap<String, String> manifest(Path dir) throws IOException {
+        java.util.TreeMap<String, String> out = new java.util.TreeMap<>();
+        try (Stream<Path> walk = Files.walk(dir)) {
+            for (Path f : walk.filter(Files::isRegularFile).toList()) {
+                String rel = dir.relativize(f).toString().replace('\\', '/');
+                if (!rel.equals(MANIFEST)) {
+                    out.put(rel, checksum(f));
+                }
+            }
+        }
+        return out;
+    }
+
+    static String checksum(Path f) throws IOException {
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        long size = 0;
+        try (java.io.InputStream in = Files.newInputStream(f)) {
+            byte[] buf = new byte[1 << 16];
+            for (int n; (n = in.read(buf)) > 0; ) {
+                crc.update(buf, 0, n);
+                size += n;
+            }
+        }
+        return size + " " + String.format(java.util.Locale.ROOT, "%08x", crc.getValue());
     }
 
     /** The trainer_state.json of a checkpoint folder. */
     public static State readState(Path checkpoint) {
+        Path file = checkpoint.resolve(STATE);
+        State st;
         try {
-            return GSON.fromJson(Files.readString(checkpoint.resolve(STATE)), State.class);
+            st = GSON.fromJson(Files.readString(file), State.class);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + checkpoint.resolve(STATE), e);
+            throw new UncheckedIOException("cannot read " + file, e);
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException(file + " is not valid JSON: " + firstLine(e.getMessage()));
+        }
+        if (st == null || st.config == null) {
+            throw new IllegalArgumentException(file + " is empty or has no config");
+        }
+        return st;
+    }
+
+    /**
+     * Writes LibTorch's archive of {@code optimizer} to {@code file} through {@link AtomicFiles}.
+     * LibTorch's own file writer throws from a destructor when a write fails (a full disk),
+     * which aborts the process; here LibTorch writes into a callback that never fails: the
+     * first I/O error is kept, the rest of the archive is discarded, and the error is thrown
+     * once LibTorch has returned.
+     */
+    static void saveOptimizer(Optimizer optimizer, Path file) throws IOException {
+        OutputArchive archive = new OutputArchive();
+        optimizer.save(archive);
+        AtomicFiles.write(file, ch -> {
+            try (ArchiveSink sink = new ArchiveSink(ch)) {
+                archive.save_to(sink);
+                if (sink.error != null) {
+                    throw sink.error;
+                }
+            }
+        });
+    }
+
+    /** LibTorch's archive writer callback over a channel: reports every byte written, keeps the first error. */
+    private static final class ArchiveSink extends ArchiveWriter {
+        private final FileChannel channel;
+        IOException error;
+
+        ArchiveSink(FileChannel channel) {
+            this.channel = channel;
+        }
+
+        @Override
+        public long call(Pointer data, long size) {
+            if (error == null) {
+                try {
+                    for (long off = 0; off < size; ) {
+                        int n = (int) Math.min(size - off, 1 << 30);
+                        BytePointer p = new BytePointer(data);
+                        p.position(off).limit(off + n);
+                        AtomicFiles.writeFully(channel, p.asByteBuffer());
+                        off += n;
+                    }
+                } catch (IOException e) {
+                    error = e;
+                } catch (RuntimeException | Error e) {  // nothing may escape into LibTorch's writer
+                    error = new IOException(e.toString(), e);
+                }
+            }
+            return size;
         }
     }
 
     /** Loads the checkpoint's optimizer.pt into {@code optimizer}, its tensors mapped to {@code device}. */
     public static void loadOptimizer(Path checkpoint, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
-        InputArchive archive = new InputArchive();
-        archive.load_from(checkpoint.resolve(OPTIMIZER).toString(), new org.bytedeco.pytorch.DeviceOptional(device));
-        optimizer.load(archive);
+        loadOptimizer(checkpoint, OPTIMIZER, optimizer, device);
+    }
+
+    static void loadOptimizer(Path checkpoint, String name, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
+        Path file = checkpoint.resolve(name);
+        try {
+            InputArchive archive = new InputArchive();
+            archive.load_from(file.toString(), new org.bytedeco.pytorch.DeviceOptional(device));
+            optimizer.load(archive);
+        } catch (RuntimeException e) {
+            throw new IllegalStateException("cannot read the optimizer state " + file + ": " + firstLine(e.getMessage()), e);
+        }
     }
 
     /** Restores LibTorch's CPU generator from {@code state.rngState}; does nothing when that is null. */
@@ -156,6 +340,15 @@ public final class Checkpoints {
         Tensor t = torch.empty(new long[] {bytes.length}, new TensorOptions(torch.ScalarType.Byte), null);
         new BytePointer(t.data_ptr()).put(bytes);
         torch.getDefaultCPUGenerator().set_state(t);
+    }
+
+    /** The first line of a (LibTorch) message, which goes on with a C++ backtrace. */
+    static String firstLine(String message) {
+        if (message == null) {
+            return "(no message)";
+        }
+        int nl = message.indexOf('\n');
+        return nl < 0 ? message : message.substring(0, nl);
     }
 
     private static byte[] generatorState() {

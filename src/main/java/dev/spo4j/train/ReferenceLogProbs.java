@@ -54,16 +54,22 @@ public final class ReferenceLogProbs {
      * else the initial policy in {@code modelDir}), stored in the run folder by rank 0. On
      * resume they are read back from there. Data parallel ({@code dp} not null): each rank
      * computes a contiguous shard of the pairs and a sum over ranks assembles them; on resume
-     * rank 0 reads the file and broadcasts it.
+     * rank 0 reads the file and broadcasts it. A reference-free loss (simpo, cpo) gets zeros and
+     * no reference model is loaded.
      *
-     * <p>A loaded reference runs in the training {@code precision}. {@code adapted}: a LoRA run's policy, or null. Without a separate reference model its
-     * base, with the adapters off, is the reference (no second copy is loaded).
+     * <p>A loaded reference runs in the training {@code precision}. {@code adapted}: a LoRA run's
+     * policy, or null. Without a separate reference model its base, with the adapters off, is the
+     * reference (no second copy is loaded).
      */
     static double[][][] forRun(TrainConfig cfg, Path runDir, Path modelDir, PreferenceCollator collator,
                                List<PreferencePair> train, List<PreferencePair> eval, int threads, Device device,
                                boolean resuming, DataParallel dp, PrintStream console, LlamaModel adapted,
                                dev.spo4j.model.Precision precision)
             throws IOException {
+        if (!cfg.lossConfig().needsReference()) {  // simpo, cpo: no reference model, no reference pass
+            return new double[][][] {{new double[train.size()], new double[train.size()]},
+                {new double[eval.size()], new double[eval.size()]}};
+        }
         Path file = runDir.resolve(FILE);
         int rank = dp == null ? 0 : dp.rank(), world = dp == null ? 1 : dp.worldSize();
         if (dp != null && resuming) {
@@ -72,7 +78,19 @@ public final class ReferenceLogProbs {
                     "broadcast of the reference log-probs"), train.size(), eval.size());
         }
         if (resuming && Files.exists(file)) {
-            return GSON.fromJson(Files.readString(file), double[][][].class);
+            String problem;
+            try {
+                double[][][] read = GSON.fromJson(Files.readString(file), double[][][].class);
+                if (read != null && read.length == 2 && read[0].length == 2 && read[1].length == 2
+                        && read[0][0].length == train.size() && read[0][1].length == train.size()
+                        && read[1][0].length == eval.size() && read[1][1].length == eval.size()) {
+                    return read;
+                }
+                problem = "it does not hold " + train.size() + " training and " + eval.size() + " eval pairs";
+            } catch (RuntimeException e) {
+                problem = "it is not valid JSON (" + e.getMessage() + ")";
+            }
+            console.println("spo4j: warning: " + file + " cannot be used: " + problem + "; computing it again");
         }
         double[][][] out = new double[2][][];
         List<List<PreferencePair>> sets = List.of(train, eval);

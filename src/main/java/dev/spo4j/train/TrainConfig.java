@@ -5,6 +5,8 @@ import com.google.gson.GsonBuilder;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
+import java.util.ArrayList;
+import java.util.List;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -45,9 +47,21 @@ public final class TrainConfig {
     public String out;
 
     /** The preference loss. */
-    @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE}); spo-exp is a "
-            + "reconstruction of the asymmetric SPO of the paper's later version, not its exact formula")
+    @Option(names = "--loss", description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE}); TRL's loss_type "
+            + "names are accepted (sigmoid = dpo, exo_pair = exo-pair, ...); simpo and cpo use no reference model; "
+            + "spo-exp is a reconstruction of the asymmetric SPO of the paper's later version, not its exact formula; "
+            + "formulas: src/site/markdown/LOSSES.md")
     public LossType loss = LossType.SPO;
+    /** TRL's loss_type list with loss_weights: LOSS=W entries summed; empty: {@link #loss} alone. */
+    @Option(names = "--loss-weights", split = ",", paramLabel = "LOSS=W", description = "a weighted sum of losses, "
+            + "as TRL's loss_type list with loss_weights (e.g. dpo=1,bco-pair=0.5); replaces --loss")
+    public List<String> lossWeights = new ArrayList<>();
+    /** discopop's temperature. */
+    @Option(names = "--discopop-tau", description = "discopop: temperature tau of the log-ratio modulation (default: ${DEFAULT-VALUE})")
+    public double discopopTau = PreferenceLossConfig.DEFAULT_DISCOPOP_TAU;
+    /** simpo's target reward margin. */
+    @Option(names = "--simpo-gamma", description = "simpo: target reward margin gamma (default: ${DEFAULT-VALUE})")
+    public double simpoGamma = PreferenceLossConfig.DEFAULT_SIMPO_GAMMA;
     /** KL weight beta. */
     @Option(names = "--beta", description = "KL weight beta (default: ${DEFAULT-VALUE})")
     public double beta = PreferenceLossConfig.DEFAULT_BETA;
@@ -58,13 +72,13 @@ public final class TrainConfig {
     @Option(names = "--reward-scale", description = "gamma: m = gamma (score_chosen - score_rejected); soft-dpo's label is sigmoid(m) (default: ${DEFAULT-VALUE})")
     public double rewardScale = PreferenceLossConfig.DEFAULT_REWARD_SCALE;
     /** DPO's label smoothing eps in [0, 0.5); above 0 it is cDPO. */
-    @Option(names = "--label-smoothing", description = "DPO eps in [0, 0.5): cDPO (default: ${DEFAULT-VALUE})")
+    @Option(names = "--label-smoothing", description = "eps in [0, 0.5): cDPO for dpo; also robust, exo-pair, aot, aot-pair, simpo, cpo (default: ${DEFAULT-VALUE})")
     public double labelSmoothing = 0.0;
     /** spo-exp's floor on |m|. */
     @Option(names = "--margin-floor", description = "spo-exp: |m| is raised to at least this (default: ${DEFAULT-VALUE})")
     public double marginFloor = PreferenceLossConfig.DEFAULT_MARGIN_FLOOR;
     /** null: the loss's default (IPO yes, others no). */
-    @Option(names = "--length-normalised", arity = "1", paramLabel = "BOOL", description = "mean instead of summed token log-probs (default: true for ipo only)")
+    @Option(names = "--length-normalised", arity = "1", paramLabel = "BOOL", description = "mean instead of summed token log-probs (default: true for ipo and simpo only)")
     public Boolean lengthNormalised;
     /** alpha of an added SFT term alpha * NLL(chosen); 0 for none. */
     @Option(names = "--sft-weight", description = "alpha of an added SFT term alpha * NLL(chosen) (default: ${DEFAULT-VALUE})")
@@ -217,10 +231,24 @@ public final class TrainConfig {
 
     /** The loss settings as the objective takes them. */
     public PreferenceLossConfig lossConfig() {
-        PreferenceLossConfig c = PreferenceLossConfig.of(loss).withBeta(beta).withMargin(margin)
-                .withRewardScale(rewardScale).withLabelSmoothing(labelSmoothing);
-        c = c.withMarginFloor(marginFloor);
+        List<PreferenceLossConfig.WeightedLoss> mix = PreferenceLossConfig.parseWeights(lossWeights);
+        PreferenceLossConfig c = PreferenceLossConfig.of(mix.isEmpty() ? loss : mix.get(0).type()).withBeta(beta)
+                .withMargin(margin).withRewardScale(rewardScale).withLabelSmoothing(labelSmoothing);
+        c = c.withMarginFloor(marginFloor).withDiscopopTau(discopopTau).withSimpoGamma(simpoGamma).withMix(mix);
         return lengthNormalised == null ? c : c.withLengthNormalised(lengthNormalised);
+    }
+
+    /** The loss's name for labels and folder names: its id, or the weighted terms ("dpo+bco-pair"). */
+    public String lossLabel() {
+        List<PreferenceLossConfig.WeightedLoss> mix = PreferenceLossConfig.parseWeights(lossWeights);
+        if (mix.isEmpty()) {
+            return loss.id();
+        }
+        StringBuilder b = new StringBuilder();
+        for (PreferenceLossConfig.WeightedLoss w : mix) {
+            b.append(b.length() == 0 ? "" : "+").append(w.type().id());
+        }
+        return b.toString();
     }
 
     /** Throws IllegalArgumentException naming the first bad setting. */
@@ -228,7 +256,11 @@ public final class TrainConfig {
         if (loss == null || lossImpl == null) {
             throw new IllegalArgumentException("loss and loss implementation must be set (e.g. spo, fused)");
         }
-        lossConfig();
+        PreferenceLossConfig lc = lossConfig();
+        if (refModel != null && !lc.needsReference()) {
+            throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()
+                    + " loss is reference-free (it runs no reference model)");
+        }
         optim.validate();
         if (adapter != null && !java.nio.file.Files.isDirectory(java.nio.file.Path.of(adapter))) {
             throw new IllegalArgumentException("adapter folder " + adapter + " does not exist");

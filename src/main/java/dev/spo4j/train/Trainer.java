@@ -6,7 +6,9 @@ import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.CudaKernels;
+import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
@@ -68,6 +70,12 @@ public final class Trainer {
     private final PrintStream console;
     private final DistributedEnv dist;
     private StepListener listener;
+    private boolean overwrite;
+    /** Whether this run got as far as its first optimiser step (its folder then holds a run worth keeping). */
+    private volatile boolean stepped;
+
+    /** Steps in a row with a non-finite loss or gradient norm after which a run stops. */
+    public static final int MAX_NONFINITE_IN_A_ROW = 5;
 
     /** A trainer for this process's place in a job: torchrun's environment, or a single process. */
     public Trainer(TrainConfig config, PrintStream console) {
@@ -79,6 +87,12 @@ public final class Trainer {
         this.cfg = config.copy();
         this.dist = dist;
         this.console = dist.rank() == 0 ? console : new PrintStream(OutputStream.nullOutputStream());
+    }
+
+    /** Lets a new run replace an earlier run in its folder (--overwrite); otherwise a non-empty folder is refused. */
+    public Trainer withOverwrite(boolean overwrite) {
+        this.overwrite = overwrite;
+        return this;
     }
 
     /** Calls {@code l} after every optimiser step (see {@link StepListener}); null for none. */
@@ -103,9 +117,14 @@ public final class Trainer {
 
     /** Continues the run whose checkpoint (or run folder) is {@code dir}; {@code maxSteps} &gt; 0 overrides the end. */
     public static Summary resume(Path dir, int maxSteps, PrintStream console) {
-        Path checkpoint = Checkpoints.resolve(dir);
+        Path checkpoint = Checkpoints.resolve(dir, console);
         Checkpoints.State state = Checkpoints.readState(checkpoint);
         TrainConfig c = TrainConfig.fromJson(state.config);
+        // the run folder is where the checkpoint is now, not where the run was started (it may have moved)
+        Path parent = checkpoint.toAbsolutePath().getParent();
+        if (parent != null && parent.getFileName() != null && parent.getFileName().toString().equals("checkpoints")) {
+            c.out = parent.getParent().toString();
+        }
         if (maxSteps > 0) {
             c.maxSteps = maxSteps;
         }
@@ -144,27 +163,94 @@ public final class Trainer {
         List<PreferencePair> train = cfg.data == null ? null : PreferenceDataset.read(Path.of(cfg.data));
         List<PreferencePair> eval = cfg.evalData == null ? null : PreferenceDataset.read(Path.of(cfg.evalData));
         cfg.worldSize = dist.worldSize();
+        if (checkpoint == null) {  // inputs by absolute path: a resume may start in another working folder
+            cfg.model = absolute(cfg.model);
+            cfg.data = absolute(cfg.data);
+            cfg.evalData = absolute(cfg.evalData);
+            cfg.refModel = absolute(cfg.refModel);
+        }
         Device device = device(dist.isDistributed() && cfg.device.equals("cuda") ? "cuda:" + dist.localRank() : cfg.device);
-        int threads = cfg.threads > 0 ? cfg.threads : torch.get_num_threads();
+        int threads = threadCount(cfg, console);
         torch.set_num_threads(threads);
+        if (cfg.out != null && cfg.out.isBlank()) {
+            throw new IllegalArgumentException("--out '" + cfg.out + "' is empty (expected a folder for the run)");
+        }
         Path runDir = Path.of(cfg.out == null ? "runs/spo4j" : cfg.out).toAbsolutePath();
+        Map<String, String> fingerprint = RunFolder.fingerprint(cfg);
+        boolean created = false;
+        if (dist.rank() == 0) {
+            if (checkpoint == null) {
+                created = RunFolder.claim(runDir, overwrite);
+            } else {
+                RunFolder.check(runDir, fingerprint);
+            }
+        }
         DataParallel dp = null;
         try {
             Files.createDirectories(runDir);
-            if (dist.rank() == 0) {
-                Files.writeString(runDir.resolve("config.json"), cfg.toJson());
+            if (dist.rank() == 0 && checkpoint == null) {
+                AtomicFiles.writeString(runDir.resolve("config.json"), cfg.toJson());
+                RunFolder.record(runDir, fingerprint);
             }
             if (dist.isDistributed()) {
                 dp = new DataParallel(dist, (long) (cfg.distTimeout * 1000), device);
             }
             return new Run(runDir, threads, device, dp).train(checkpoint, resumed, train, eval);
         } catch (IOException e) {
+            removeIfUnused(created, runDir);
             throw new UncheckedIOException(e);
+        } catch (RuntimeException | Error e) {
+            removeIfUnused(created, runDir);
+            throw e;
         } finally {
             if (dp != null) {
                 dp.close();
             }
         }
+    }
+
+    /** Models narrower than this train on one thread by default: more threads only wait on each other. */
+    static final int ONE_THREAD_BELOW_HIDDEN = 512;
+
+    /**
+     * The threads a run uses: --threads, at most the CPUs this process may use (affinity and
+     * cgroup quota, as the JVM sees them); by default (0) those CPUs, or one for a narrow model
+     * (the embedded default's hidden size is 128), whose per-op work is too small to split.
+     */
+    static int threadCount(TrainConfig cfg, PrintStream console) {
+        int cpus = Math.max(1, Runtime.getRuntime().availableProcessors());
+        if (cfg.threads > cpus) {
+            console.printf(Locale.ROOT, "spo4j: warning: --threads %d is more than the %d CPU(s) this process may use; "
+                    + "using %d%n", cfg.threads, cpus, cpus);
+            return cpus;
+        }
+        if (cfg.threads > 0) {
+            return cfg.threads;
+        }
+        int hidden = 128;  // the embedded default
+        if (cfg.model != null) {
+            try {
+                hidden = ModelConfig.read(Path.of(cfg.model).resolve(ModelFolder.CONFIG)).hiddenSize();
+            } catch (IOException | RuntimeException e) {
+                hidden = Integer.MAX_VALUE;  // the model's own load reports the problem
+            }
+        }
+        return hidden < ONE_THREAD_BELOW_HIDDEN ? 1 : cpus;
+    }
+
+    /** A run that failed before its first step leaves no folder behind when it created the folder. */
+    private void removeIfUnused(boolean created, Path runDir) {
+        if (created && !stepped) {
+            try {
+                AtomicFiles.deleteTree(runDir);
+            } catch (IOException | RuntimeException ignored) {
+                // the failure being reported matters more than the leftover folder
+            }
+        }
+    }
+
+    private static String absolute(String path) {
+        return path == null ? null : Path.of(path).toAbsolutePath().normalize().toString();
     }
 
     /** The training device; CUDA needs LibTorch's GPU build (-Pgpu) and spo4j's CUDA kernels. */
@@ -207,6 +293,8 @@ public final class Trainer {
         /** Optimiser steps done, and the data position: the next global batch is batch {@code index} of {@code epoch}. */
         int step, epoch, index;
         double tokens, trainSeconds;
+        /** Steps skipped for a non-finite loss or gradient norm: in all, and in a row up to now. */
+        int skipped, skippedInARow;
 
         Run(Path runDir, int threads, Device device, DataParallel dp) {
             this.runDir = runDir;
@@ -255,6 +343,11 @@ public final class Trainer {
                             checkpoint != null, dp, console, null, precision);
                     total = prepare(modelDir, checkpoint, resumed);
                 }
+                if (checkpoint != null && step >= total) {
+                    throw new IllegalArgumentException("the run in " + runDir + " already finished: its checkpoint "
+                            + checkpoint.getFileName() + " is at step " + step + " of " + total
+                            + "; give --max-steps above " + step + " to train it further");
+                }
                 LrSchedule schedule = cfg.optim.schedule(total);
                 ParameterHashes hashes = ParameterHashes.fromEnvironment(rank);
                 Map<String, Double> last = Map.of(), lastEval = Map.of();
@@ -265,6 +358,7 @@ public final class Trainer {
                             last = step(schedule.at(step));
                             hashes.record(step, params);
                         }
+                        stepped = true;
                         if (step % cfg.logEvery == 0 || step == total) {
                             log.append(last);
                         }
@@ -290,7 +384,7 @@ public final class Trainer {
                             ModelFolder.save(mixed != null ? mixed.master() : policy, finalModel, modelDir);
                         }
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
-                                "spo4j " + cfg.loss + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
+                                "spo4j " + cfg.lossLabel() + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }
                     double secs = (System.nanoTime() - t0) / 1e9;
                     return new Summary(runDir, finalModel, step, last, lastEval, secs, trainSeconds > 0 ? tokens / trainSeconds : 0);
@@ -339,8 +433,11 @@ public final class Trainer {
             int stepsPerEpoch = (batches.batchesPerEpoch() + cfg.gradAccum - 1) / cfg.gradAccum;
             int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
             objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads);
+            if (checkpoint != null && resumed.lossState != null) {  // bco-pair's running mean
+                objective.loss().restoreBcoState(resumed.lossState[0], resumed.lossState[1]);
+            }
             console.printf(Locale.ROOT, "spo4j: %s (%s) on %d pairs, %s, %d steps of %d x %d pairs, lr %.2g, %d threads%n",
-                    cfg.loss, cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
+                    cfg.lossLabel(), cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
                     total, cfg.gradAccum, cfg.batchSize * world, cfg.optim.lr, threads);
             if (dp != null) {
                 console.printf(Locale.ROOT, "spo4j: data parallel over %d processes (Gloo%s): %d pairs per rank per "
@@ -377,6 +474,8 @@ public final class Trainer {
             optimizer.zero_grad(dp == null);  // distributed: keep the zero-filled gradients defined
             List<MetricSums> micro = new ArrayList<>(cfg.gradAccum);
             double stepTokens = 0;
+            String nonFiniteLogits = null;
+            int firstEpoch = epoch, firstBatch = index;
             for (int m = 0; m < cfg.gradAccum; m++) {
                 Shard<Integer> shard = Shard.of(batches.batchAt(epoch, index), rank, world, cfg.batchSize);
                 if (++index == batches.batchesPerEpoch()) {
@@ -396,6 +495,10 @@ public final class Trainer {
                         }
                         sums = r.metricSums();
                         stepTokens += batch.tokenCount();
+                    } catch (NonFiniteLogitsException e) {  // NaN or infinite weights: a non-finite step
+                        nonFiniteLogits = e.getMessage();
+                        sums = new MetricSums();
+                        sums.addMean("loss", Double.NaN, 1);
                     }
                 }
                 micro.add(sums);
@@ -412,10 +515,32 @@ public final class Trainer {
                 stepTokens = all.tokens();
             }
             double gradNorm = torch.clip_grad_norm_(paramVector, cfg.optim.maxGradNorm > 0 ? cfg.optim.maxGradNorm : 1e30);
-            Optimizers.setLearningRate(optimizer, lr);
-            optimizer.step();
-            if (mixed != null) {
-                mixed.copyToWork();
+            Map<String, Double> means = meanOverParts(micro);
+            double loss = means.getOrDefault("loss", Double.NaN);
+            // A non-finite loss or gradient norm never reaches the weights (as a mixed-precision
+            // loss scaler skips an overflowing step): the step is counted, logged and skipped.
+            boolean finite = Double.isFinite(loss) && Double.isFinite(gradNorm);
+            if (finite) {
+                Optimizers.setLearningRate(optimizer, lr);
+                optimizer.step();
+                if (mixed != null) {
+                    mixed.copyToWork();
+                }
+                skippedInARow = 0;
+            } else {
+                skipped++;
+                skippedInARow++;
+                console.printf(Locale.ROOT, "%nspo4j: warning: step %d skipped: loss %s, gradient norm %s (epoch %d, "
+                        + "from batch %d)%s; the weights were not updated%n", step + 1, loss, gradNorm,
+                        firstEpoch, firstBatch, nonFiniteLogits == null ? "" : ": " + nonFiniteLogits);
+                if (skippedInARow >= MAX_NONFINITE_IN_A_ROW) {
+                    List<Path> good = rank == 0 ? Checkpoints.list(runDir) : List.of();
+                    throw new NonFiniteTrainingException("stopped at step " + (step + 1) + ": " + skippedInARow
+                            + " steps in a row had a non-finite loss or gradient norm (the run diverged: try a lower "
+                            + "--lr, --max-grad-norm, or check the data's scores); the weights were not updated by "
+                            + "those steps" + (good.isEmpty() ? "" : "; the last checkpoint is "
+                            + good.get(good.size() - 1)));
+                }
             }
             step++;
             double seconds = (System.nanoTime() - s0) / 1e9;
@@ -424,8 +549,11 @@ public final class Trainer {
             Map<String, Double> row = new LinkedHashMap<>();
             row.put("step", (double) step);
             row.put("epoch", epoch + (double) index / batches.batchesPerEpoch());
-            row.putAll(meanOverParts(micro));
+            row.putAll(means);
             row.put("grad_norm", gradNorm);
+            if (skipped > 0) {
+                row.put("skipped_steps", (double) skipped);
+            }
             row.put("learning_rate", lr);
             row.put("tokens_per_second", stepTokens / seconds);
             if (dp != null) {
@@ -442,7 +570,9 @@ public final class Trainer {
                 st.epoch = epoch;
                 st.batchIndex = index;
                 st.config = cfg.toJson();
-                Checkpoints.save(runDir, mixed != null ? mixed.master() : policy, adapters, optimizer, st, modelDir, cfg.keepCheckpoints);
+                st.lossState = objective.loss().bcoState();
+                Checkpoints.save(runDir, mixed != null ? mixed.master() : policy, adapters, optimizer, st, modelDir,
+                        cfg.keepCheckpoints);
             }
             if (dp != null) {
                 dp.barrier("waiting for rank 0's checkpoint of step " + step);

@@ -43,8 +43,9 @@ class PreferenceLossTest {
     }
 
     static PreferenceLossConfig config(LossType t) {
-        PreferenceLossConfig c = PreferenceLossConfig.of(t).withBeta(0.25).withMargin(0.7).withLengthNormalised(false);
-        return t == LossType.DPO ? c.withLabelSmoothing(0.1) : c;
+        PreferenceLossConfig c = PreferenceLossConfig.of(t).withBeta(0.25).withMargin(0.7).withLengthNormalised(false)
+                .withDiscopopTau(0.8).withSimpoGamma(0.4);
+        return t.usesLabelSmoothing() ? c.withLabelSmoothing(0.1) : c;
     }
 
     @ParameterizedTest
@@ -62,13 +63,10 @@ class PreferenceLossTest {
 
         double[] margins = type.usesMargin() ? d(m) : null;
         double[] dpc = d(pc), dpr = d(pr), drc = d(rc), drr = d(rr);
-        double ref = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null);
+        double delta = PreferenceLossReference.firstBcoDelta(c, dpc, dpr, drc, drr);  // held fixed (detached)
+        double ref = PreferenceLossReference.meanLoss(c, dpc, dpr, drc, drr, margins, null, null, delta);
         assertEquals(ref, r.loss(), 1e-6 * Math.max(1, Math.abs(ref)), "mean loss");
-        double[] perPair = new double[B];
-        for (int i = 0; i < B; i++) {
-            perPair[i] = PreferenceLossReference.pairLoss(c, dpc[i], dpr[i], drc[i], drr[i],
-                    margins == null ? c.margin() : margins[i]);
-        }
+        double[] perPair = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins, delta);
         assertAllClose("per-pair loss", perPair, toDoubles(r.perPairLoss()), 1e-6, 1e-6);
 
         double step = 1e-4;
@@ -80,21 +78,22 @@ class PreferenceLossTest {
         for (int i = 0; i < B; i++) {
             double keep = dpc[i];
             dpc[i] = keep + step;
-            double[] up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
+            double[] up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins, delta);
             dpc[i] = keep - step;
-            double[] down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
+            double[] down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins, delta);
             dpc[i] = keep;
             fdChosen[i] = meanDifference(up, down) / (2 * step);
             keep = dpr[i];
             dpr[i] = keep + step;
-            up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
+            up = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins, delta);
             dpr[i] = keep - step;
-            down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins);
+            down = PreferenceLossReference.pairLosses(c, dpc, dpr, drc, drr, margins, delta);
             dpr[i] = keep;
             fdRejected[i] = meanDifference(up, down) / (2 * step);
         }
         // The hinge's kink (beta h = 1) and spo-exp's (z = -10) are avoided by construction:
-        // |1 - beta h| >> step and, for spo-exp, |beta h / m~ + 10| >> step for these inputs.
+        // |1 - beta h| >> step and, for spo-exp, |beta h / m~ + 10| >> step for these inputs; so
+        // are the sorts' ties (aot, aot-pair: gaps between sorted values >> step).
         assertAllClose("dL/dchosen", fdChosen, toDoubles(r.gradChosen()), 1e-7, 1e-4);
         assertAllClose("dL/drejected", fdRejected, toDoubles(r.gradRejected()), 1e-7, 1e-4);
     }
@@ -109,7 +108,8 @@ class PreferenceLossTest {
     }
 
     /** The same losses as LibTorch ops on float64 with autograd. */
-    static Tensor[] libtorchLoss(PreferenceLossConfig c, float[] pc, float[] pr, float[] rc, float[] rr) {
+    static Tensor[] libtorchLoss(PreferenceLossConfig c, float[] pc, float[] pr, float[] rc, float[] rr,
+                                 double delta) {
         Tensor xc = floats(pc).to(ScalarType.Double), xr = floats(pr).to(ScalarType.Double);
         xc.set_requires_grad(true);
         xr.set_requires_grad(true);
@@ -132,6 +132,9 @@ class PreferenceLossTest {
                         .add(new Scalar(Math.exp(-1) + 10 * Math.exp(10)));
                 yield torch.where(z.ge(new Scalar(-10.0)), f, line);
             }
+            // the newer losses: the composite twin (CompositePreferenceLoss) on float64 with autograd
+            default -> CompositePreferenceLoss.perPair(c, PairTerms.of(c, B, xc, xr, floats(rc).to(ScalarType.Double),
+                    floats(rr).to(ScalarType.Double), null, null, null, null, null), delta);
         };
         Tensor loss = per.mean();
         loss.backward();
@@ -148,7 +151,8 @@ class PreferenceLossTest {
         float[] pc = logps(rnd, -40), pr = logps(rnd, -44), rc = logps(rnd, -41), rr = logps(rnd, -43);
         PreferenceLossConfig c = config(type);
         PreferenceLoss.Result r = new PreferenceLoss(c).compute(floats(pc), floats(pr), floats(rc), floats(rr));
-        Tensor[] ref = libtorchLoss(c, pc, pr, rc, rr);
+        double delta = PreferenceLossReference.firstBcoDelta(c, d(pc), d(pr), d(rc), d(rr));
+        Tensor[] ref = libtorchLoss(c, pc, pr, rc, rr, delta);
         assertEquals(ref[0].item_double(), r.loss(), 1e-6 * Math.max(1, Math.abs(r.loss())));
         assertAllClose("grad chosen", toDoubles(ref[1]), toDoubles(r.gradChosen()), 1e-8, 1e-5);
         assertAllClose("grad rejected", toDoubles(ref[2]), toDoubles(r.gradRejected()), 1e-8, 1e-5);
@@ -273,7 +277,7 @@ class PreferenceLossTest {
         PreferenceLoss.Result r = new PreferenceLoss(c).compute(
                 PreferenceLoss.Inputs.of(floats(pc), floats(pr), floats(rc), floats(rr))
                         .withTokenCounts(floats(nc), floats(nr)));
-        double ref = PreferenceLossReference.meanLoss(c, d(pc), d(pr), d(rc), d(rr), null, d(nc), d(nr));
+        double ref = PreferenceLossReference.meanLoss(c, d(pc), d(pr), d(rc), d(rr), null, d(nc), d(nr), 0.0);
         assertEquals(ref, r.loss(), 1e-6 * Math.max(1, ref));
         // d/d(sum) = d/d(mean) / n: compare with the un-normalised loss on pre-divided inputs
         PreferenceLoss.Result onMeans = new PreferenceLoss(c.withLengthNormalised(false)).compute(

@@ -68,7 +68,10 @@ class PreferenceObjectiveTest {
     // kernel's pair math is float64; its large-|z| regime is checked in PreferenceLossTest).
     @ParameterizedTest(name = "{0} normalised={1} sft={2} beta={3}")
     @CsvSource({"SPO,false,0,0.3", "SPO,false,0.5,0.3", "DPO,false,0,0.3", "IPO,true,0,0.3", "HINGE,false,0,0.3",
-        "SPO,true,0,0.3", "SOFT_DPO,false,0,0.3", "SPO_EXP,false,0,0.05", "SPO_EXP,true,0.5,0.05"})
+        "SPO,true,0,0.3", "SOFT_DPO,false,0,0.3", "SPO_EXP,false,0,0.05", "SPO_EXP,true,0.5,0.05",
+        "ROBUST,false,0,0.3", "EXO_PAIR,false,0,0.3", "NCA_PAIR,false,0,0.3", "BCO_PAIR,false,0,0.3",
+        "SPPO_HARD,true,0,0.3", "AOT,false,0,0.3", "AOT_PAIR,false,0,0.3", "APO_ZERO,false,0,0.3",
+        "APO_DOWN,false,0,0.3", "DISCOPOP,false,0,0.3", "SIMPO,true,0,0.3", "CPO,false,1,0.3"})
     void fusedMatchesLibTorchComposite(LossType type, boolean normalised, double sft, double beta) {
         Random rnd = new Random(41 + type.ordinal());
         torch.manual_seed(5);
