@@ -2,10 +2,12 @@
 """Golden fixture for dev.spo4j.model: a tiny Llama-family model and the logits of an
 independent float64 NumPy forward pass.
 
-Written from the Hugging Face definition of LlamaForCausalLM / Qwen2ForCausalLM (eager
+Written from the Hugging Face definition of LlamaForCausalLM / Qwen2ForCausalLM /
+Qwen3ForCausalLM / MistralForCausalLM (eager
 attention), not from the Java code:
   h0 = embed_tokens[ids]
   per layer:  a = RMSNorm(h) ; q,k,v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)
+              Qwen3: q, k = RMSNorm_q(q), RMSNorm_k(k) over each head's head_dim vector
               RoPE (rotate_half): inv_freq = 1/theta^(arange(0,d,2)/d), emb = cat(f, f),
                                   x' = x cos(emb) + rotate_half(x) sin(emb), positions 0..T-1
               grouped-query attention (kv head of query head h is h // (H/KV)),
@@ -17,6 +19,7 @@ RMSNorm(x) = w * x / sqrt(mean(x^2) + eps).
 Usage (NumPy only, deterministic):
   python3 test-data/tiny-llama/gen_tiny_llama.py              # writes test-data/tiny-llama/
   python3 test-data/tiny-llama/gen_tiny_llama.py --variant qwen2  # writes test-data/tiny-qwen2/
+  (likewise --variant qwen3: Qwen3ForCausalLM, per-head q_norm/k_norm; --variant mistral)
 Outputs: config.json, model.safetensors (F32 weights), expected_logits.safetensors
 (input_ids I64 [2,T], attention_mask I64 [2,T], second row right-padded, logits F32 [2,T,V]).
 The weights are drawn wider than the usual 0.02 so that the logits are O(1) and every
@@ -47,6 +50,23 @@ VARIANTS = {
                   initializer_range=0.02, rope_scaling=None, use_sliding_window=False,
                   sliding_window=4096, max_window_layers=2, use_cache=True,
                   torch_dtype="float32", seed=20240612),
+    # Qwen3: per-head RMSNorm of q and k (q_norm, k_norm over head_dim) before RoPE, no
+    # biases, an explicit head_dim (16, not hidden/heads = 8), tied embeddings
+    "qwen3": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=61,
+                  hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                  rope_theta=1000000.0, max_position_embeddings=64, tie_word_embeddings=True,
+                  attention_bias=False, bos_token_id=None, eos_token_id=3, hidden_act="silu",
+                  initializer_range=0.02, rope_scaling=None, use_sliding_window=False,
+                  sliding_window=None, max_window_layers=2, use_cache=True,
+                  torch_dtype="float32", seed=20240613),
+    # Mistral: the Llama layout; no sliding window (sliding_window null, as v0.2 and later)
+    "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], vocab_size=61,
+                    hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5,
+                    rope_theta=1000000.0, max_position_embeddings=64, tie_word_embeddings=False,
+                    sliding_window=None, bos_token_id=1, eos_token_id=2, hidden_act="silu",
+                    initializer_range=0.02, use_cache=True, torch_dtype="float32", seed=20240614),
 }
 T = 9
 PADDED_LENGTH = 6  # real tokens in the second row; the rest is right padding
@@ -79,9 +99,9 @@ def write_safetensors(path, tensors, metadata):
 def make_weights(c, rng):
     V, H, I = c["vocab_size"], c["hidden_size"], c["intermediate_size"]
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
-    d = H // nh
+    d = c.get("head_dim") or H // nh
     qkv_bias = c["model_type"] == "qwen2" or c.get("attention_bias", False)
-    o_bias = c["model_type"] == "llama" and c.get("attention_bias", False)
+    o_bias = c["model_type"] != "qwen2" and c.get("attention_bias", False)
 
     def mat(rows, cols, std):
         return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
@@ -104,6 +124,9 @@ def make_weights(c, rng):
             w[p + "self_attn.v_proj.bias"] = vec(nkv * d, 0.0, 0.3)
         if o_bias:
             w[p + "self_attn.o_proj.bias"] = vec(H, 0.0, 0.3)
+        if c["model_type"] == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = vec(d, 1.0, 0.2)
+            w[p + "self_attn.k_norm.weight"] = vec(d, 1.0, 0.2)
         w[p + "mlp.gate_proj.weight"] = mat(I, H, s)
         w[p + "mlp.up_proj.weight"] = mat(I, H, s)
         w[p + "mlp.down_proj.weight"] = mat(H, I, 1.0 / np.sqrt(I))
@@ -129,7 +152,7 @@ def reference_logits(c, w, ids, mask):
     w = {k: v.astype(np.float64) for k, v in w.items()}
     B, t = ids.shape
     H, nh, nkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
-    d = H // nh
+    d = c.get("head_dim") or H // nh
     eps = c["rms_norm_eps"]
     inv_freq = 1.0 / (c["rope_theta"] ** (np.arange(0, d, 2, dtype=np.float64) / d))
     freqs = np.outer(np.arange(t, dtype=np.float64), inv_freq)  # [T, d/2]
@@ -148,8 +171,13 @@ def reference_logits(c, w, ids, mask):
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         a = rms_norm(h, w[p + "input_layernorm.weight"], eps)
-        q = lin(a, p + "self_attn.q_proj").reshape(B, t, nh, d).transpose(0, 2, 1, 3)
-        k = lin(a, p + "self_attn.k_proj").reshape(B, t, nkv, d).transpose(0, 2, 1, 3)
+        q = lin(a, p + "self_attn.q_proj").reshape(B, t, nh, d)
+        k = lin(a, p + "self_attn.k_proj").reshape(B, t, nkv, d)
+        if p + "self_attn.q_norm.weight" in w:  # Qwen3: RMSNorm over each head's vector
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        q = q.transpose(0, 2, 1, 3)
+        k = k.transpose(0, 2, 1, 3)
         v = lin(a, p + "self_attn.v_proj").reshape(B, t, nkv, d).transpose(0, 2, 1, 3)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin

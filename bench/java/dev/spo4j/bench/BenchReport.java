@@ -35,7 +35,8 @@ import org.bytedeco.pytorch.global.torch;
 public final class BenchReport {
     private BenchReport() {}
 
-    record Row(String benchmark, Map<String, String> params, double median, String unit) {}
+    /** One JMH result: the median of its samples and, where reported, the largest peakExtraMiB sample. */
+    record Row(String benchmark, Map<String, String> params, double median, String unit, double peakMiB) {}
 
     public static void main(String[] args) throws IOException {
         List<Path> files = new ArrayList<>();
@@ -128,25 +129,53 @@ public final class BenchReport {
         if (!steps.isEmpty()) {
             md.append("\nTraining step (SPO; Llama-style, 2 layers, hidden 256; median of single steps; peak extra RSS of one"
                     + " step after warm-up):\n\n");
-            md.append("| impl | V | pairs x T | threads | ms/step | tokens/s | speed-up | peak extra MB |\n"
-                    + "|---|---:|---|---:|---:|---:|---:|---:|\n");
-            Row fusedRow = null, libRow = null;
+            md.append("| impl | LM head | model | V | pairs x T | threads | ms/step | tokens/s | speed-up vs libtorch"
+                    + " materialised | peak extra MB |\n"
+                    + "|---|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+            Map<String, Row> libRows = new TreeMap<>();  // per model and V: libtorch over materialised logits
             for (Row r : steps) {
-                if (r.params.get("impl").equals("fused")) {
-                    fusedRow = r;
-                } else {
-                    libRow = r;
+                if (r.params.get("impl").equals("libtorch")
+                        && r.params.getOrDefault("lmHead", "materialised").equals("materialised")) {
+                    libRows.put(r.params.getOrDefault("model", "llama256") + "/" + r.params.get("vocab"), r);
                 }
             }
             for (Row r : steps) {
                 Map<String, String> p = r.params;
                 double tokens = 2.0 * Integer.parseInt(p.get("pairs")) * Integer.parseInt(p.get("seqLen"));
                 long peak = memory ? stepPeak(p) : -1;
-                String speed = r == fusedRow && libRow != null
-                        ? String.format(Locale.ROOT, "%.2fx", libRow.median / fusedRow.median) : "-";
-                md.append(String.format(Locale.ROOT, "| %s | %s | %s x %s | %s | %.1f | %.0f | %s | %s |%n", p.get("impl"),
+                Row libRow = libRows.get(p.getOrDefault("model", "llama256") + "/" + p.get("vocab"));
+                String speed = libRow != null && r != libRow
+                        ? String.format(Locale.ROOT, "%.2fx", libRow.median / r.median) : "-";
+                md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s x %s | %s | %.1f | %.0f | %s | %s |%n",
+                        p.get("impl"), p.getOrDefault("lmHead", "materialised"), p.getOrDefault("model", "llama256"),
                         p.get("vocab"), p.get("pairs"), p.get("seqLen"), p.get("threads"), r.median,
                         tokens / (r.median / 1e3), speed, mb(peak)));
+            }
+        }
+        List<Row> heads = new ArrayList<>();
+        for (Row r : rows) {
+            if (r.benchmark.endsWith("LmHeadLogProbsBench.run")) {
+                heads.add(r);
+            }
+        }
+        if (!heads.isEmpty()) {
+            md.append("\nLM head + token log-probs, forward and backward (logp, dL/dh, dL/dW; median of single calls;"
+                    + " peak extra = resident growth during the call, dW included):\n\n");
+            md.append("| shape H x V x N | dtype | provider | threads | chunk MiB | ms | time vs materialised |"
+                    + " peak extra MiB | memory vs materialised |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+            Map<String, Row> mat = new TreeMap<>();
+            for (Row r : heads) {
+                if (r.params.get("provider").equals("materialised")) {
+                    mat.put(r.params.get("shape") + "|" + r.params.get("dtype"), r);
+                }
+            }
+            for (Row r : heads) {
+                Map<String, String> p = r.params;
+                Row m = mat.get(p.get("shape") + "|" + p.get("dtype"));
+                md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s | %.0f | %s | %.0f | %s |%n",
+                        p.get("shape"), p.get("dtype"), p.get("provider"), p.get("threads"), p.get("chunkMb"), r.median,
+                        m == null ? "-" : String.format(Locale.ROOT, "%.2fx", r.median / m.median), r.peakMiB,
+                        m == null ? "-" : String.format(Locale.ROOT, "%.2fx", r.peakMiB / m.peakMiB)));
             }
         }
         md.append("\nfloor ms = minimum bytes (forward: rows x V x elem; backward: 2x; forwardBackward: 3x; plus O(rows))"
@@ -189,7 +218,17 @@ public final class BenchReport {
             int n = raw.size();
             double median = n == 0 ? pm.get("score").getAsDouble()
                     : n % 2 == 1 ? raw.get(n / 2) : (raw.get(n / 2 - 1) + raw.get(n / 2)) / 2;
-            out.add(new Row(o.get("benchmark").getAsString(), params, median, pm.get("scoreUnit").getAsString()));
+            double peakMiB = Double.NaN;
+            JsonObject sec = o.getAsJsonObject("secondaryMetrics");
+            if (sec != null && sec.has("peakExtraMiB")) {
+                for (JsonElement fork : sec.getAsJsonObject("peakExtraMiB").getAsJsonArray("rawData")) {
+                    for (JsonElement v : fork.getAsJsonArray()) {
+                        peakMiB = Double.isNaN(peakMiB) ? v.getAsDouble() : Math.max(peakMiB, v.getAsDouble());
+                    }
+                }
+            }
+            out.add(new Row(o.get("benchmark").getAsString(), params, median, pm.get("scoreUnit").getAsString(),
+                    peakMiB));
         }
         return out;
     }
@@ -256,7 +295,8 @@ public final class BenchReport {
 
     /** Peak extra resident bytes of one training step (after two warm-up steps). */
     static long stepPeak(Map<String, String> p) {
-        TrainStepBench.Step step = new TrainStepBench.Step(p.get("impl"), Integer.parseInt(p.get("vocab")),
+        TrainStepBench.Step step = new TrainStepBench.Step(p.get("impl"), p.getOrDefault("lmHead", "materialised"),
+                p.getOrDefault("model", "llama256"), Integer.parseInt(p.get("vocab")),
                 Integer.parseInt(p.get("pairs")), Integer.parseInt(p.get("seqLen")), Integer.parseInt(p.get("threads")));
         step.run();
         step.run();
@@ -264,7 +304,8 @@ public final class BenchReport {
         long base = resetPeak();
         step.run();
         long peak = peakSince(base);
-        System.err.printf(Locale.ROOT, "peak extra memory train step %s: %s MB%n", p.get("impl"), mb(peak));
+        System.err.printf(Locale.ROOT, "peak extra memory train step %s (%s LM head): %s MB%n", p.get("impl"),
+                p.getOrDefault("lmHead", "materialised"), mb(peak));
         return peak;
     }
 

@@ -1,5 +1,6 @@
 package dev.spo4j.bench;
 
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
@@ -30,8 +31,11 @@ import org.openjdk.jmh.annotations.Warmup;
  * One whole SPO training step (policy forward of [2B, T], preference objective, backward
  * through the model, clipping, AdamW) on a Llama-style model with V = 32768, where the
  * logits dominate memory: the fused objective ("fused") against LibTorch's composite
- * ("libtorch", --loss-impl libtorch). Tokens/step = 2 B T; the report turns times into
- * tokens/s and measures each path's peak resident memory.
+ * ("libtorch", --loss-impl libtorch), each with the fused LM head (lmHead = fused: hidden
+ * states in, chunks of logits) or the model's materialised logits (lmHead = materialised).
+ * {@code model = qwen2.5-2l} is a 2-layer Qwen2.5-0.5B-shaped model (hidden 896, V = 151936,
+ * tied head), for {@code -p model=qwen2.5-2l -p vocab=151936 -p seqLen=512}. Tokens/step =
+ * 2 B T; the report turns times into tokens/s and measures each path's peak resident memory.
  */
 @State(org.openjdk.jmh.annotations.Scope.Benchmark)
 // A step is ~0.1-1 s: single invocations, median in the report.
@@ -43,6 +47,12 @@ import org.openjdk.jmh.annotations.Warmup;
 public class TrainStepBench {
     @Param({"fused", "libtorch"})
     public String impl;
+
+    @Param({"fused", "materialised"})
+    public String lmHead;
+
+    @Param({"llama256"})
+    public String model;
 
     @Param({"32768"})
     public int vocab;
@@ -65,15 +75,27 @@ public class TrainStepBench {
         final AdamW optimizer;
         final PreferenceObjective objective;
         final Tensor ids, mask, targets, refChosen, refRejected;
+        final boolean fusedHead;
 
-        Step(String impl, int vocab, int pairs, int seqLen, int threads) {
+        Step(String impl, String lmHead, String shape, int vocab, int pairs, int seqLen, int threads) {
             torch.set_num_threads(threads);
             torch.manual_seed(11);
-            model = new LlamaModel(ModelConfig.parse("""
+            fusedHead = LmHead.parse(lmHead) == LmHead.FUSED;
+            String json = switch (shape) {
+                case "llama256" -> """
                     {"model_type": "llama", "vocab_size": %d, "hidden_size": 256, "intermediate_size": 688,
                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
                      "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": %d}
-                    """.formatted(vocab, seqLen), "TrainStepBench"));
+                    """;
+                case "qwen2.5-2l" -> """
+                    {"model_type": "qwen2", "vocab_size": %d, "hidden_size": 896, "intermediate_size": 4864,
+                     "num_hidden_layers": 2, "num_attention_heads": 14, "num_key_value_heads": 2,
+                     "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": %d,
+                     "tie_word_embeddings": true}
+                    """;
+                default -> throw new IllegalArgumentException("model " + shape + " (expected llama256 or qwen2.5-2l)");
+            };
+            model = new LlamaModel(ModelConfig.parse(json.formatted(vocab, seqLen), "TrainStepBench"));
             params = new TensorVector(model.parameterList().toArray(new Tensor[0]));
             optimizer = Optimizers.adamW(params, 1e-5, 0.9, 0.999, 1e-8, 0.0);
             objective = new PreferenceObjective(PreferenceLossConfig.of(LossType.SPO), LossImpl.parse(impl), 0, threads);
@@ -105,9 +127,11 @@ public class TrainStepBench {
         double run() {
             try (PointerScope scope = new PointerScope()) {
                 optimizer.zero_grad(true);
-                Tensor logits = model.forward(ids, mask);
-                PreferenceObjective.Result r = objective.compute(
-                        PreferenceObjective.Inputs.of(logits, targets, refChosen, refRejected));
+                PreferenceObjective.Inputs in = fusedHead
+                        ? PreferenceObjective.Inputs.ofHidden(model.hiddenStates(ids, mask), model.headWeight(),
+                                targets, refChosen, refRejected)
+                        : PreferenceObjective.Inputs.of(model.forward(ids, mask), targets, refChosen, refRejected);
+                PreferenceObjective.Result r = objective.compute(in);
                 r.backward();
                 torch.clip_grad_norm_(params, 1.0);
                 optimizer.step();
@@ -118,7 +142,7 @@ public class TrainStepBench {
 
     @Setup
     public void setUp() {
-        step = new Step(impl, vocab, pairs, seqLen, threads);
+        step = new Step(impl, lmHead, model, vocab, pairs, seqLen, threads);
     }
 
     @Benchmark

@@ -2,6 +2,7 @@ package dev.spo4j.cli;
 
 import dev.spo4j.experiment.Experiment;
 import dev.spo4j.experiment.ExperimentConfig;
+import dev.spo4j.loss.LmHead;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -26,6 +27,9 @@ final class ExperimentCommand implements Callable<Integer> {
     long seed;
     @Option(names = "--threads", defaultValue = "1", description = "LibTorch threads; results are reproducible for the same value (default: ${DEFAULT-VALUE})")
     int threads;
+    @Option(names = "--lm-head", defaultValue = "fused", description = "fused (log-probs from the hidden states, one "
+            + "chunk of logits at a time) | materialised (the model's full logits) (default: ${DEFAULT-VALUE})")
+    LmHead lmHead;
     @Option(names = "--seeds", description = "training seeds per loss and beta (default: the preset's)")
     Integer seeds;
     @Option(names = "--steps", description = "preference-training steps per run (default: the preset's)")
@@ -49,6 +53,7 @@ final class ExperimentCommand implements Callable<Integer> {
         ExperimentConfig c = quick ? ExperimentConfig.quick() : ExperimentConfig.full();
         c.seed = seed;
         c.threads = threads;
+        c.lmHead = lmHead;
         if (seeds != null) {
             c.seeds = seeds;
         }

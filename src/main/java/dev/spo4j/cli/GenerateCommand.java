@@ -18,7 +18,8 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "generate", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {"Sample completions (batched; temperature, top-k, top-p, seed; EOS stops a sequence).",
+        description = {"Sample completions (batched; temperature, top-k, top-p, seed; any EOS id of the model stops a",
+                "sequence; --chat renders each prompt as a user message with the chat template).",
                 "Prints one JSON line per sample: prompt, sample index, completion, tokens, eos."})
 final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder")
@@ -47,6 +48,9 @@ final class GenerateCommand implements Callable<Integer> {
     int numSamples;
     @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     int threads;
+    @Option(names = "--chat", description = "each prompt is a user message, rendered with the model's chat template "
+            + "and its generation prompt")
+    boolean chat;
     @Mixin
     ModelOptions modelOptions;
     @Mixin
@@ -83,9 +87,9 @@ final class GenerateCommand implements Callable<Integer> {
             LlamaModel m = modelOptions.load(model);
             List<long[]> ids = new ArrayList<>();
             for (String p : batch) {
-                ids.add(Generator.promptIds(tok, p));
+                ids.add(chat ? Generator.chatPromptIds(tok, p) : Generator.promptIds(tok, p));
             }
-            List<Generator.Sample> out = Generator.generate(m, ids, tok.eosId(), cfg);
+            List<Generator.Sample> out = Generator.generate(m, ids, cfg, tok.eosIds());
             for (int i = 0; i < out.size(); i++) {
                 JsonObject o = new JsonObject();
                 o.addProperty("prompt", batch.get(i));

@@ -4,6 +4,7 @@ import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.train.ReferenceLogProbs;
 import java.nio.file.Path;
@@ -30,6 +31,12 @@ final class LogpsCommand implements Callable<Integer> {
     int maxLength;
     @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     int threads;
+    @Option(names = "--lm-head", defaultValue = "fused", description = "fused (log-probs from the hidden states, one "
+            + "chunk of logits at a time) | materialised (the model's full logits) (default: ${DEFAULT-VALUE})")
+    LmHead lmHead;
+    @Option(names = "--lm-head-chunk-mb", defaultValue = "256", paramLabel = "MIB",
+            description = "fused LM head: MiB of logits in flight at most (default: ${DEFAULT-VALUE})")
+    int lmHeadChunkMb;
     @Mixin
     ModelOptions modelOptions;
     @Mixin
@@ -41,6 +48,9 @@ final class LogpsCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--batch-size = " + batchSize + " (expected >= 1)");
         }
         modelOptions.check(model);
+        if (lmHeadChunkMb < 1) {
+            throw new IllegalArgumentException("--lm-head-chunk-mb = " + lmHeadChunkMb + " (expected >= 1)");
+        }
         if (threads > 0) {
             torch.set_num_threads(threads);
         }
@@ -48,7 +58,7 @@ final class LogpsCommand implements Callable<Integer> {
         try (TextTokenizer tok = TextTokenizer.load(model)) {
             LlamaModel m = modelOptions.load(model);
             double[][] refs = ReferenceLogProbs.compute(m, new PreferenceCollator(tok, maxLength), pairs, batchSize,
-                    threads > 0 ? threads : torch.get_num_threads());
+                    threads > 0 ? threads : torch.get_num_threads(), lmHead, (long) lmHeadChunkMb << 20);
             PreferenceDataset.writeWithReferenceLogps(data, out, refs[0], refs[1]);
         }
         System.out.println("wrote " + pairs.size() + " records with ref_chosen_logps, ref_rejected_logps to " + out);

@@ -1,6 +1,7 @@
 package dev.spo4j.cli;
 
 import dev.spo4j.kernels.OpenMp;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.train.LrSchedule;
@@ -17,7 +18,7 @@ import picocli.CommandLine.Command;
 @Command(name = "spo4j", mixinStandardHelpOptions = true, version = "spo4j 0.1.0",
         description = "Preference optimisation (SPO, DPO, IPO, hinge) of Llama-family models on LibTorch.",
         subcommands = {TrainCommand.class, LogpsCommand.class, SftCommand.class,
-                GenerateCommand.class, ExperimentCommand.class, MergeCommand.class})
+                GenerateCommand.class, ExperimentCommand.class, MergeCommand.class, TokenizeCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
@@ -38,6 +39,7 @@ public final class Main implements Runnable {
         // Options are parsed into their types once, here, with the library's own messages.
         cl.registerConverter(LossType.class, LossType::parse);
         cl.registerConverter(LossImpl.class, LossImpl::parse);
+        cl.registerConverter(LmHead.class, LmHead::parse);
         cl.registerConverter(LrSchedule.Kind.class, LrSchedule.Kind::parse);
         cl.registerConverter(Double.TYPE, Main::finiteDouble);
         cl.registerConverter(Double.class, Main::finiteDouble);

@@ -25,6 +25,34 @@ public final class PreferenceCollator {
     private final TextTokenizer tokenizer;
     private final int maxLength;
     private final long vocabSize;
+    private Limits limits = Limits.NONE;
+
+    /**
+     * How pairs become tokens beyond maxLength: {@code templated} when the texts were rendered
+     * by a chat template (see {@link TokenRule}); TRL's prompt and completion limits (0: none).
+     */
+    public record Limits(boolean templated, int maxPromptLength, int maxCompletionLength,
+                         TokenRule.PromptTruncation mode) {
+        public static final Limits NONE = new Limits(false, 0, 0, TokenRule.PromptTruncation.KEEP_END);
+
+        public Limits {
+            if (maxPromptLength < 0 || maxCompletionLength < 0 || mode == null) {
+                throw new IllegalArgumentException("max prompt length " + maxPromptLength + ", max completion length "
+                        + maxCompletionLength + " (expected >= 0, 0 = no limit), mode " + mode);
+            }
+        }
+    }
+
+    /** Sets the limits and the templated flag; returns this collator. */
+    public PreferenceCollator withLimits(Limits l) {
+        this.limits = l;
+        return this;
+    }
+
+    /** The limits set by {@link #withLimits}. */
+    public Limits limits() {
+        return limits;
+    }
 
     /** @param maxLength L, the longest row allowed, at least 1 */
     public PreferenceCollator(TextTokenizer tokenizer, int maxLength) {
@@ -76,9 +104,25 @@ public final class PreferenceCollator {
 
     /** Tokenizes and truncates one pair by the token rule. */
     public TokenizedPair tokenize(PreferencePair pair) {
-        TokenRule.Truncated t = TokenRule.truncate(TokenRule.prompt(tokenizer, pair.prompt()), tokenizer.addBos(),
-                maxLength, TokenRule.completion(tokenizer, pair.chosen()), TokenRule.completion(tokenizer, pair.rejected()));
-        TokenizedPair p = new TokenizedPair(pair, t.prompt(), t.completions()[0], t.completions()[1], t.truncated());
+        long[] prompt, chosen, rejected;
+        if (limits.templated()) {
+            prompt = TokenRule.templatedPrompt(tokenizer, pair.prompt());
+            chosen = TokenRule.templatedCompletion(tokenizer, prompt, pair.prompt(), pair.chosen());
+            rejected = TokenRule.templatedCompletion(tokenizer, prompt, pair.prompt(), pair.rejected());
+        } else {
+            prompt = TokenRule.prompt(tokenizer, pair.prompt());
+            chosen = TokenRule.completion(tokenizer, pair.chosen());
+            rejected = TokenRule.completion(tokenizer, pair.rejected());
+        }
+        long[] p0 = prompt, c0 = chosen, r0 = rejected;
+        prompt = TokenRule.truncatePrompt(prompt, limits.maxPromptLength(), limits.mode());
+        chosen = TokenRule.truncateCompletion(chosen, limits.maxCompletionLength());
+        rejected = TokenRule.truncateCompletion(rejected, limits.maxCompletionLength());
+        boolean cut = prompt != p0 || chosen != c0 || rejected != r0;
+        // a BOS that starts the prompt (added, or written by the template) survives the maxLength cut
+        boolean bos = prompt.length > 0 && tokenizer.bosId() != null && prompt[0] == tokenizer.bosId();
+        TokenRule.Truncated t = TokenRule.truncate(prompt, bos, maxLength, chosen, rejected);
+        TokenizedPair p = new TokenizedPair(pair, t.prompt(), t.completions()[0], t.completions()[1], t.truncated() || cut);
         requireScored(p, true);
         requireScored(p, false);
         if (vocabSize > 0) {

@@ -14,6 +14,8 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -23,18 +25,25 @@ import java.util.Map;
  * <p>Files read from {@code modelDir}, once, at {@link #load}:
  * <ul>
  *   <li>{@code tokenizer.json} (required): the tokenizer, run by the HF Rust library through
- *       DJL, with no special tokens added, no truncation and no padding: the collator adds
- *       BOS/EOS itself and decides truncation (see {@link PreferenceCollator}).</li>
- *   <li>{@code tokenizer_config.json} (optional): {@code add_bos_token} (default false),
- *       {@code bos_token}/{@code eos_token}/{@code pad_token} (a string or an
- *       {@code {"content": ...}} object) and {@code clean_up_tokenization_spaces} (default false).</li>
+ *       DJL, with no special tokens added, no truncation and no padding: the token rule adds
+ *       BOS/EOS itself and decides truncation (see {@link TokenRule}). Its post-processor is
+ *       read to learn whether the tokenizer adds BOS (TemplateProcessing, as Llama-3.1's).</li>
+ *   <li>{@code tokenizer_config.json} (optional): {@code add_bos_token}, {@code bos_token}/
+ *       {@code eos_token}/{@code pad_token} (a string or an {@code {"content": ...}} object),
+ *       {@code clean_up_tokenization_spaces} (default false) and the chat template
+ *       ({@link ChatTemplate#load}).</li>
  *   <li>{@code config.json}, then {@code generation_config.json} (both optional):
- *       {@code bos_token_id}, {@code eos_token_id}, {@code pad_token_id} (an int, or a list of
- *       which the first is used), and {@code vocab_size}.</li>
+ *       {@code bos_token_id}, {@code eos_token_id}, {@code pad_token_id} (an int, or a list),
+ *       and {@code vocab_size}.</li>
  * </ul>
- * An id is taken from the first of config.json, generation_config.json, or the token string
- * of tokenizer_config.json looked up in tokenizer.json's vocabulary. {@link #padId()} falls
- * back to EOS, then 0 (padding is masked out, so its value never reaches a loss).
+ * BOS is added to plain text when {@code add_bos_token} is true, or, when it is not set, when
+ * the post-processor adds it. EOS is the id of tokenizer_config.json's {@code eos_token} (the
+ * end of a turn for chat models: {@code <|eot_id|>} for Llama-3.1-Instruct), else the first
+ * {@code eos_token_id} of config.json or generation_config.json; {@link #eosIds()} lists every
+ * EOS id, for generation to stop on. BOS and pad ids come from config.json, then
+ * generation_config.json, then the token strings of tokenizer_config.json looked up in
+ * tokenizer.json's vocabulary. {@link #padId()} falls back to EOS, then 0 (padding is masked
+ * out, so its value never reaches a loss).
  *
  * <p>Text that contains a special token's literal string (say {@code "<eos>"}) encodes to
  * that special token, as in HF transformers by default.
@@ -47,18 +56,22 @@ public final class TextTokenizer implements AutoCloseable {
     private final boolean addBos;
     private final Long bosId;
     private final Long eosId;
+    private final long[] eosIds;
     private final long padId;
     private final int vocabSize;
+    private final ChatTemplate chatTemplate;
 
     private TextTokenizer(HuggingFaceTokenizer tokenizer, Path directory, boolean addBos, Long bosId, Long eosId,
-                          long padId, int vocabSize) {
+                          long[] eosIds, long padId, int vocabSize, ChatTemplate chatTemplate) {
         this.tokenizer = tokenizer;
         this.directory = directory;
         this.addBos = addBos;
         this.bosId = bosId;
         this.eosId = eosId;
+        this.eosIds = eosIds;
         this.padId = padId;
         this.vocabSize = vocabSize;
+        this.chatTemplate = chatTemplate;
     }
 
     /**
@@ -79,15 +92,37 @@ public final class TextTokenizer implements AutoCloseable {
         JsonObject generationConfig = readJson(modelDir.resolve("generation_config.json"), false);
 
         Vocabulary vocab = Vocabulary.of(tokenizerSpec, tokenizerJson);
-        boolean addBos = bool(tokenizerConfig, "add_bos_token", false, modelDir.resolve("tokenizer_config.json"));
+        Path tokenizerConfigFile = modelDir.resolve("tokenizer_config.json");
         Long bos = tokenId(config, generationConfig, tokenizerConfig, "bos_token_id", "bos_token", vocab, modelDir);
-        Long eos = tokenId(config, generationConfig, tokenizerConfig, "eos_token_id", "eos_token", vocab, modelDir);
+        Long postBos = postProcessorBos(tokenizerSpec);
+        if (bos == null) {
+            bos = postBos;
+        }
+        // BOS: tokenizer_config.json's add_bos_token when it says; else whether tokenizer.json's
+        // post-processor (TemplateProcessing) starts a single sequence with BOS, as Llama-3.1's does
+        JsonElement addBosSetting = tokenizerConfig == null ? null : tokenizerConfig.get("add_bos_token");
+        boolean addBos = addBosSetting != null && !addBosSetting.isJsonNull()
+                ? bool(tokenizerConfig, "add_bos_token", false, tokenizerConfigFile)
+                : postBos != null && postBos.equals(bos);
+        // EOS: the tokenizer config's eos_token (the end of a turn for chat models), else the
+        // first eos_token_id of config.json / generation_config.json
+        Long eos = tokenStringId(tokenizerConfig, "eos_token", vocab, modelDir);
+        if (eos == null) {
+            eos = tokenId(config, generationConfig, null, "eos_token_id", "eos_token", vocab, modelDir);
+        }
+        java.util.LinkedHashSet<Long> allEos = new java.util.LinkedHashSet<>();
+        if (eos != null) {
+            allEos.add(eos);
+        }
+        allEos.addAll(idList(config, "eos_token_id", modelDir.resolve("config.json")));
+        allEos.addAll(idList(generationConfig, "eos_token_id", modelDir.resolve("generation_config.json")));
         Long pad = tokenId(config, generationConfig, tokenizerConfig, "pad_token_id", "pad_token", vocab, modelDir);
         if (addBos && bos == null) {
             throw new IllegalArgumentException(modelDir.resolve("tokenizer_config.json")
                     + ": add_bos_token is true but no BOS token id is defined (bos_token_id in config.json, "
                     + "or bos_token in tokenizer_config.json)");
         }
+        ChatTemplate template = ChatTemplate.load(modelDir, tokenizerConfig);
         int vocabSize = vocab.size();
         if (vocabSize <= 0) {
             JsonElement v = config == null ? null : config.get("vocab_size");
@@ -114,8 +149,9 @@ public final class TextTokenizer implements AutoCloseable {
         } catch (RuntimeException e) {
             throw new IllegalArgumentException(tokenizerJson + ": not a loadable tokenizer: " + e.getMessage(), e);
         }
-        return new TextTokenizer(hf, modelDir, addBos, bos, eos, pad != null ? pad : eos != null ? eos : 0L,
-                vocabSize);
+        long[] eosIds = allEos.stream().mapToLong(Long::longValue).toArray();
+        return new TextTokenizer(hf, modelDir, addBos, bos, eos, eosIds, pad != null ? pad : eos != null ? eos : 0L,
+                vocabSize, template);
     }
 
     /** The ids of {@code text}, no special tokens added. The empty string gives no ids. */
@@ -141,9 +177,25 @@ public final class TextTokenizer implements AutoCloseable {
         return eosId;
     }
 
-    /** Whether sequences start with BOS (tokenizer_config.json add_bos_token). */
+    /**
+     * Every id generation stops on: {@link #eosId()} first, then the {@code eos_token_id}s of
+     * config.json and generation_config.json (an int or a list); empty when none is defined.
+     */
+    public long[] eosIds() {
+        return eosIds.clone();
+    }
+
+    /**
+     * Whether plain-text sequences start with BOS: tokenizer_config.json's {@code add_bos_token}
+     * when it is set, else whether tokenizer.json's post-processor adds BOS to a single sequence.
+     */
     public boolean addBos() {
         return addBos;
+    }
+
+    /** The model folder's chat template, or null when it defines none. */
+    public ChatTemplate chatTemplate() {
+        return chatTemplate;
     }
 
     /**
@@ -228,6 +280,86 @@ public final class TextTokenizer implements AutoCloseable {
             }
         }
         return id;
+    }
+
+    /** The id of tokenizer_config.json's token string {@code key}, or null when it names none. */
+    private static Long tokenStringId(JsonObject tokenizerConfig, String key, Vocabulary vocab, Path dir) {
+        JsonElement t = tokenizerConfig == null ? null : tokenizerConfig.get(key);
+        String content = null;
+        if (t != null && t.isJsonPrimitive() && t.getAsJsonPrimitive().isString()) {
+            content = t.getAsString();
+        } else if (t != null && t.isJsonObject() && t.getAsJsonObject().has("content")) {
+            content = t.getAsJsonObject().get("content").getAsString();
+        }
+        if (content == null) {
+            return null;
+        }
+        Long id = vocab.idOf(content);
+        if (id == null) {
+            throw new IllegalArgumentException(dir.resolve("tokenizer_config.json") + ": " + key + " \"" + content
+                    + "\" is not in the vocabulary of " + dir.resolve("tokenizer.json"));
+        }
+        return id;
+    }
+
+    /** Every id of {@code key} (an int or a list of ints). */
+    private static List<Long> idList(JsonObject o, String key, Path file) {
+        JsonElement e = o == null ? null : o.get(key);
+        List<Long> out = new ArrayList<>();
+        if (e == null || e.isJsonNull()) {
+            return out;
+        }
+        for (JsonElement x : e.isJsonArray() ? e.getAsJsonArray() : List.of(e)) {
+            if (!x.isJsonPrimitive() || !x.getAsJsonPrimitive().isNumber() || x.getAsLong() < 0) {
+                throw new IllegalArgumentException(file + ": " + key + " is " + e + " (expected a non-negative id or a list)");
+            }
+            out.add(x.getAsLong());
+        }
+        return out;
+    }
+
+    /**
+     * The BOS id that tokenizer.json's post-processor puts before a single sequence
+     * ({@code TemplateProcessing}, alone or inside a {@code Sequence}), or null.
+     */
+    static Long postProcessorBos(JsonObject spec) {
+        JsonElement pp = spec.get("post_processor");
+        if (pp == null || !pp.isJsonObject()) {
+            return null;
+        }
+        JsonObject p = pp.getAsJsonObject();
+        String type = p.has("type") ? p.get("type").getAsString() : "";
+        if (type.equals("Sequence") && p.get("processors") instanceof JsonArray procs) {
+            for (JsonElement e : procs) {
+                if (e.isJsonObject()) {
+                    Long id = postProcessorBos(wrap(e.getAsJsonObject()));
+                    if (id != null) {
+                        return id;
+                    }
+                }
+            }
+            return null;
+        }
+        if (!type.equals("TemplateProcessing") || !(p.get("single") instanceof JsonArray single) || single.isEmpty()) {
+            return null;
+        }
+        JsonElement first = single.get(0);
+        if (!first.isJsonObject() || !first.getAsJsonObject().has("SpecialToken")) {
+            return null;
+        }
+        String name = first.getAsJsonObject().getAsJsonObject("SpecialToken").get("id").getAsString();
+        JsonElement specials = p.get("special_tokens");
+        if (specials == null || !specials.isJsonObject() || !specials.getAsJsonObject().has(name)) {
+            return null;
+        }
+        JsonArray ids = specials.getAsJsonObject().getAsJsonObject(name).getAsJsonArray("ids");
+        return ids == null || ids.size() != 1 ? null : ids.get(0).getAsLong();
+    }
+
+    private static JsonObject wrap(JsonObject processor) {
+        JsonObject o = new JsonObject();
+        o.add("post_processor", processor);
+        return o;
     }
 
     private static Long idValue(JsonObject o, String key, Path file) {

@@ -28,6 +28,17 @@ import org.bytedeco.pytorch.Tensor;
  * right-padded with the tokenizer's pad id to the longest row of the batch (the attention
  * mask is 0 there), so positions match an unpadded forward.
  *
+ * <h2>Text rendered by a chat template</h2>
+ * Conversational data is rendered by the model's chat template first ({@link PreferenceFormats}):
+ * the template writes BOS and the end-of-turn tokens itself, so P = encode(prompt text) and C =
+ * the ids of encode(prompt text ++ completion text) after P (TRL's split), nothing added.
+ * For plain text, EOS is appended only when the completion does not already end with it.
+ *
+ * <h2>Prompt and completion limits (TRL's max_prompt_length, max_completion_length)</h2>
+ * First, when set, the prompt part is cut to its last ({@code keep_end}) or first
+ * ({@code keep_start}) max-prompt-length tokens and each completion to its first
+ * max-completion-length tokens; then the rule below applies.
+ *
  * <h2>Truncation to {@code maxLength} L</h2>
  * The prompt part is shared by all completions of a prompt (both rows of a pair), so that they
  * are scored given the same context:
@@ -49,11 +60,63 @@ public final class TokenRule {
         return tok.addBos() ? concat(new long[] {tok.bosId()}, ids) : ids;
     }
 
-    /** C = encode(text) ++ [EOS if the tokenizer has one]. */
+    /** C = encode(text) ++ [EOS if the tokenizer has one and the text does not already end with it]. */
     public static long[] completion(TextTokenizer tok, String text) {
         long[] ids = tok.encode(text);
         Long eos = tok.eosId();
-        return eos == null ? ids : concat(ids, new long[] {eos});
+        boolean endsWithEos = ids.length > 0 && eos != null && ids[ids.length - 1] == eos;
+        return eos == null || endsWithEos ? ids : concat(ids, new long[] {eos});
+    }
+
+    /** P of text a chat template rendered: encode(text), the template having written BOS (if any). */
+    public static long[] templatedPrompt(TextTokenizer tok, String promptText) {
+        return tok.encode(promptText);
+    }
+
+    /**
+     * C of a completion a chat template rendered after {@code promptText}: the ids of
+     * encode(prompt + completion) after the prompt's ids (TRL's split of the rendered
+     * conversation), or encode(completion) when the joint encoding does not start with the
+     * prompt's ids. Nothing is appended: the template wrote the end-of-turn token.
+     */
+    public static long[] templatedCompletion(TextTokenizer tok, long[] promptIds, String promptText,
+                                             String completionText) {
+        long[] full = tok.encode(promptText + completionText);
+        if (full.length >= promptIds.length && Arrays.equals(full, 0, promptIds.length, promptIds, 0, promptIds.length)) {
+            return Arrays.copyOfRange(full, promptIds.length, full.length);
+        }
+        return tok.encode(completionText);
+    }
+
+    /** Which end of a too-long prompt is kept (TRL's truncation_mode). */
+    public enum PromptTruncation {
+        /** The last tokens (TRL's default): the end of the prompt, with the chat header, stays. */
+        KEEP_END,
+        /** The first tokens. */
+        KEEP_START;
+
+        /** keep_end or keep_start (TRL's spelling). */
+        public static PromptTruncation parse(String s) {
+            return switch (s) {
+                case "keep_end" -> KEEP_END;
+                case "keep_start" -> KEEP_START;
+                default -> throw new IllegalArgumentException("truncation mode '" + s + "' (expected keep_end or keep_start)");
+            };
+        }
+    }
+
+    /** The prompt cut to {@code max} tokens by {@code mode}; unchanged when {@code max <= 0} or it fits. */
+    public static long[] truncatePrompt(long[] prompt, int max, PromptTruncation mode) {
+        if (max <= 0 || prompt.length <= max) {
+            return prompt;
+        }
+        return mode == PromptTruncation.KEEP_END ? Arrays.copyOfRange(prompt, prompt.length - max, prompt.length)
+                : Arrays.copyOf(prompt, max);
+    }
+
+    /** The completion's first {@code max} tokens; unchanged when {@code max <= 0} or it fits. */
+    public static long[] truncateCompletion(long[] completion, int max) {
+        return max <= 0 || completion.length <= max ? completion : Arrays.copyOf(completion, max);
     }
 
     /** A prompt part and its completion parts after truncation; {@code truncated} when any token was cut. */

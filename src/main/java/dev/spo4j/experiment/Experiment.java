@@ -12,7 +12,10 @@ import dev.spo4j.data.TokenizedPair;
 import dev.spo4j.generate.GenerationConfig;
 import dev.spo4j.generate.Generator;
 import dev.spo4j.io.AtomicFiles;
+import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.Tensors;
+import dev.spo4j.loss.LmHead;
+import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLoss;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.ModelConfig;
@@ -285,6 +288,7 @@ public final class Experiment {
         sc.maxSteps = cfg.sftSteps;
         sc.seed = seedFor(cfg, 1);
         sc.threads = cfg.threads;
+        sc.lmHead = cfg.lmHead;
         sc.logEvery = Math.max(1, cfg.sftSteps / 5);
         LlamaModel model = ModelFolder.load(init);
         long t = System.nanoTime();
@@ -342,7 +346,8 @@ public final class Experiment {
             PreferenceDataset.write(out.resolve(f.getKey()), f.getValue());
             List<PreferencePair> tracked = f.getValue().subList(0, Math.min(cfg.logpsPairs, f.getValue().size()));
             s.tracked.put(f.getKey(), tracked);
-            s.trackedRef.put(f.getKey(), ReferenceLogProbs.compute(s.reference, s.collator, tracked, 32, cfg.threads));
+            s.trackedRef.put(f.getKey(), ReferenceLogProbs.compute(s.reference, s.collator, tracked, 32, cfg.threads,
+                    cfg.lmHead, LmHeadLogProbs.DEFAULT_CHUNK_BYTES));
             double[][] tokens = new double[2][tracked.size()];
             for (int i = 0; i < tracked.size(); i++) {
                 TokenizedPair tp = s.collator.tokenize(tracked.get(i));
@@ -431,6 +436,7 @@ public final class Experiment {
         tc.maxLength = 160;
         tc.seed = seedFor(cfg, 100 + seed);
         tc.threads = cfg.threads;
+        tc.lmHead = cfg.lmHead;
         tc.checkpointEvery = 0;
         tc.keepCheckpoints = 1;
         return tc;
@@ -526,15 +532,18 @@ public final class Experiment {
         }
         double kl = 0;
         if (policy != s.reference) {
-            double[] lp = SequenceLogProbs.of(policy, s.heldOutIds, scored, 64, cfg.threads);
-            double[] lr0 = SequenceLogProbs.of(s.reference, s.heldOutIds, scored, 64, cfg.threads);
+            double[] lp = SequenceLogProbs.of(policy, s.heldOutIds, scored, 64, cfg.threads, cfg.lmHead,
+                    LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
+            double[] lr0 = SequenceLogProbs.of(s.reference, s.heldOutIds, scored, 64, cfg.threads, cfg.lmHead,
+                    LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
             for (int i = 0; i < n; i++) {
                 kl += (lp[i] - lr0[i]) / n;
             }
         }
         String file = arm == null ? "pairs-proxy.jsonl" : arm.pairsFile();
         double[][] lps = arm == null ? s.trackedRef.get(file)
-                : ReferenceLogProbs.compute(policy, s.collator, s.tracked.get(file), 32, cfg.threads);
+                : ReferenceLogProbs.compute(policy, s.collator, s.tracked.get(file), 32, cfg.threads, cfg.lmHead,
+                        LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
         if (arm != null) {
             gradientProfile(s, arm, beta, seed, step, loss[0], lps[0], lps[1], grads);
         }

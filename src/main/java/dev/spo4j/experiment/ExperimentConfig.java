@@ -2,6 +2,7 @@ package dev.spo4j.experiment;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.train.LrSchedule;
 import java.util.List;
 
@@ -21,6 +22,8 @@ public final class ExperimentConfig {
      * OpenMP threads made these tiny steps up to 20x slower whenever a core was taken.
      */
     public int threads = 1;
+    /** How the LM head meets the log-probs in every stage (SFT, preference training, log-prob measurements). */
+    public LmHead lmHead = LmHead.FUSED;
 
     // policy: a small Llama-style model over the synthetic language
     /** Decoder layers of the policy. */

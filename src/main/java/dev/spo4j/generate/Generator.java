@@ -51,6 +51,117 @@ public final class Generator {
      * @param eosId   the EOS id, or null for none (then every row runs maxNewTokens)
      */
     public static List<Sample> generate(LlamaModel model, List<long[]> prompts, Long eosId, GenerationConfig cfg) {
+        return generate(model, prompts, cfg, eosId == null ? new long[0] : new long[] {eosId});
+    }
+
+    /**
+     * Samples one completion per prompt; a row stops on any of {@code eosIds} (every EOS id of
+     * the model, e.g. Llama-3.1-Instruct's end of text, end of message and end of turn; see
+     * {@link TextTokenizer#eosIds()}); empty: every row runs maxNewTokens.
+     */
+    public static List<Sample> generate(LlamaModel model, List<long[]> prompts, GenerationConfig cfg, long... eosIds) {
+        int n = prompts.size();
+        long vocab = model.config().vocabSize();
+        int maxLen = 0;
+        for (int i = 0; i < n; i++) {
+            long[] p = prompts.get(i);
+            if (p.length == 0) {
+                throw new IllegalArgumentException("prompt " + i + " has no tokens (add BOS, or give it text)");
+            }
+            for (long id : p) {
+                if (id < 0 || id >= vocab) {
+                    throw new IllegalArgumentException("prompt " + i + " has token id " + id + " outside [0, " + vocab + ")");
+                }
+            }
+            maxLen = Math.max(maxLen, p.length);
+        }
+        if (n == 0) {
+            return List.of();
+        }
+        Random rnd = new Random(cfg.seed());
+        long[][] seqs = new long[n][];
+        int[] lens = new int[n];
+        boolean[] done = new boolean[n], eos = new boolean[n];
+        for (int i = 0; i < n; i++) {
+            seqs[i] = Arrays.copyOf(prompts.get(i), prompts.get(i).length + cfg.maxNewTokens());
+            lens[i] = prompts.get(i).length;
+        }
+        Device device = model.parameterList().get(0).device();
+        float[] row = new float[(int) vocab];
+        float[] last = new float[(int) (n * vocab)];
+        try (NoGradGuard ng = new NoGradGuard(); PointerScope outer = new PointerScope()) {
+            LlamaModel.KvCache cache = model.newCache(n, maxLen + Math.max(1, cfg.maxNewTokens()));
+            // prefill: the right-padded prompts, logits at each row's last token
+            try (PointerScope scope = new PointerScope()) {
+                long[] ids = new long[n * maxLen], mask = new long[n * maxLen];
+                long[] pos = new long[n];
+                for (int i = 0; i < n; i++) {
+                    System.arraycopy(seqs[i], 0, ids, i * maxLen, lens[i]);
+                    Arrays.fill(mask, i * maxLen, i * maxLen + lens[i], 1L);
+                    pos[i] = (long) i * maxLen + lens[i] - 1;
+                }
+                Tensor idsT = longs(ids, n, maxLen, device);
+                Tensor maskT = longs(mask, n, maxLen, device);
+                Tensor hidden = model.prefill(idsT, maskT, cache).view(-1, model.config().hiddenSize());
+                Tensor picked = hidden.index_select(0, longs(pos, n, -1, device));
+                model.logits(picked).to(ScalarType.Float).cpu().contiguous().data_ptr_float().get(last);
+            }
+            for (int step = 0; step < cfg.maxNewTokens(); step++) {
+                long[] next = new long[n];
+                long[] positions = new long[n];
+                boolean anyLive = false;
+                for (int i = 0; i < n; i++) {   // rows in order, as the recomputing path samples them
+                    if (done[i]) {
+                        positions[i] = Math.min(lens[i], cache.capacity() - 1);
+                        continue;
+                    }
+                    System.arraycopy(last, (int) (i * vocab), row, 0, (int) vocab);
+                    int tok = pick(row, cfg, rnd);
+                    if (isEos(tok, eosIds)) {
+                        done[i] = true;
+                        eos[i] = true;
+                        positions[i] = Math.min(lens[i], cache.capacity() - 1);
+                        continue;
+                    }
+                    positions[i] = lens[i];
+                    next[i] = tok;
+                    seqs[i][lens[i]++] = tok;
+                    if (lens[i] - prompts.get(i).length == cfg.maxNewTokens()) {
+                        done[i] = true;
+                    } else {
+                        anyLive = true;
+                    }
+                }
+                if (!anyLive) {
+                    break;
+                }
+                try (PointerScope scope = new PointerScope()) {
+                    Tensor hidden = model.decode(longs(next, n, 1, device), positions, cache).view(n, -1);
+                    model.logits(hidden).to(ScalarType.Float).cpu().contiguous().data_ptr_float().get(last);
+                }
+            }
+        }
+        List<Sample> out = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            out.add(new Sample(Arrays.copyOfRange(seqs[i], prompts.get(i).length, lens[i]), eos[i]));
+        }
+        return out;
+    }
+
+    private static Tensor longs(long[] values, long rows, long cols, Device device) {
+        long[] shape = cols < 0 ? new long[] {rows} : new long[] {rows, cols};
+        Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Long), null);
+        t.data_ptr_long().put(values);
+        return device.is_cpu() ? t : t.to(device, ScalarType.Long);
+    }
+
+    /**
+     * The reference path without a KV cache: every token runs a forward over the whole prefix
+     * (O(T^2) work per sequence). Same sampling order and results as {@link #generate} up to
+     * floating-point rounding; kept to test the cache and to measure it.
+     */
+    public static List<Sample> generateRecomputing(LlamaModel model, List<long[]> prompts, GenerationConfig cfg,
+                                                   long... eosIds) {
         int n = prompts.size();
         for (int i = 0; i < n; i++) {
             if (prompts.get(i).length == 0) {
@@ -112,7 +223,7 @@ public final class Generator {
                     int i = live.get(r);
                     System.arraycopy(last, (int) (r * vocab), row, 0, (int) vocab);
                     int tok = pick(row, cfg, rnd);
-                    if (eosId != null && tok == eosId) {
+                    if (isEos(tok, eosIds)) {
                         done[i] = true;
                         eos[i] = true;
                     } else {
@@ -129,6 +240,30 @@ public final class Generator {
             out.add(new Sample(Arrays.copyOfRange(seqs[i], prompts.get(i).length, lens[i]), eos[i]));
         }
         return out;
+    }
+
+    private static boolean isEos(long tok, long[] eosIds) {
+        for (long e : eosIds) {
+            if (tok == e) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Prompt token ids of a chat: the user message rendered by the model's chat template with
+     * {@code add_generation_prompt} (the template writes BOS when the model needs it).
+     */
+    public static long[] chatPromptIds(TextTokenizer tok, String userMessage) {
+        if (tok.chatTemplate() == null) {
+            throw new IllegalArgumentException(tok.directory() + " has no chat template (chat_template in "
+                    + "tokenizer_config.json, or chat_template.jinja): generate without --chat");
+        }
+        java.util.Map<String, Object> m = new java.util.LinkedHashMap<>();
+        m.put("role", "user");
+        m.put("content", userMessage);
+        return tok.encode(tok.chatTemplate().render(List.of(m), true));
     }
 
     /** Prompt token ids by the collator's rule: [BOS if add_bos_token] + encode(prompt). */
@@ -151,7 +286,7 @@ public final class Generator {
             ids.add(promptIds(tok, p));
         }
         List<String> out = new ArrayList<>();
-        for (Sample s : generate(model, ids, tok.eosId(), cfg)) {
+        for (Sample s : generate(model, ids, cfg, tok.eosIds())) {
             out.add(tok.decode(s.tokens()));
         }
         return out;

@@ -1,5 +1,6 @@
 package dev.spo4j.loss;
 
+import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.TensorChecks;
 import dev.spo4j.kernels.TokenLogProbs;
 import java.util.ArrayList;
@@ -36,6 +37,14 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@link LossImpl#LIBTORCH}: log_softmax, gather and the loss in LibTorch ops with autograd
  * ({@link CompositePreferenceLoss}).
  *
+ * <p>Fused LM head ({@link Inputs#ofHidden}): given the final hidden states and the head
+ * weight instead of logits, the fused objective runs {@link LmHeadLogProbs} in its recompute
+ * regime: the forward computes chunks of h W^T (at most the chunk budget of logits at a time)
+ * and keeps lse; the pair loss gives g per row; the backward recomputes each chunk and
+ * produces dL/dh and dL/dW (none when the head is frozen), which {@link Result#backward()}
+ * hands to autograd. The logits/* metrics come from h . mean_v(W_v), entropy from the same
+ * chunks. With {@link LossImpl#LIBTORCH} hidden states go through torch.linear first.
+ *
  * <p>Metrics come back as {@link MetricSums}: pair means weighted by the pair count, and the
  * token means (logits/chosen, logits/rejected, entropy) weighted by their token counts, so
  * that a trainer adds micro-batches and processes without knowing what a metric means.
@@ -47,6 +56,7 @@ public final class PreferenceObjective {
     private final LossImpl impl;
     private final double sftWeight;
     private final int threads;
+    private final long headChunkBytes;
 
     /**
      * @param config    the preference loss
@@ -54,8 +64,10 @@ public final class PreferenceObjective {
      * @param sftWeight alpha of the optional SFT term alpha * NLL(y_c) (mean token NLL of the
      *                  chosen completion; TRL's rpo_alpha); 0 disables it
      * @param threads   CPU kernel threads (0 = LibTorch's intra-op thread count)
+     * @param headChunkBytes the fused LM head's chunk budget (inputs given as hidden states)
      */
-    public PreferenceObjective(PreferenceLossConfig config, LossImpl impl, double sftWeight, int threads) {
+    public PreferenceObjective(PreferenceLossConfig config, LossImpl impl, double sftWeight, int threads,
+                               long headChunkBytes) {
         if (impl == null) {
             throw new IllegalArgumentException("loss implementation is null (expected fused or libtorch)");
         }
@@ -66,6 +78,15 @@ public final class PreferenceObjective {
         this.impl = impl;
         this.sftWeight = sftWeight;
         this.threads = threads;
+        if (headChunkBytes <= 0) {
+            throw new IllegalArgumentException("LM head chunk budget = " + headChunkBytes + " bytes (expected > 0)");
+        }
+        this.headChunkBytes = headChunkBytes;
+    }
+
+    /** With the fused head's default chunk budget ({@link LmHeadLogProbs#DEFAULT_CHUNK_BYTES}). */
+    public PreferenceObjective(PreferenceLossConfig config, LossImpl impl, double sftWeight, int threads) {
+        this(config, impl, sftWeight, threads, LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
     }
 
     /** The fused objective without an SFT term, on LibTorch's thread count. */
@@ -100,9 +121,12 @@ public final class PreferenceObjective {
 
     /**
      * One batch. Reference log-probs are summed over the completion tokens, like the policy's.
-     * Scores (SPO's target margin from rewards) or explicit margins are optional.
+     * Scores (SPO's target margin from rewards) or explicit margins are optional. The policy
+     * comes either as logits ({@link #of}) or as final hidden states and the head weight
+     * ({@link #ofHidden}: the fused LM head, no logits materialised).
      *
-     * @param logits      the policy's logits [2B, T, V] (or [2B*T, V]), with autograd history
+     * @param logits      the policy's logits [2B, T, V] (or [2B*T, V]), with autograd history;
+     *                    null when {@code hidden} is given
      * @param targets     [2B, T] int64: next tokens at completion positions, -100 elsewhere
      * @param refChosen   summed reference log-probs of the chosen completions, fp32 [B]
      * @param refRejected the same for the rejected completions
@@ -111,22 +135,38 @@ public final class PreferenceObjective {
      * @param margins     nullable: SPO's target margins directly
      * @param checkedVocab the vocabulary size the targets were checked against by the caller
      *                    (0: not checked); see {@link #withTargetsChecked(long)}
+     * @param hidden      the policy's final hidden states [2B, T, H] (or [2B*T, H]) after the
+     *                    final norm, with autograd history; null when {@code logits} is given
+     * @param headWeight  the LM head weight [V, H] (the embedding when tied), with {@code hidden}
      */
     public record Inputs(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected,
-                         Tensor scoreChosen, Tensor scoreRejected, Tensor margins, long checkedVocab) {
+                         Tensor scoreChosen, Tensor scoreRejected, Tensor margins, long checkedVocab,
+                         Tensor hidden, Tensor headWeight) {
         /** Logits, targets and the reference log-probs. */
         public static Inputs of(Tensor logits, Tensor targets, Tensor refChosen, Tensor refRejected) {
-            return new Inputs(logits, targets, refChosen, refRejected, null, null, null, 0);
+            return new Inputs(logits, targets, refChosen, refRejected, null, null, null, 0, null, null);
+        }
+
+        /**
+         * Final hidden states and the head weight instead of logits: the fused LM head computes
+         * the log-probs chunk by chunk, and the gradient reaches h and W (W only when it
+         * requires grad: a frozen head gets none).
+         */
+        public static Inputs ofHidden(Tensor hidden, Tensor headWeight, Tensor targets, Tensor refChosen,
+                                      Tensor refRejected) {
+            return new Inputs(null, targets, refChosen, refRejected, null, null, null, 0, hidden, headWeight);
         }
 
         /** With reward scores: SPO's margin m = rewardScale (chosen - rejected). */
         public Inputs withScores(Tensor chosen, Tensor rejected) {
-            return new Inputs(logits, targets, refChosen, refRejected, chosen, rejected, margins, checkedVocab);
+            return new Inputs(logits, targets, refChosen, refRejected, chosen, rejected, margins, checkedVocab,
+                    hidden, headWeight);
         }
 
         /** With SPO's target margins given directly. */
         public Inputs withMargins(Tensor m) {
-            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, m, checkedVocab);
+            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, m, checkedVocab,
+                    hidden, headWeight);
         }
 
         /**
@@ -138,7 +178,8 @@ public final class PreferenceObjective {
          * exception. Any other value leaves the kernels' own check on.
          */
         public Inputs withTargetsChecked(long vocab) {
-            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, margins, vocab);
+            return new Inputs(logits, targets, refChosen, refRejected, scoreChosen, scoreRejected, margins, vocab,
+                    hidden, headWeight);
         }
     }
 
@@ -149,6 +190,8 @@ public final class PreferenceObjective {
         private final MetricSums sums;
         private final Tensor logits, gradLogits, lossTensor;
         private final Tensor policyChosen, policyRejected;
+        private Tensor hidden, headWeight;
+        private LmHeadLogProbs.Gradients headGrads;
         private boolean done;
 
         Result(double loss, PreferenceMetrics metrics, MetricSums sums, Tensor logits, Tensor gradLogits,
@@ -161,6 +204,14 @@ public final class PreferenceObjective {
             this.lossTensor = lossTensor;
             this.policyChosen = policyChosen;
             this.policyRejected = policyRejected;
+        }
+
+        /** A fused-head result: backward() hands dL/dh and dL/dW to autograd. */
+        private Result withHead(Tensor hidden, Tensor headWeight, LmHeadLogProbs.Gradients grads) {
+            this.hidden = hidden;
+            this.headWeight = headWeight;
+            this.headGrads = grads;
+            return this;
         }
 
         /** The total loss (preference loss + the SFT term). */
@@ -183,7 +234,7 @@ public final class PreferenceObjective {
             return sums.means();
         }
 
-        /** dL/dlogits, sharing the logits' storage (fused), or null (libtorch: use backward()). */
+        /** dL/dlogits, sharing the logits' storage (fused), or null (libtorch or the fused head: use backward()). */
         public Tensor gradLogits() {
             return gradLogits;
         }
@@ -200,14 +251,16 @@ public final class PreferenceObjective {
 
         /** Back-propagates the loss into the model's parameters (once). */
         public void backward() {
-            if (gradLogits == null && lossTensor == null) {
+            if (gradLogits == null && lossTensor == null && headGrads == null) {
                 throw new IllegalStateException("this result came from evaluate(): it has no gradient");
             }
             if (done) {
                 throw new IllegalStateException("backward() was already called for this result");
             }
             done = true;
-            if (gradLogits != null) {
+            if (headGrads != null) {
+                LmHeadLogProbs.propagate(hidden, headWeight, headGrads);
+            } else if (gradLogits != null) {
                 logits.backward(gradLogits, new BoolOptional(), false, new TensorArrayRefOptional());
             } else {
                 lossTensor.backward();
@@ -226,8 +279,8 @@ public final class PreferenceObjective {
     }
 
     /** The checked geometry of one batch: targets flattened, completion mask and token counts. */
-    private record Batch(Tensor logits, Tensor flatTargets, Tensor mask, Tensor counts, long rows, long length,
-                         long vocab, long pairs) {
+    private record Batch(Tensor logits, Tensor hidden, Tensor weight, Tensor flatTargets, Tensor mask, Tensor counts,
+                         long rows, long length, long vocab, long pairs) {
         Tensor chosenCounts() {
             return counts.narrow(0, 0, pairs).contiguous();
         }
@@ -238,13 +291,32 @@ public final class PreferenceObjective {
     }
 
     private static Batch batch(Inputs in) {
-        Tensor logits = TensorChecks.defined(in.logits(), "logits");
         Tensor targets = TensorChecks.defined(in.targets(), "targets");
         if (targets.dim() != 2 || targets.size(0) % 2 != 0 || targets.size(0) == 0) {
             throw new IllegalArgumentException("targets has shape " + Arrays.toString(TensorChecks.shape(targets))
                     + " (expected [2B, T]: B chosen rows, then B rejected rows)");
         }
         long rows = targets.size(0), t = targets.size(1);
+        if (in.logits() != null && in.hidden() != null) {
+            throw new IllegalArgumentException("both logits and hidden states were given (expected one of them)");
+        }
+        if (in.hidden() != null) {
+            Tensor hidden = TensorChecks.defined(in.hidden(), "hidden");
+            Tensor weight = TensorChecks.defined(in.headWeight(), "headWeight");
+            boolean ok = hidden.dim() == 3 ? hidden.size(0) == rows && hidden.size(1) == t
+                    : hidden.dim() == 2 && hidden.size(0) == rows * t;
+            if (!ok || weight.dim() != 2) {
+                throw new IllegalArgumentException("hidden has shape " + Arrays.toString(TensorChecks.shape(hidden))
+                        + " and headWeight " + Arrays.toString(TensorChecks.shape(weight)) + " but targets "
+                        + Arrays.toString(TensorChecks.shape(targets))
+                        + " (expected [2B, T, H] or [2B*T, H] matching the targets, and [V, H])");
+            }
+            Tensor h2 = hidden.reshape(rows * t, hidden.size(hidden.dim() - 1));
+            Mask m = mask(targets);
+            return new Batch(null, h2, weight, targets.contiguous().view(-1), m.mask, m.counts, rows, t,
+                    weight.size(0), rows / 2);
+        }
+        Tensor logits = TensorChecks.defined(in.logits(), "logits");
         long vocab = logits.size(logits.dim() - 1);
         boolean shapeOk = logits.dim() == 3 ? logits.size(0) == rows && logits.size(1) == t
                 : logits.dim() == 2 && logits.size(0) == rows * t;
@@ -256,13 +328,22 @@ public final class PreferenceObjective {
         if (!logits.is_contiguous()) {
             throw new IllegalArgumentException("logits are not contiguous (expected the model's output layout)");
         }
+        Mask m = mask(targets);
+        return new Batch(logits, null, null, targets.contiguous().view(-1), m.mask, m.counts, rows, t, vocab,
+                rows / 2);
+    }
+
+    private record Mask(Tensor mask, Tensor counts) {}
+
+    /** The completion mask [2B, T] and token counts [2B]; every row needs one completion token. */
+    private static Mask mask(Tensor targets) {
         Tensor mask = targets.ne(new Scalar(IGNORE)).to(ScalarType.Float);  // [2B, T]
         Tensor counts = mask.sum(new long[] {1}, false, null);              // [2B]
         if (counts.min().item_double() < 1) {
             throw new IllegalArgumentException("a sequence has no completion token (every target is "
                     + IGNORE + "): each row needs at least one");
         }
-        return new Batch(logits, targets.contiguous().view(-1), mask, counts, rows, t, vocab, rows / 2);
+        return new Mask(mask, counts);
     }
 
     private Result compute(Inputs in, boolean withGrad) {
@@ -271,17 +352,48 @@ public final class PreferenceObjective {
             TensorChecks.defined(in.refChosen(), "refChosen");
             TensorChecks.defined(in.refRejected(), "refRejected");
         }
+        if (b.hidden != null) {
+            return impl == LossImpl.FUSED ? fusedHead(in, b, withGrad) : composite(in, withLogits(b), withGrad);
+        }
         return impl == LossImpl.FUSED ? fused(in, b, withGrad) : composite(in, b, withGrad);
     }
 
-    private Result fused(Inputs in, Batch b, boolean withGrad) {
-        Tensor raw = b.logits.detach().view(-1, b.vocab);  // same storage, no autograd
+    /** The LibTorch baseline given hidden states: the logits through torch.linear, with autograd. */
+    private static Batch withLogits(Batch b) {
+        Tensor logits = torch.linear(b.hidden, b.weight);
+        return new Batch(logits, null, null, b.flatTargets, b.mask, b.counts, b.rows, b.length, b.vocab, b.pairs);
+    }
+
+    /**
+     * The fused LM head: log-probs, entropy and the mean logit per row from chunks of h W^T
+     * (recompute regime: the forward keeps lse only; the backward recomputes each chunk once g
+     * is known), then the same pair loss as {@link #fused}.
+     */
+    private Result fusedHead(Inputs in, Batch b, boolean withGrad) {
         TokenLogProbs.TargetCheck check = in.checkedVocab() == b.vocab
                 ? TokenLogProbs.TargetCheck.PREVALIDATED : TokenLogProbs.TargetCheck.CHECKED;
-        TokenLogProbs.Result tok = TokenLogProbs.forward(raw, b.flatTargets, IGNORE, true, threads(), check);
+        LmHeadLogProbs head = new LmHeadLogProbs(headChunkBytes, threads());
+        LmHeadLogProbs.Result tok = head.forward(b.hidden, b.weight, b.flatTargets, IGNORE, true, check);
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
-        MetricSums token = tokenMetrics(raw, tok.entropy(), b);
+        MetricSums token = tokenMetrics(tok.logitMean(), tok.entropy(), b);
+        PairGrad pg = pairLoss(in, b, pc, pr, withGrad);
+        MetricSums sums = sums(pg.total, pg.r.metrics(), token, pg.nll, b.pairs);
+        if (!withGrad) {
+            return new Result(pg.total, pg.r.metrics(), sums, null, null, null, pc, pr);
+        }
+        Tensor perRow = torch.cat(new TensorVector(pg.gc, pg.gr), 0);  // [2B]
+        Tensor gradLogp = perRow.unsqueeze(1).expand(b.rows, b.length).contiguous().view(-1);
+        LmHeadLogProbs.Gradients grads = head.backward(b.hidden, b.weight, b.flatTargets, tok.lse(), gradLogp, IGNORE,
+                b.weight.requires_grad(), check);
+        return new Result(pg.total, pg.r.metrics(), sums, null, null, null, pc, pr)
+                .withHead(b.hidden, b.weight, grads);
+    }
+
+    /** The pair loss on summed log-probs, with the SFT term: its result, total and the per-pair gradients. */
+    private record PairGrad(PreferenceLoss.Result r, double total, double nll, Tensor gc, Tensor gr) {}
+
+    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, boolean withGrad) {
         PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b), withGrad);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
         double total = r.loss(), nll = Double.NaN;
@@ -291,6 +403,21 @@ public final class PreferenceObjective {
             total += sftWeight * nll;
             gc = gc.sub(b.chosenCounts().reciprocal().mul(new Scalar(sftWeight / b.pairs)));
         }
+        return new PairGrad(r, total, nll, gc, gr);
+    }
+
+    private Result fused(Inputs in, Batch b, boolean withGrad) {
+        Tensor raw = b.logits.detach().view(-1, b.vocab);  // same storage, no autograd
+        TokenLogProbs.TargetCheck check = in.checkedVocab() == b.vocab
+                ? TokenLogProbs.TargetCheck.PREVALIDATED : TokenLogProbs.TargetCheck.CHECKED;
+        TokenLogProbs.Result tok = TokenLogProbs.forward(raw, b.flatTargets, IGNORE, true, threads(), check);
+        Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
+        Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
+        MetricSums token = tokenMetrics(rowMean(raw), tok.entropy(), b);
+        PairGrad pg = pairLoss(in, b, pc, pr, withGrad);
+        PreferenceLoss.Result r = pg.r;
+        Tensor gc = pg.gc, gr = pg.gr;
+        double total = pg.total, nll = pg.nll;
         MetricSums sums = sums(total, r.metrics(), token, nll, b.pairs);
         if (!withGrad) {
             return new Result(total, r.metrics(), sums, b.logits, null, null, pc, pr);
@@ -313,7 +440,7 @@ public final class PreferenceObjective {
             Tensor zd = z.detach();
             Tensor p = torch.softmax(zd, 1, new ScalarTypeOptional());
             Tensor entropy = torch.logsumexp(zd, new long[] {1}, false).sub(p.mul(zd).sum(new long[] {1}, false, null));
-            token = tokenMetrics(zd, entropy, b);
+            token = tokenMetrics(rowMean(zd), entropy, b);
         }
         // metrics from the native loss on detached values (identical definitions)
         PreferenceLoss.Result metricsOnly = loss.compute(preferenceInputs(in, pc.detach().contiguous(),
@@ -360,9 +487,9 @@ public final class PreferenceObjective {
      * chosen / rejected completion tokens) and entropy (over all completion tokens), as sums
      * weighted by those token counts.
      */
-    private static MetricSums tokenMetrics(Tensor z2d, Tensor entropy, Batch b) {
-        Tensor rowMean = z2d.mean(new long[] {1}, false, new ScalarTypeOptional(ScalarType.Float))
-                .view(b.rows, b.length).mul(b.mask).sum(new long[] {1}, false, null);  // [2B] sums of per-token means
+    private static MetricSums tokenMetrics(Tensor logitMean, Tensor entropy, Batch b) {
+        Tensor rowMean = logitMean.view(b.rows, b.length).mul(b.mask)
+                .sum(new long[] {1}, false, null);  // [2B] sums of per-token means
         double tokensChosen = b.counts.narrow(0, 0, b.pairs).sum().item_double();
         double tokensRejected = b.counts.narrow(0, b.pairs, b.pairs).sum().item_double();
         return new MetricSums()
@@ -370,6 +497,11 @@ public final class PreferenceObjective {
                 .add("logits/rejected", rowMean.narrow(0, b.pairs, b.pairs).sum().item_double(), tokensRejected)
                 .add("entropy", entropy.view(b.rows, b.length).mul(b.mask).sum().item_double(),
                         tokensChosen + tokensRejected);
+    }
+
+    /** The mean logit of each row of [rows, V] logits, fp32 [rows]. */
+    private static Tensor rowMean(Tensor z2d) {
+        return z2d.mean(new long[] {1}, false, new ScalarTypeOptional(ScalarType.Float));
     }
 
     private int threads() {

@@ -21,12 +21,13 @@ import java.util.Map;
 import java.util.TreeSet;
 
 /**
- * A decoder-only Llama-family transformer (Hugging Face LlamaForCausalLM and
- * Qwen2ForCausalLM, eager attention) on LibTorch:
+ * A decoder-only Llama-family transformer (Hugging Face LlamaForCausalLM,
+ * Qwen2ForCausalLM, Qwen3ForCausalLM and MistralForCausalLM, eager attention) on LibTorch:
  * <pre>
  *   h = embed_tokens[ids]                                            [B,T,H]
  *   per layer:  a = RMSNorm(h)
  *               q,k,v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)      heads × head_dim
+ *               (Qwen3: q,k = RMSNorm(q) w_qnorm, RMSNorm(k) w_knorm per head)
  *               q,k = q cos + rotate_half(q) sin, positions 0..T-1 for every row
  *               p = softmax_fp32(q k^T / sqrt(d), causal + key-padding mask)
  *               h = h + (p v) Wo^T (+bo)                              (kv head = head / (H/KV))
@@ -91,6 +92,7 @@ public final class LlamaModel extends Module {
     /** One decoder layer's parameters; a bias is null when absent. */
     private static final class Layer {
         Tensor inNorm, postNorm;
+        Tensor qNorm, kNorm;  // Qwen3: per-head RMSNorm weights [head_dim]; null otherwise
         Tensor wq, bq, wk, bk, wv, bv, wo, bo;
         Tensor wg, bg, wu, bu, wd, bd;
     }
@@ -129,6 +131,10 @@ public final class LlamaModel extends Module {
             Module o = child(attn, "o_proj");
             l.wo = param(o, "weight", p + "self_attn.o_proj.weight", normal(std, h, config.qDim()));
             l.bo = config.outputBias() ? param(o, "bias", p + "self_attn.o_proj.bias", zeros(h)) : null;
+            if (config.qkNorm()) {
+                l.qNorm = param(child(attn, "q_norm"), "weight", p + "self_attn.q_norm.weight", ones(config.headDim()));
+                l.kNorm = param(child(attn, "k_norm"), "weight", p + "self_attn.k_norm.weight", ones(config.headDim()));
+            }
             Module mlp = child(layer, "mlp");
             boolean mb = config.mlpBias();
             Module g = child(mlp, "gate_proj");
@@ -210,7 +216,15 @@ public final class LlamaModel extends Module {
 
     /** The output head applied to final hidden states [..., H]: [..., V]. */
     public Tensor logits(Tensor hidden) {
-        return torch.linear(hidden, lmHead == null ? embed : lmHead);
+        return torch.linear(hidden, headWeight());
+    }
+
+    /**
+     * The output head's weight [V, H]: lm_head.weight, or model.embed_tokens.weight when tied
+     * (the live parameter, so a fused head that skips the logits can still train it).
+     */
+    public Tensor headWeight() {
+        return lmHead == null ? embed : lmHead;
     }
 
     /** The final hidden states (after model.norm), [B,T,H]; same arguments as {@link #forward}. */
@@ -222,9 +236,133 @@ public final class LlamaModel extends Module {
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
         for (int i = 0; i < layers.length; i++) {
-            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t);
+            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, null);
         }
         return rmsNorm(x, finalNorm);
+    }
+
+    // ---------------------------------------------------------------- KV cache (generation)
+
+    /**
+     * Keys (after RoPE) and values of every layer for incremental decoding: per layer
+     * {@code [B, KV heads, capacity, head_dim]}; slot j holds position j. Made by
+     * {@link #newCache}, filled by {@link #prefill}, extended one token per row by
+     * {@link #decode}, so that a generated token costs one query against the cached keys
+     * (O(T)) instead of a forward over the whole prefix (O(T^2)).
+     */
+    public static final class KvCache {
+        final Tensor[] keys, values;
+        final long capacity;
+        /** Set for a decode step: the rows' new keys go to these slots, and key j is visible iff j &lt;= slot. */
+        Tensor slots, additive;
+
+        private KvCache(Tensor[] keys, Tensor[] values, long capacity) {
+            this.keys = keys;
+            this.values = values;
+            this.capacity = capacity;
+        }
+
+        /** Positions a row can hold. */
+        public long capacity() {
+            return capacity;
+        }
+    }
+
+    /** An empty cache for {@code batch} rows of up to {@code capacity} positions, in the parameters' dtype and device. */
+    public KvCache newCache(long batch, long capacity) {
+        Tensor[] k = new Tensor[layers.length], v = new Tensor[layers.length];
+        TensorOptions opts = new TensorOptions(embed.scalar_type().intern()).device(
+                new org.bytedeco.pytorch.DeviceOptional(embed.device()));
+        for (int i = 0; i < layers.length; i++) {
+            k[i] = torch.zeros(new long[] {batch, config.numKeyValueHeads(), capacity, config.headDim()}, opts);
+            v[i] = torch.zeros(new long[] {batch, config.numKeyValueHeads(), capacity, config.headDim()}, opts);
+        }
+        return new KvCache(k, v, capacity);
+    }
+
+    /**
+     * {@link #hiddenStates} of a right-padded batch, also writing every position's keys and
+     * values into slots 0..T-1 of {@code cache} (slots of padding hold values that
+     * {@link #decode} masks until it overwrites them).
+     */
+    public Tensor prefill(Tensor inputIds, Tensor attentionMask, KvCache cache) {
+        checkInputs(inputIds, attentionMask);
+        long b = inputIds.size(0), t = inputIds.size(1);
+        if (t > cache.capacity || b != cache.keys[0].size(0)) {
+            throw new IllegalArgumentException("prefill of [" + b + ", " + t + "] into a cache of " + cache.keys[0].size(0)
+                    + " rows x " + cache.capacity + " positions");
+        }
+        cache.slots = null;
+        Tensor x = torch.embedding(embed, inputIds);
+        ScalarType dtype = x.scalar_type().intern();
+        Tensor[] cosSin = rope(t, dtype, inputIds);
+        Masking masking = masking(inputIds, attentionMask, b, t, dtype);
+        for (int i = 0; i < layers.length; i++) {
+            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, cache);
+        }
+        return rmsNorm(x, finalNorm);
+    }
+
+    /**
+     * Final hidden states {@code [B, 1, H]} of one new token per row at {@code positions[r]}
+     * (the row's length so far), attending to the cached keys 0..positions[r]-1 and itself;
+     * its key and value are written to slot positions[r].
+     */
+    public Tensor decode(Tensor tokens, long[] positions, KvCache cache) {
+        checkInputs(tokens, null);
+        long b = tokens.size(0);
+        if (tokens.size(1) != 1 || positions.length != b) {
+            throw new IllegalArgumentException("decode takes [B, 1] tokens and B positions");
+        }
+        long max = 0;
+        for (long p : positions) {
+            if (p < 0 || p >= cache.capacity) {
+                throw new IllegalArgumentException("position " + p + " outside the cache's [0, " + cache.capacity + ")");
+            }
+            max = Math.max(max, p);
+        }
+        Tensor x = torch.embedding(embed, tokens);
+        ScalarType dtype = x.scalar_type().intern();
+        Tensor pos = torch.empty(new long[] {b}, new TensorOptions(ScalarType.Long), null);
+        pos.data_ptr_long().put(positions);
+        pos = pos.to(tokens.device(), ScalarType.Long);
+        Tensor[] table = rope(max + 1, dtype, tokens);
+        Tensor cos = table[0].index_select(0, pos).view(b, 1, 1, config.headDim());
+        Tensor sin = table[1].index_select(0, pos).view(b, 1, 1, config.headDim());
+        Tensor slotIdx = torch.arange(new Scalar(cache.capacity), new TensorOptions(ScalarType.Long).device(
+                new org.bytedeco.pytorch.DeviceOptional(tokens.device())));
+        Tensor blocked = slotIdx.view(1, cache.capacity).gt(pos.view(b, 1)).view(b, 1, 1, cache.capacity);
+        cache.slots = pos;
+        cache.additive = torch.zeros(shape(blocked), new TensorOptions(dtype).device(
+                new org.bytedeco.pytorch.DeviceOptional(tokens.device()))).masked_fill(blocked, new Scalar(lowestFinite(dtype)));
+        Masking masking = new Masking(false, cache.additive, attention == Attention.EAGER ? blocked : null);
+        try {
+            for (int i = 0; i < layers.length; i++) {
+                x = layer(i, x, cos, sin, masking, b, 1, cache);
+            }
+        } finally {
+            cache.slots = null;
+            cache.additive = null;
+        }
+        return rmsNorm(x, finalNorm);
+    }
+
+    /**
+     * Stores a layer's new keys and values in the cache; returns the keys and values to attend
+     * to: the new ones in a prefill, the whole cache in a decode step.
+     */
+    private static Tensor[] cacheKv(KvCache cache, int layer, Tensor k, Tensor v) {
+        if (cache.slots == null) {                            // prefill: slots 0..T-1
+            long t = k.size(2);
+            cache.keys[layer].narrow(2, 0, t).copy_(k);
+            cache.values[layer].narrow(2, 0, t).copy_(v);
+            return new Tensor[] {k, v};
+        }
+        long b = k.size(0), kv = k.size(1), d = k.size(3);
+        Tensor idx = cache.slots.view(b, 1, 1, 1).expand(b, kv, 1, d);
+        cache.keys[layer].scatter_(2, idx, k);
+        cache.values[layer].scatter_(2, idx, v);
+        return new Tensor[] {cache.keys[layer], cache.values[layer]};
     }
 
     /**
@@ -279,7 +417,7 @@ public final class LlamaModel extends Module {
                         if (replay) {
                             rngStates[i] = torch.getDefaultCPUGenerator().get_state();
                         }
-                        x = layer(i, x, cos, sin, masking, b, t);
+                        x = layer(i, x, cos, sin, masking, b, t, null);
                     }
                 } finally {
                     if (replay) {
@@ -323,7 +461,7 @@ public final class LlamaModel extends Module {
                 if (rngStates != null) {
                     torch.getDefaultCPUGenerator().set_state(rngStates[i]);
                 }
-                Tensor y = layer(i, xi, cos, sin, masking, b, t);
+                Tensor y = layer(i, xi, cos, sin, masking, b, t, null);
                 y.backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
                         new org.bytedeco.pytorch.TensorArrayRefOptional());
                 g = xi.grad();
@@ -388,19 +526,32 @@ public final class LlamaModel extends Module {
         return -Float.MAX_VALUE;
     }
 
-    private Tensor layer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t) {
+    private Tensor layer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,
+                         KvCache cache) {
         Layer l = layers[index];
         int heads = config.numAttentionHeads(), kvHeads = config.numKeyValueHeads(), d = config.headDim();
         Tensor a = rmsNorm(x, l.inNorm);
-        Tensor q = proj(index, 0, a, l.wq, l.bq).view(b, t, heads, d).transpose(1, 2);    // [B,nH,T,D]
-        Tensor k = proj(index, 1, a, l.wk, l.bk).view(b, t, kvHeads, d).transpose(1, 2);  // [B,nKV,T,D]
+        Tensor q = proj(index, 0, a, l.wq, l.bq).view(b, t, heads, d);
+        Tensor k = proj(index, 1, a, l.wk, l.bk).view(b, t, kvHeads, d);
+        if (l.qNorm != null) {  // Qwen3: RMSNorm over each head's vector, before RoPE
+            q = rmsNorm(q, l.qNorm);
+            k = rmsNorm(k, l.kNorm);
+        }
+        q = q.transpose(1, 2);                                                      // [B,nH,T,D]
+        k = k.transpose(1, 2);                                                      // [B,nKV,T,D]
         Tensor v = proj(index, 2, a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
         q = applyRope(q, cos, sin);
         k = applyRope(k, cos, sin);
+        if (cache != null) {
+            Tensor[] kv = cacheKv(cache, index, k, v);
+            k = kv[0];
+            v = kv[1];
+        }
         int rep = heads / kvHeads;
+        long keys = k.size(2);
         if (rep > 1) {  // Hugging Face repeat_kv: query head h reads kv head h / rep
-            k = k.unsqueeze(2).expand(b, kvHeads, rep, t, d).reshape(b, heads, t, d);
-            v = v.unsqueeze(2).expand(b, kvHeads, rep, t, d).reshape(b, heads, t, d);
+            k = k.unsqueeze(2).expand(b, kvHeads, rep, keys, d).reshape(b, heads, keys, d);
+            v = v.unsqueeze(2).expand(b, kvHeads, rep, keys, d).reshape(b, heads, keys, d);
         }
         double scale = 1.0 / Math.sqrt(d);
         Tensor out;

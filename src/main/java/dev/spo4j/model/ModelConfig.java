@@ -32,7 +32,9 @@ import java.util.Locale;
  * {@code hidden_act} other than silu, Qwen2's sliding-window attention, a rope_scaling type
  * other than default, linear or llama3, and inconsistent sizes.
  *
- * @param modelType             "llama" or "qwen2"
+ * @param modelType             "llama", "qwen2", "qwen3" (adds per-head q/k RMSNorm) or "mistral"
+ *                              (the Llama layout; a sliding_window shorter than the context is
+ *                              rejected)
  * @param vocabSize             rows of embed_tokens and lm_head
  * @param hiddenSize            H, the width of the residual stream
  * @param intermediateSize      the MLP's inner width (gate_proj and up_proj rows)
@@ -65,6 +67,14 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
     public static final String LLAMA = "llama";
     /** {@code model_type} of Qwen2 models (Qwen2ForCausalLM). */
     public static final String QWEN2 = "qwen2";
+    /** {@code model_type} of Qwen3 models (Qwen3ForCausalLM: per-head q/k RMSNorm, no biases by default). */
+    public static final String QWEN3 = "qwen3";
+    /** {@code model_type} of Mistral models (MistralForCausalLM: the Llama layout, optional sliding window). */
+    public static final String MISTRAL = "mistral";
+
+    private static boolean supported(String type) {
+        return LLAMA.equals(type) || QWEN2.equals(type) || QWEN3.equals(type) || MISTRAL.equals(type);
+    }
 
     /**
      * RoPE frequency scaling ({@code rope_scaling} in config.json).
@@ -107,9 +117,9 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
      * {@code eosTokenIds} into an empty list.
      */
     public ModelConfig {
-        if (!LLAMA.equals(modelType) && !QWEN2.equals(modelType)) {
+        if (!supported(modelType)) {
             throw new IllegalArgumentException("model_type '" + modelType
-                    + "' is not supported (expected llama or qwen2)");
+                    + "' is not supported (expected llama, qwen2, qwen3 or mistral)");
         }
         positive("vocab_size", vocabSize);
         positive("hidden_size", hiddenSize);
@@ -197,9 +207,14 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
         return attentionBias;
     }
 
-    /** Whether o_proj has a bias (llama with attention_bias; never qwen2). */
+    /** Whether o_proj has a bias (attention_bias, except qwen2 whose o_proj never has one). */
     public boolean outputBias() {
-        return LLAMA.equals(modelType) && attentionBias;
+        return !QWEN2.equals(modelType) && attentionBias;
+    }
+
+    /** Whether each attention layer RMS-normalises every query and key head (Qwen3's q_norm, k_norm). */
+    public boolean qkNorm() {
+        return QWEN3.equals(modelType);
     }
 
     /** Rows of q_proj: heads * head_dim. */
@@ -255,7 +270,12 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
 
     /** Reads a Hugging Face config.json. */
     public static ModelConfig read(Path file) throws IOException {
-        String text = Files.readString(file, StandardCharsets.UTF_8);
+        String text;
+        try {
+            text = Files.readString(file, StandardCharsets.UTF_8);
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new IllegalArgumentException(file + ": not UTF-8 text (" + e.getMessage() + ")", e);
+        }
         try {
             return parse(text, file.toString());
         } catch (IllegalArgumentException e) {
@@ -280,17 +300,27 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
         }
         String type = string(o, "model_type", null);
         if (type == null) {
-            throw new IllegalArgumentException("model_type is missing (expected llama or qwen2)");
+            throw new IllegalArgumentException("model_type is missing (expected llama, qwen2, qwen3 or mistral)");
         }
-        if (!LLAMA.equals(type) && !QWEN2.equals(type)) {
-            throw new IllegalArgumentException("model_type '" + type + "' is not supported (expected llama or qwen2)");
+        if (!supported(type)) {
+            throw new IllegalArgumentException("model_type '" + type
+                    + "' is not supported (expected llama, qwen2, qwen3 or mistral)");
         }
         String act = string(o, "hidden_act", "silu");
         if (!"silu".equals(act)) {
             throw new IllegalArgumentException("hidden_act '" + act + "' is not supported (expected silu)");
         }
-        if (QWEN2.equals(type) && bool(o, "use_sliding_window", false)) {
+        if ((QWEN2.equals(type) || QWEN3.equals(type)) && bool(o, "use_sliding_window", false)) {
             throw new IllegalArgumentException("use_sliding_window true is not supported (sliding-window attention)");
+        }
+        if (MISTRAL.equals(type) && has(o, "sliding_window")) {
+            // a window at least as long as the context never masks a key: the Llama forward is exact
+            int window = integer(o, "sliding_window", null);
+            int context = integer(o, "max_position_embeddings", null);
+            if (window < context) {
+                throw new IllegalArgumentException("sliding_window " + window + " is shorter than max_position_embeddings "
+                        + context + ": sliding-window attention is not supported (Mistral v0.2 and later have none)");
+            }
         }
         int hidden = integer(o, "hidden_size", null);
         int heads = integer(o, "num_attention_heads", null);
@@ -442,7 +472,12 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
     public String toJson(String torchDtype) {
         JsonObject o = new JsonObject();
         JsonArray arch = new JsonArray();
-        arch.add(LLAMA.equals(modelType) ? "LlamaForCausalLM" : "Qwen2ForCausalLM");
+        arch.add(switch (modelType) {
+            case QWEN2 -> "Qwen2ForCausalLM";
+            case QWEN3 -> "Qwen3ForCausalLM";
+            case MISTRAL -> "MistralForCausalLM";
+            default -> "LlamaForCausalLM";
+        });
         o.add("architectures", arch);
         o.addProperty("model_type", modelType);
         o.addProperty("vocab_size", vocabSize);
@@ -460,7 +495,12 @@ public record ModelConfig(String modelType, int vocabSize, int hiddenSize, int i
         if (LLAMA.equals(modelType)) {
             o.addProperty("attention_bias", attentionBias);
             o.addProperty("mlp_bias", mlpBias);
+        } else if (MISTRAL.equals(modelType)) {
+            o.add("sliding_window", JsonNull.INSTANCE);
         } else {
+            if (QWEN3.equals(modelType)) {
+                o.addProperty("attention_bias", attentionBias);
+            }
             o.addProperty("use_sliding_window", false);
         }
         o.addProperty("initializer_range", initializerRange);

@@ -41,7 +41,8 @@ public final class ModelFolder {
     public static final String INDEX = "model.safetensors.index.json";
     /** Files copied from a tokenizer source by {@link #save(LlamaModel, Path, Path)} when present. */
     public static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json",
-            "generation_config.json", "special_tokens_map.json");
+            "generation_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+            "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json");
 
     /** Reads config.json and the weights of a folder into a new fp32 CPU model. */
     public static LlamaModel load(Path dir) throws IOException {
@@ -140,6 +141,16 @@ public final class ModelFolder {
      * {@code copyTokenizerFrom} (nullable; may be {@code dir} itself).
      */
     public static void save(LlamaModel m, Path dir, Path copyTokenizerFrom) throws IOException {
+        save(m, dir, copyTokenizerFrom, null);
+    }
+
+    /**
+     * As {@link #save(LlamaModel, Path, Path)}, with the floating-point weights cast to
+     * {@code dtype} ("float32", "bfloat16", "float16"; null keeps the model's own) and
+     * config.json's torch_dtype naming it. The model itself is not changed.
+     */
+    public static void save(LlamaModel m, Path dir, Path copyTokenizerFrom, String dtype) throws IOException {
+        ScalarType cast = dtype == null ? null : scalarType(dtype);
         Path target = dir.toAbsolutePath().normalize();
         Path parent = target.getParent();
         Files.createDirectories(parent);
@@ -149,6 +160,14 @@ public final class ModelFolder {
         Path tmp = AtomicFiles.newTempDirBeside(target, "new");
         try {
             Map<String, Tensor> sd = m.stateDict();
+            if (cast != null) {
+                Map<String, Tensor> castSd = new java.util.LinkedHashMap<>();
+                for (Map.Entry<String, Tensor> e : sd.entrySet()) {
+                    Tensor t = e.getValue();
+                    castSd.put(e.getKey(), t.is_floating_point() ? t.detach().to(cast) : t);
+                }
+                sd = castSd;
+            }
             m.config().write(tmp.resolve(CONFIG), torchDtype(sd.get("model.embed_tokens.weight")));
             SafeTensors.write(tmp.resolve(WEIGHTS), sd, Map.of("format", "pt"));
             if (copyTokenizerFrom != null) {
@@ -163,6 +182,40 @@ public final class ModelFolder {
         } finally {
             AtomicFiles.deleteTree(tmp);
         }
+    }
+
+    /** The ScalarType of a torch_dtype name: float32, bfloat16, float16 (also fp32, bf16, fp16). */
+    public static ScalarType scalarType(String dtype) {
+        return switch (dtype) {
+            case "float32", "fp32" -> ScalarType.Float;
+            case "bfloat16", "bf16" -> ScalarType.BFloat16;
+            case "float16", "fp16" -> ScalarType.Half;
+            default -> throw new IllegalArgumentException("dtype '" + dtype
+                    + "' (expected float32, bfloat16 or float16)");
+        };
+    }
+
+    /**
+     * The torch_dtype a model folder's config.json names (float32, bfloat16 or float16), or
+     * "float32" when it names none or another.
+     */
+    public static String torchDtypeOf(Path dir) throws IOException {
+        Path config = dir.resolve(CONFIG);
+        if (!Files.isRegularFile(config)) {
+            return "float32";
+        }
+        com.google.gson.JsonElement e;
+        try {
+            e = com.google.gson.JsonParser.parseString(Files.readString(config));
+        } catch (com.google.gson.JsonParseException ex) {
+            throw new IllegalArgumentException(config + ": malformed JSON: " + ex.getMessage(), ex);
+        }
+        com.google.gson.JsonElement d = e.isJsonObject() ? e.getAsJsonObject().get("torch_dtype") : null;
+        String name = d != null && d.isJsonPrimitive() ? d.getAsString() : "float32";
+        return switch (name) {
+            case "bfloat16", "float16" -> name;
+            default -> "float32";
+        };
     }
 
     private static String torchDtype(Tensor t) {

@@ -315,6 +315,21 @@ public final class Checkpoints {
         }
     }
 
+    /** The run's settings recorded in a checkpoint's state, validated; IllegalArgumentException naming the file when they are not valid. */
+    public static TrainConfig config(Path checkpoint, State state) {
+        try {
+            TrainConfig c = TrainConfig.fromJson(state.config);
+            if (c == null) {
+                throw new IllegalArgumentException("empty");
+            }
+            c.validate();
+            return c;
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException(checkpoint.resolve(STATE) + ": its \"config\" is not a run's settings ("
+                    + firstLine(e.getMessage()) + ")");
+        }
+    }
+
     /** Loads the checkpoint's optimizer.pt into {@code optimizer}, its tensors mapped to {@code device}. */
     public static void loadOptimizer(Path checkpoint, Optimizer optimizer, org.bytedeco.pytorch.Device device) {
         loadOptimizer(checkpoint, OPTIMIZER, optimizer, device);

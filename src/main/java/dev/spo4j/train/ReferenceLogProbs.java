@@ -5,6 +5,8 @@ import dev.spo4j.data.PreferenceBatch;
 import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferencePair;
 import dev.spo4j.io.AtomicFiles;
+import dev.spo4j.kernels.LmHeadLogProbs;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.ModelFolder;
@@ -33,13 +35,19 @@ public final class ReferenceLogProbs {
     /** {chosen[n], rejected[n]} for the pairs, in order, {@code batchSize} pairs per forward. */
     public static double[][] compute(LlamaModel model, PreferenceCollator collator, List<PreferencePair> pairs,
                                      int batchSize, int threads) {
+        return compute(model, collator, pairs, batchSize, threads, LmHead.FUSED, LmHeadLogProbs.DEFAULT_CHUNK_BYTES);
+    }
+
+    /** As {@link #compute(LlamaModel, PreferenceCollator, List, int, int)} with the LM head chosen. */
+    public static double[][] compute(LlamaModel model, PreferenceCollator collator, List<PreferencePair> pairs,
+                                     int batchSize, int threads, LmHead head, long chunkBytes) {
         int n = pairs.size();
         double[] chosen = new double[n], rejected = new double[n];
         for (int start = 0; start < n; start += batchSize) {
             int end = Math.min(n, start + batchSize);
             try (PointerScope scope = new PointerScope();
                  PreferenceBatch batch = collator.collate(pairs.subList(start, end))) {
-                double[] seq = SequenceLogProbs.of(model, batch, threads);
+                double[] seq = SequenceLogProbs.of(model, batch, threads, head, chunkBytes);
                 int b = end - start;
                 System.arraycopy(seq, 0, chosen, start, b);
                 System.arraycopy(seq, b, rejected, start, b);
@@ -125,12 +133,14 @@ public final class ReferenceLogProbs {
                 boolean was = ad.enabled();
                 ad.setEnabled(false);
                 try {
-                    mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+                    mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads, cfg.lmHead,
+                            cfg.lmHeadChunkBytes());
                 } finally {
                     ad.setEnabled(was);
                 }
             } else {
-                mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads);
+                mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads, cfg.lmHead,
+                        cfg.lmHeadChunkBytes());
             }
             out[s] = new double[][] {new double[n], new double[n]};
             System.arraycopy(mine[0], 0, out[s][0], from, to - from);

@@ -1,5 +1,7 @@
 package dev.spo4j.train;
 
+import dev.spo4j.kernels.LmHeadLogProbs;
+import dev.spo4j.loss.LmHead;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -42,6 +44,14 @@ public final class SftConfig {
     /** LibTorch threads; 0 keeps LibTorch's default. */
     @Option(names = "--threads", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     public int threads = 0;
+    /** How the LM head meets the log-probs: fused (from the hidden states, in chunks) or the full logits. */
+    @Option(names = "--lm-head", description = "fused (log-probs from the hidden states, one chunk of logits at a time) "
+            + "| materialised (the model's full logits) (default: ${DEFAULT-VALUE})")
+    public LmHead lmHead = LmHead.FUSED;
+    /** The fused head's chunk budget in MiB of logits. */
+    @Option(names = "--lm-head-chunk-mb", paramLabel = "MIB", description = "fused LM head: MiB of logits in flight "
+            + "at most (default: ${DEFAULT-VALUE})")
+    public int lmHeadChunkMb = (int) (LmHeadLogProbs.DEFAULT_CHUNK_BYTES >> 20);
     /** Steps between metric rows and console lines; the last step is always logged. */
     @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 10;
@@ -87,9 +97,9 @@ public final class SftConfig {
         loraConfig();
         precision();
         if (batchSize < 1 || epochs < 1 || maxLength < 2 || maxSteps == 0 || maxSteps < -1 || logEvery < 1
-                || threads < 0) {
-            throw new IllegalArgumentException("sft: batch size, epochs, log-every >= 1, max length >= 2, "
-                    + "max steps > 0 or -1, threads >= 0 are required");
+                || threads < 0 || lmHead == null || lmHeadChunkMb < 1) {
+            throw new IllegalArgumentException("sft: batch size, epochs, log-every, LM head chunk MiB >= 1, "
+                    + "max length >= 2, max steps > 0 or -1, threads >= 0 and an LM head are required");
         }
     }
 }

@@ -4,6 +4,7 @@ import dev.spo4j.data.Batches;
 import dev.spo4j.data.SftExample;
 import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.data.TokenRule;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.SftObjective;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.LoraAdapters;
@@ -122,7 +123,7 @@ public final class SftTrainer {
         Batches<long[][]> batches = new Batches<>(rows, cfg.batchSize, cfg.seed);
         int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * batches.batchesPerEpoch();
         LrSchedule schedule = cfg.optim.schedule(total);
-        SftObjective objective = new SftObjective(threads);
+        SftObjective objective = new SftObjective(threads, (long) cfg.lmHeadChunkMb << 20);
         long pad = tok.padId();
         List<Map<String, Double>> log = new ArrayList<>();
         double first = Double.NaN, last = Double.NaN;
@@ -137,8 +138,9 @@ public final class SftTrainer {
             try (PointerScope scope = new PointerScope()) {
                 optimizer.zero_grad(true);
                 TokenRule.Rows t = collate(batch, pad);
-                Tensor logits = forward.forward(t.ids(), t.mask());
-                SftObjective.Result r = objective.compute(logits, t.targets());
+                SftObjective.Result r = cfg.lmHead == LmHead.FUSED
+                        ? objective.compute(forward.hiddenStates(t.ids(), t.mask()), forward.headWeight(), t.targets())
+                        : objective.compute(forward.forward(t.ids(), t.mask()), t.targets());
                 r.backward();
                 if (mixed != null) {
                     mixed.accumulate();

@@ -2,6 +2,8 @@ package dev.spo4j.train;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
+import dev.spo4j.kernels.LmHeadLogProbs;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
@@ -86,6 +88,14 @@ public final class TrainConfig {
     /** How the loss is computed: spo4j's fused kernels or LibTorch's composite ops. */
     @Option(names = "--loss-impl", description = "fused (spo4j kernels) | libtorch (composite ops) (default: ${DEFAULT-VALUE})")
     public LossImpl lossImpl = LossImpl.FUSED;
+    /** How the LM head meets the log-probs: fused (from the hidden states, in chunks) or the full logits. */
+    @Option(names = "--lm-head", description = "fused (log-probs from the hidden states, one chunk of logits at a time) "
+            + "| materialised (the model's full logits) (default: ${DEFAULT-VALUE})")
+    public LmHead lmHead = LmHead.FUSED;
+    /** The fused head's chunk budget in MiB of logits. */
+    @Option(names = "--lm-head-chunk-mb", paramLabel = "MIB", description = "fused LM head: MiB of logits in flight "
+            + "at most (default: ${DEFAULT-VALUE})")
+    public int lmHeadChunkMb = (int) (LmHeadLogProbs.DEFAULT_CHUNK_BYTES >> 20);
 
     /** AdamW, clipping and the learning-rate schedule. */
     @Mixin
@@ -136,6 +146,19 @@ public final class TrainConfig {
     /** Tokens per sequence at most: the prompt is cut from the left first. */
     @Option(names = "--max-length", description = "tokens per sequence: the prompt is cut from the left first (default: ${DEFAULT-VALUE})")
     public int maxLength = 512;
+    /** dtype of final-model/: "auto" (the input model's torch_dtype), float32, bfloat16 or float16. */
+    @Option(names = "--save-dtype", description = "dtype of final-model/: auto (the input model's torch_dtype), float32, "
+            + "bfloat16, float16; checkpoints keep the training precision (default: ${DEFAULT-VALUE})")
+    public String saveDtype = "auto";
+    /** TRL's max_prompt_length: prompt tokens kept (by {@link #truncationMode}); 0 = no limit. */
+    @Option(names = "--max-prompt-length", description = "prompt tokens kept, by --truncation-mode; 0 = no limit (default: ${DEFAULT-VALUE})")
+    public int maxPromptLength = 0;
+    /** TRL's max_completion_length: completion tokens kept (its start); 0 = no limit. */
+    @Option(names = "--max-completion-length", description = "completion tokens kept (the first ones); 0 = no limit (default: ${DEFAULT-VALUE})")
+    public int maxCompletionLength = 0;
+    /** TRL's truncation_mode for the prompt: keep_end (its last tokens) or keep_start. */
+    @Option(names = "--truncation-mode", description = "keep_end | keep_start: which end of a long prompt stays (default: ${DEFAULT-VALUE})")
+    public String truncationMode = "keep_end";
     /** Seed of LibTorch's generator, the batch order and the embedded default's model and data. */
     @Option(names = "--seed", description = "(default: ${DEFAULT-VALUE})")
     public long seed = 42;
@@ -229,6 +252,11 @@ public final class TrainConfig {
         return p;
     }
 
+    /** The fused LM head's chunk budget in bytes. */
+    public long lmHeadChunkBytes() {
+        return (long) lmHeadChunkMb << 20;
+    }
+
     /** The loss settings as the objective takes them. */
     public PreferenceLossConfig lossConfig() {
         List<PreferenceLossConfig.WeightedLoss> mix = PreferenceLossConfig.parseWeights(lossWeights);
@@ -253,9 +281,11 @@ public final class TrainConfig {
 
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
-        if (loss == null || lossImpl == null) {
-            throw new IllegalArgumentException("loss and loss implementation must be set (e.g. spo, fused)");
+        if (loss == null || lossImpl == null || lmHead == null) {
+            throw new IllegalArgumentException("loss, loss implementation and LM head must be set (e.g. spo, fused, "
+                    + "fused)");
         }
+        positive("LM head chunk MiB", lmHeadChunkMb);
         PreferenceLossConfig lc = lossConfig();
         if (refModel != null && !lc.needsReference()) {
             throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()
@@ -275,6 +305,14 @@ public final class TrainConfig {
         if (maxLength < 2) {
             throw new IllegalArgumentException("max length = " + maxLength + " (expected >= 2)");
         }
+        if (maxPromptLength < 0 || maxCompletionLength < 0) {
+            throw new IllegalArgumentException("max prompt length = " + maxPromptLength + ", max completion length = "
+                    + maxCompletionLength + " (expected >= 0, 0 = no limit)");
+        }
+        if (saveDtype != null && !saveDtype.equals("auto")) {
+            dev.spo4j.model.ModelFolder.scalarType(saveDtype);
+        }
+        dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "null" : truncationMode);
         if (maxSteps == 0 || maxSteps < -1) {
             throw new IllegalArgumentException("max steps = " + maxSteps + " (expected > 0, or -1 for epochs)");
         }
@@ -301,6 +339,12 @@ public final class TrainConfig {
     }
 
     /** The settings as pretty-printed JSON (the run folder's config.json). */
+    /** The collator's limits from {@link #maxPromptLength}, {@link #maxCompletionLength}, {@link #truncationMode}. */
+    public dev.spo4j.data.PreferenceCollator.Limits limits(boolean templated) {
+        return new dev.spo4j.data.PreferenceCollator.Limits(templated, maxPromptLength, maxCompletionLength,
+                dev.spo4j.data.TokenRule.PromptTruncation.parse(truncationMode == null ? "keep_end" : truncationMode));
+    }
+
     public String toJson() {
         return GSON.toJson(this);
     }

@@ -1,6 +1,9 @@
 package dev.spo4j.train;
 
 import dev.spo4j.data.Batches;
+import dev.spo4j.data.ChatTemplate;
+import dev.spo4j.data.PreferenceFormats;
+import dev.spo4j.data.TokenizedPair;
 import dev.spo4j.data.PreferenceBatch;
 import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
@@ -10,6 +13,7 @@ import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.CudaKernels;
 import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
@@ -76,6 +80,9 @@ public final class Trainer {
 
     /** Steps in a row with a non-finite loss or gradient norm after which a run stops. */
     public static final int MAX_NONFINITE_IN_A_ROW = 5;
+    /** Whether the training texts were rendered by the model's chat template (conversational data). */
+    private boolean templated;
+    private String dataFormat = "standard";
 
     /** A trainer for this process's place in a job: torchrun's environment, or a single process. */
     public Trainer(TrainConfig config, PrintStream console) {
@@ -119,7 +126,7 @@ public final class Trainer {
     public static Summary resume(Path dir, int maxSteps, PrintStream console) {
         Path checkpoint = Checkpoints.resolve(dir, console);
         Checkpoints.State state = Checkpoints.readState(checkpoint);
-        TrainConfig c = TrainConfig.fromJson(state.config);
+        TrainConfig c = Checkpoints.config(checkpoint, state);
         // the run folder is where the checkpoint is now, not where the run was started (it may have moved)
         Path parent = checkpoint.toAbsolutePath().getParent();
         if (parent != null && parent.getFileName() != null && parent.getFileName().toString().equals("checkpoints")) {
@@ -160,8 +167,24 @@ public final class Trainer {
                 throw new UncheckedIOException("cannot read " + cfg.adapter + " or " + cfg.model, e);
             }
         }
-        List<PreferencePair> train = cfg.data == null ? null : PreferenceDataset.read(Path.of(cfg.data));
-        List<PreferencePair> eval = cfg.evalData == null ? null : PreferenceDataset.read(Path.of(cfg.evalData));
+        // TRL's dataset formats; conversational records are rendered by the model's chat template here,
+        // so that a bad record (or a template that raises) stops the run before its folder exists
+        ChatTemplate template = cfg.model == null ? null : ChatTemplate.forModel(Path.of(cfg.model));
+        PreferenceFormats.Loaded trainData = cfg.data == null ? null : PreferenceFormats.read(Path.of(cfg.data), template);
+        PreferenceFormats.Loaded evalData = cfg.evalData == null ? null
+                : PreferenceFormats.read(Path.of(cfg.evalData), template);
+        if (trainData != null && evalData != null && trainData.templated() != evalData.templated()) {
+            throw new IllegalArgumentException(cfg.evalData + " is " + evalData.format() + " but " + cfg.data + " is "
+                    + trainData.format() + " (expected both conversational or both standard)");
+        }
+        templated = trainData != null && trainData.templated();
+        dataFormat = trainData == null ? "standard" : trainData.format();
+        if (trainData != null && dist.rank() == 0) {
+            console.println("spo4j: " + cfg.data + ": " + trainData.pairs().size() + " pairs, " + trainData.format()
+                    + (templated ? ", rendered with the model's chat template" : ""));
+        }
+        List<PreferencePair> train = trainData == null ? null : trainData.pairs();
+        List<PreferencePair> eval = evalData == null ? null : evalData.pairs();
         cfg.worldSize = dist.worldSize();
         if (checkpoint == null) {  // inputs by absolute path: a resume may start in another working folder
             cfg.model = absolute(cfg.model);
@@ -330,8 +353,22 @@ public final class Trainer {
                 // token ids checked against the model's vocabulary when tokenized, so that the
                 // loss kernels can skip their own (synchronising, on CUDA) target check
                 long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
-                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab);
-                collator.tokenizeAll(train);  // every pair must fit before the first step: fail early, name the line
+                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab).withLimits(cfg.limits(templated));
+                // every pair must fit before the first step: fail early, name the line
+                long cut = collator.tokenizeAll(train).stream().filter(TokenizedPair::truncated).count();
+                if (cut > 0 && rank == 0) {
+                    console.printf(Locale.ROOT, "spo4j: %d of %d training pairs truncated (max length %d, max prompt "
+                            + "length %d, max completion length %d, %s)%n", cut, train.size(), cfg.maxLength,
+                            cfg.maxPromptLength, cfg.maxCompletionLength, cfg.truncationMode);
+                }
+                if (rank == 0) {   // the data facts beside config.json: format, pairs, how many were truncated
+                    com.google.gson.JsonObject facts = new com.google.gson.JsonObject();
+                    facts.addProperty("format", dataFormat);
+                    facts.addProperty("templated", templated);
+                    facts.addProperty("pairs", train.size());
+                    facts.addProperty("truncated_pairs", cut);
+                    Files.writeString(runDir.resolve("data.json"), facts + "\n");
+                }
                 precision = cfg.precision(device.is_cuda(), modelDir);
                 int total;
                 if (cfg.lora()) {  // the policy's base (adapters off) is the reference: load it first
@@ -381,7 +418,10 @@ public final class Trainer {
                         if (adapters != null) {
                             adapters.save(finalModel, modelDir.toString(), modelDir);
                         } else {
-                            ModelFolder.save(mixed != null ? mixed.master() : policy, finalModel, modelDir);
+                            // final-model/ in the input's dtype (or --save-dtype); checkpoints keep the training precision
+                            String saveDtype = cfg.saveDtype == null || cfg.saveDtype.equals("auto")
+                                    ? ModelFolder.torchDtypeOf(modelDir) : cfg.saveDtype;
+                            ModelFolder.save(mixed != null ? mixed.master() : policy, finalModel, modelDir, saveDtype);
                         }
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.lossLabel() + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
@@ -432,12 +472,14 @@ public final class Trainer {
             batches = new Batches<>(indices, cfg.batchSize * world, cfg.seed);
             int stepsPerEpoch = (batches.batchesPerEpoch() + cfg.gradAccum - 1) / cfg.gradAccum;
             int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
-            objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads);
+            objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads,
+                    cfg.lmHeadChunkBytes());
             if (checkpoint != null && resumed.lossState != null) {  // bco-pair's running mean
                 objective.loss().restoreBcoState(resumed.lossState[0], resumed.lossState[1]);
             }
-            console.printf(Locale.ROOT, "spo4j: %s (%s) on %d pairs, %s, %d steps of %d x %d pairs, lr %.2g, %d threads%n",
-                    cfg.lossLabel(), cfg.lossImpl, train.size(), cfg.model == null ? "embedded tiny Llama" : modelDir,
+            console.printf(Locale.ROOT, "spo4j: %s (%s, %s LM head) on %d pairs, %s, %d steps of %d x %d pairs, "
+                    + "lr %.2g, %d threads%n", cfg.lossLabel(), cfg.lossImpl, cfg.lmHead, train.size(),
+                    cfg.model == null ? "embedded tiny Llama" : modelDir,
                     total, cfg.gradAccum, cfg.batchSize * world, cfg.optim.lr, threads);
             if (dp != null) {
                 console.printf(Locale.ROOT, "spo4j: data parallel over %d processes (Gloo%s): %d pairs per rank per "
@@ -488,7 +530,7 @@ public final class Trainer {
                         LlamaModel.Recomputed fw = cfg.gradientCheckpointing
                                 ? policy.forwardRecomputed(on(batch.inputIds()), on(batch.attentionMask())) : null;
                         PreferenceObjective.Result r = objective.compute(fw == null ? inputs(batch, refs[0], shard.items())
-                                : inputs(batch, refs[0], shard.items(), fw.logits()));
+                                : inputs(batch, refs[0], shard.items(), fw));
                         backward(r, fw, gradParams, shard.share());
                         if (mixed != null) {
                             mixed.accumulate();  // fp32 sums over micro-batches
@@ -614,14 +656,27 @@ public final class Trainer {
         }
 
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx) {
-            return inputs(batch, refs, idx, policy.forward(on(batch.inputIds()), on(batch.attentionMask())));
+            return inputs(batch, refs, idx, null);
         }
 
+        /**
+         * The objective's inputs for a batch: through the fused LM head from the final hidden
+         * states, or from the materialised logits ({@code --lm-head}); from the activation-
+         * checkpointed forward {@code fw} when not null, else from a plain forward.
+         */
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx,
-                                                  Tensor logits) {
-            PreferenceObjective.Inputs in = PreferenceObjective.Inputs.of(logits, on(batch.targets()),
-                    on(pickFloats(refs[0], idx)), on(pickFloats(refs[1], idx)))
-                    .withTargetsChecked(collator.vocabSize());  // checked when tokenized
+                                                  LlamaModel.Recomputed fw) {
+            Tensor refC = on(pickFloats(refs[0], idx)), refR = on(pickFloats(refs[1], idx));
+            PreferenceObjective.Inputs in;
+            if (cfg.lmHead == LmHead.FUSED) {
+                Tensor hidden = fw != null ? fw.hiddenStates()
+                        : policy.hiddenStates(on(batch.inputIds()), on(batch.attentionMask()));
+                in = PreferenceObjective.Inputs.ofHidden(hidden, policy.headWeight(), on(batch.targets()), refC, refR);
+            } else {
+                Tensor logits = fw != null ? fw.logits() : policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
+                in = PreferenceObjective.Inputs.of(logits, on(batch.targets()), refC, refR);
+            }
+            in = in.withTargetsChecked(collator.vocabSize());  // checked when tokenized
             return batch.hasScores() ? in.withScores(on(batch.scoreChosen()), on(batch.scoreRejected())) : in;
         }
 

@@ -78,7 +78,8 @@ class TextTokenizerTest {
         Files.writeString(dir.resolve("generation_config.json"),
                 "{\"eos_token_id\": 9, \"bos_token_id\": 5, \"pad_token_id\": 6}");
         try (TextTokenizer tok = TextTokenizer.load(dir)) {
-            assertEquals(7L, tok.eosId(), "config.json first; the first of a list");
+            assertEquals(2L, tok.eosId(), "EOS: tokenizer_config.json's eos_token wins (the end of a turn)");
+            assertArrayEquals(new long[] {2, 7, 9}, tok.eosIds(), "generation stops on every EOS id, deduplicated");
             assertEquals(5L, tok.bosId(), "then generation_config.json");
             assertEquals(6L, tok.padId());
             assertEquals(59, tok.vocabSize(), "the tokenizer's own size, not config.json's");
@@ -89,6 +90,17 @@ class TextTokenizerTest {
             assertEquals(1L, tok.bosId(), "then tokenizer_config.json's token strings");
             assertEquals(2L, tok.eosId());
             assertEquals(0L, tok.padId());
+        }
+    }
+
+    @Test
+    void withoutEosTokenStringTheFirstConfiguredIdIsEos() throws IOException {
+        SyntheticPreferences.writeTokenizer(dir);
+        Files.delete(dir.resolve("tokenizer_config.json"));
+        Files.writeString(dir.resolve("config.json"), "{\"eos_token_id\": [7, 2]}");
+        try (TextTokenizer tok = TextTokenizer.load(dir)) {
+            assertEquals(7L, tok.eosId(), "config.json, the first of a list");
+            assertArrayEquals(new long[] {7, 2}, tok.eosIds());
         }
     }
 

@@ -8,6 +8,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -102,6 +104,76 @@ class GeneratorTest {
         assertTrue(s.endedWithEos());
         assertFalse(Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(3)).get(0)
                 .endedWithEos());
+    }
+
+    @Test
+    void kvCacheGivesTheRecomputedSamples() {
+        for (LlamaModel.Attention att : LlamaModel.Attention.values()) {
+            model.setAttention(att);
+            try {
+                for (GenerationConfig c : List.of(GenerationConfig.greedy(12), new GenerationConfig(1.0, 0, 1.0, 12, 3),
+                        new GenerationConfig(0.7, 5, 0.9, 9, 11))) {
+                    List<Generator.Sample> cached = Generator.generate(model, PROMPTS, c);
+                    List<Generator.Sample> full = Generator.generateRecomputing(model, PROMPTS, c);
+                    for (int i = 0; i < PROMPTS.size(); i++) {
+                        assertArrayEquals(full.get(i).tokens(), cached.get(i).tokens(), att + " row " + i);
+                    }
+                }
+                // with an EOS that stops some rows early, the others go on from their own cache rows
+                long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+                List<Generator.Sample> a = Generator.generate(model, PROMPTS, GenerationConfig.greedy(10), free[1]);
+                List<Generator.Sample> b = Generator.generateRecomputing(model, PROMPTS, GenerationConfig.greedy(10), free[1]);
+                for (int i = 0; i < PROMPTS.size(); i++) {
+                    assertArrayEquals(b.get(i).tokens(), a.get(i).tokens());
+                    assertEquals(b.get(i).endedWithEos(), a.get(i).endedWithEos());
+                }
+            } finally {
+                model.setAttention(LlamaModel.Attention.SDPA);
+            }
+        }
+    }
+
+    /** The KV cache's prefill and decode run every projection through its LoRA adapter, as the plain forward does. */
+    @Test
+    void kvCacheGivesTheRecomputedSamplesWithLoraAdapters() {
+        torch.manual_seed(3);
+        ModelConfig c = model.config();
+        LlamaModel adapted = new LlamaModel(c);
+        adapted.loadStateDict(model.stateDict());
+        LoraAdapters ad = LoraAdapters.create(adapted, new LoraConfig(4, 8, 0.0, LoraConfig.ALL_MODULES));
+        torch.manual_seed(5);
+        try (NoGradGuard g = new NoGradGuard()) {
+            for (Tensor t : ad.parameters()) {  // B starts at zero: make every adapter change its projection
+                t.copy_(torch.randn_like(t).mul(new org.bytedeco.pytorch.Scalar(0.5)));
+            }
+        }
+        GenerationConfig greedy = GenerationConfig.greedy(12);
+        List<Generator.Sample> base = Generator.generate(model, PROMPTS, greedy);
+        for (LlamaModel.Attention att : LlamaModel.Attention.values()) {
+            adapted.setAttention(att);
+            List<Generator.Sample> cached = Generator.generate(adapted, PROMPTS, greedy);
+            List<Generator.Sample> full = Generator.generateRecomputing(adapted, PROMPTS, greedy);
+            boolean differs = false;
+            for (int i = 0; i < PROMPTS.size(); i++) {
+                assertArrayEquals(full.get(i).tokens(), cached.get(i).tokens(), att + " row " + i);
+                differs |= !Arrays.equals(base.get(i).tokens(), cached.get(i).tokens());
+            }
+            assertTrue(differs, att + ": the adapters changed no generated token");
+        }
+    }
+
+    @Test
+    void anyOfSeveralEosIdsStopsASequence() {
+        long[] free = Generator.generate(model, List.of(PROMPTS.get(0)), null, GenerationConfig.greedy(10)).get(0).tokens();
+        // stop ids: one never produced, then the third greedy token: the row stops there
+        long never = -5;
+        Generator.Sample s = Generator.generate(model, List.of(PROMPTS.get(0)), GenerationConfig.greedy(10), never, free[2]).get(0);
+        assertTrue(s.endedWithEos());
+        int first = 0;                     // the first greedy position holding that token
+        while (free[first] != free[2]) {
+            first++;
+        }
+        assertArrayEquals(java.util.Arrays.copyOf(free, first), s.tokens());
     }
 
     @Test

@@ -14,6 +14,7 @@ import java.util.Map;
 import java.util.Random;
 import org.bytedeco.pytorch.LinearImpl;
 import org.bytedeco.pytorch.LinearOptions;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
@@ -94,6 +95,64 @@ class PreferenceObjectiveTest {
         assertAllClose("lm_head bias grad", composite.biasGrad, fused.biasGrad, 1e-6, 1e-4);
     }
 
+    /** One step through h = tanh(x A) and a bias-free head W, given as logits or as hidden states. */
+    static Outcome runHead(LossImpl impl, boolean hiddenInputs, PreferenceLossConfig c, double sft, Tensor x,
+                           Tensor targets, Tensor refC, Tensor refR, boolean withGrad) {
+        torch.manual_seed(9);
+        Tensor a = torch.randn(new long[] {H, H}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.4));
+        Tensor w = torch.randn(new long[] {V, H}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.5));
+        a.set_requires_grad(true);
+        w.set_requires_grad(true);
+        Tensor h = torch.tanh(torch.matmul(x, a));  // [2B, T, H] with autograd history
+        PreferenceObjective.Inputs in = hiddenInputs ? PreferenceObjective.Inputs.ofHidden(h, w, targets, refC, refR)
+                : PreferenceObjective.Inputs.of(torch.linear(h, w), targets, refC, refR);
+        // 5 rows of logits per chunk: 2B*T = 42 rows make 9 chunks, the last one short
+        PreferenceObjective o = new PreferenceObjective(c, impl, sft, 2, 5L * V * 4);
+        if (!withGrad) {
+            return new Outcome(o.evaluate(in), null, null);
+        }
+        PreferenceObjective.Result r = o.compute(in);
+        r.backward();
+        Outcome out = new Outcome(r, toDoubles(w.grad().clone()), toDoubles(a.grad().clone()));
+        java.lang.ref.Reference.reachabilityFence(a);
+        java.lang.ref.Reference.reachabilityFence(w);
+        return out;
+    }
+
+    /**
+     * The fused LM head (hidden states in, chunks of logits) gives the materialised fused
+     * path's and the LibTorch composite's loss, metrics (logits/chosen, logits/rejected and
+     * entropy included) and gradients of the head weight and of the layer below it.
+     */
+    @ParameterizedTest(name = "{0} normalised={1} sft={2}")
+    @CsvSource({"SPO,false,0", "DPO,false,0.5", "IPO,true,0", "SPO_EXP,true,0.5"})
+    void fusedHeadMatchesMaterialisedAndComposite(LossType type, boolean normalised, double sft) {
+        Random rnd = new Random(7 + type.ordinal());
+        torch.manual_seed(8);
+        Tensor x = torch.randn(2 * B, T, H);
+        Tensor targets = targets(rnd);
+        Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
+        PreferenceLossConfig c = PreferenceLossConfig.of(type).withBeta(type == LossType.SPO_EXP ? 0.05 : 0.3)
+                .withLengthNormalised(normalised);
+        Outcome head = runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, true);
+        Outcome[] refs = {runHead(LossImpl.FUSED, false, c, sft, x, targets, refC, refR, true),
+            runHead(LossImpl.LIBTORCH, false, c, sft, x, targets, refC, refR, true),
+            runHead(LossImpl.LIBTORCH, true, c, sft, x, targets, refC, refR, true)};
+        for (Outcome ref : refs) {
+            assertEquals(ref.result.loss(), head.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
+            Map<String, Double> a = head.result.metricsMap(), e = ref.result.metricsMap();
+            assertEquals(e.keySet(), a.keySet());
+            for (String k : e.keySet()) {
+                assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
+            }
+            assertAllClose("head weight grad", ref.weightGrad, head.weightGrad, 1e-6, 1e-4);
+            assertAllClose("lower layer grad", ref.biasGrad, head.biasGrad, 1e-6, 1e-4);
+        }
+        Outcome eval = runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, false);
+        assertEquals(head.result.loss(), eval.result.loss(), 0.0);
+        assertThrows(IllegalStateException.class, () -> eval.result.backward());
+    }
+
     /**
      * Targets declared checked against V run the kernels without their own check (on CUDA: no
      * host synchronisation); on the CPU the step is the same, a declaration survives withScores
@@ -132,7 +191,7 @@ class PreferenceObjectiveTest {
         Tensor ok = torch.zeros(new long[] {2, 3}, new TensorOptions(ScalarType.Long));
         Tensor ref = floats(0f);
         Tensor noCompletion = ok.clone();
-        noCompletion.fill_(new org.bytedeco.pytorch.Scalar(-100L));
+        noCompletion.fill_(new Scalar(-100L));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> o.compute(PreferenceObjective.Inputs.of(logits, noCompletion, ref, ref)));
         assertTrue(e.getMessage().contains("no completion token"), e.getMessage());

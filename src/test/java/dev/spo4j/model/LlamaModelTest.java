@@ -104,7 +104,7 @@ class LlamaModelTest {
 
     static Stream<Arguments> goldenCases() {
         List<Arguments> a = new ArrayList<>();
-        for (String fixture : List.of("tiny-llama", "tiny-qwen2")) {
+        for (String fixture : List.of("tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral")) {
             for (LlamaModel.Attention att : LlamaModel.Attention.values()) {
                 a.add(Arguments.of(fixture, att));
             }

@@ -90,7 +90,7 @@ class ModelConfigTest {
 
     @Test
     void validationMessagesNameTheProblem() {
-        assertTrue(rejected(with(MINIMAL, "model_type", "\"mistral\"")).getMessage().contains("mistral"));
+        assertTrue(rejected(with(MINIMAL, "model_type", "\"gemma\"")).getMessage().contains("gemma"));
         assertTrue(rejected(with(MINIMAL, "model_type", null)).getMessage().contains("model_type"));
         assertTrue(rejected(with(MINIMAL, "num_attention_heads", "7")).getMessage()
                 .contains("num_attention_heads 7 does not divide hidden_size 64"));
@@ -179,5 +179,24 @@ class ModelConfigTest {
             assertEquals(c.modelType().equals("llama") ? "LlamaForCausalLM" : "Qwen2ForCausalLM",
                     o.getAsJsonArray("architectures").get(0).getAsString());
         }
+    }
+
+    @org.junit.jupiter.api.Test
+    void qwen3AndMistralRoundTripAndSlidingWindowsThatMaskAreRejected() throws java.io.IOException {
+        for (String fixture : java.util.List.of("tiny-qwen3", "tiny-mistral")) {
+            ModelConfig c = ModelConfig.read(java.nio.file.Path.of("test-data", fixture, "config.json"));
+            org.junit.jupiter.api.Assertions.assertEquals(c, ModelConfig.parse(c.toJson("float32"), fixture));
+        }
+        ModelConfig q = ModelConfig.read(java.nio.file.Path.of("test-data/tiny-qwen3/config.json"));
+        org.junit.jupiter.api.Assertions.assertTrue(q.qkNorm());
+        org.junit.jupiter.api.Assertions.assertEquals(16, q.headDim(), "explicit head_dim, not hidden / heads");
+        org.junit.jupiter.api.Assertions.assertFalse(q.qkvBias());
+        String mistral = "{\"model_type\": \"mistral\", \"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8, "
+                + "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"max_position_embeddings\": 32768, \"sliding_window\": %s}";
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> ModelConfig.parse(String.format(mistral, "4096"), "m"));
+        org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("sliding_window 4096"), e.getMessage());
+        ModelConfig.parse(String.format(mistral, "null"), "m");
+        ModelConfig.parse(String.format(mistral, "32768"), "m");
     }
 }

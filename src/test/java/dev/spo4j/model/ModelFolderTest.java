@@ -61,6 +61,26 @@ class ModelFolderTest {
     }
 
     @Test
+    void saveInAnotherDtypeCastsTheWeightsAndNamesIt() throws IOException {
+        LlamaModel a = ModelFolder.load(LLAMA);
+        Path dir = tmp.resolve("bf16");
+        ModelFolder.save(a, dir, null, "bfloat16");
+        assertEquals("bfloat16", ModelFolder.torchDtypeOf(dir));
+        Map<String, Tensor> saved = SafeTensors.read(dir.resolve("model.safetensors"));
+        for (Map.Entry<String, Tensor> e : a.stateDict().entrySet()) {
+            Tensor t = saved.get(e.getKey());
+            assertEquals(torch.ScalarType.BFloat16, t.scalar_type().intern(), e.getKey());
+            assertTrue(torch.equal(e.getValue().to(torch.ScalarType.BFloat16), t), "a rounding of the fp32 weight: " + e.getKey());
+        }
+        long fp32 = Files.size(LLAMA.resolve("model.safetensors")), bf16 = Files.size(dir.resolve("model.safetensors"));
+        assertTrue(bf16 < 0.6 * fp32, bf16 + " bytes vs " + fp32);
+        assertEquals(torch.ScalarType.Float, a.stateDict().get("model.embed_tokens.weight").scalar_type().intern(),
+                "the model is not changed");
+        assertEquals("float32", ModelFolder.torchDtypeOf(LLAMA));
+        assertThrows(IllegalArgumentException.class, () -> ModelFolder.save(a, tmp.resolve("x"), null, "int8"));
+    }
+
+    @Test
     void tiedModelSavesNoHead() throws IOException {
         LlamaModel q = ModelFolder.load(QWEN2);
         ModelFolder.save(q, tmp.resolve("q"));

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonObject;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.SafeTensors;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -17,6 +18,8 @@ import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -90,10 +93,14 @@ class PrecisionTrainingTest {
         }
     }
 
-    @Test
-    void gradientCheckpointingRepeatsThePlainRun(@TempDir Path tmp) throws IOException {
+    /** With either LM head: the fused one reads the recomputed forward's hidden states, the materialised one its logits. */
+    @ParameterizedTest
+    @EnumSource(LmHead.class)
+    void gradientCheckpointingRepeatsThePlainRun(LmHead head, @TempDir Path tmp) throws IOException {
         TrainConfig plain = LoraTrainingTest.small(tmp.resolve("plain"), 4);
         TrainConfig ckpt = LoraTrainingTest.small(tmp.resolve("ckpt"), 4);
+        plain.lmHead = head;
+        ckpt.lmHead = head;
         ckpt.gradientCheckpointing = true;
         new Trainer(plain, LoraTrainingTest.QUIET).run();
         new Trainer(ckpt, LoraTrainingTest.QUIET).run();

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.google.gson.JsonObject;
 import dev.spo4j.cli.Main;
 import dev.spo4j.data.PreferenceDataset;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.synthetic.EmbeddedDefault;
 import dev.spo4j.synthetic.SyntheticPreferences;
@@ -41,20 +42,34 @@ class TrainerTest {
         return c;
     }
 
+    /**
+     * The default (fused LM head: log-probs from the hidden states), the fused kernel over
+     * materialised logits, and LibTorch's composite over materialised logits follow the same
+     * trajectory within fp32 rounding.
+     */
     @Test
     void fusedAndLibTorchFollowTheSameTrajectory(@TempDir Path tmp) throws IOException {
         TrainConfig fused = tiny(tmp.resolve("fused"), 8);
+        TrainConfig materialised = tiny(tmp.resolve("materialised"), 8);
+        materialised.lmHead = LmHead.MATERIALISED;
         TrainConfig composite = tiny(tmp.resolve("libtorch"), 8);
         composite.lossImpl = LossImpl.LIBTORCH;
+        composite.lmHead = LmHead.MATERIALISED;
+        assertEquals(LmHead.FUSED, fused.lmHead);
         new Trainer(fused, QUIET).run();
+        new Trainer(materialised, QUIET).run();
         new Trainer(composite, QUIET).run();
-        List<JsonObject> a = metrics(tmp.resolve("fused")), b = metrics(tmp.resolve("libtorch"));
+        List<JsonObject> a = metrics(tmp.resolve("fused"));
         assertEquals(8, a.size());
-        assertEquals(8, b.size());
-        for (int i = 0; i < 8; i++) {
-            for (String k : List.of("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "grad_norm", "entropy")) {
-                double x = a.get(i).get(k).getAsDouble(), y = b.get(i).get(k).getAsDouble();
-                assertEquals(y, x, 2e-4 * Math.max(1, Math.abs(y)), "step " + (i + 1) + " " + k);
+        for (String other : List.of("materialised", "libtorch")) {
+            List<JsonObject> b = metrics(tmp.resolve(other));
+            assertEquals(8, b.size());
+            for (int i = 0; i < 8; i++) {
+                for (String k : List.of("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "grad_norm",
+                        "entropy", "logits/chosen", "logits/rejected")) {
+                    double x = a.get(i).get(k).getAsDouble(), y = b.get(i).get(k).getAsDouble();
+                    assertEquals(y, x, 2e-4 * Math.max(1, Math.abs(y)), other + " step " + (i + 1) + " " + k);
+                }
             }
         }
         // and training did something: the margin grew from 0
@@ -142,6 +157,20 @@ class TrainerTest {
                 "--out", withRefs.toString(), "--threads", "2"));
         String first = Files.readAllLines(withRefs).get(0);
         assertTrue(first.contains("ref_chosen_logps") && first.contains("ref_rejected_logps"), first);
+        // the default fused LM head and the materialised logits give the same log-probs
+        Path viaLogits = tmp.resolve("pairs-ref-materialised.jsonl");
+        assertEquals(0, Main.run("logps", "--model", model.toString(), "--data", data.toString(),
+                "--out", viaLogits.toString(), "--threads", "2", "--lm-head", "materialised"));
+        List<String> fusedLines = Files.readAllLines(withRefs), matLines = Files.readAllLines(viaLogits);
+        assertEquals(fusedLines.size(), matLines.size());
+        for (int i = 0; i < fusedLines.size(); i++) {
+            JsonObject f = com.google.gson.JsonParser.parseString(fusedLines.get(i)).getAsJsonObject();
+            JsonObject m = com.google.gson.JsonParser.parseString(matLines.get(i)).getAsJsonObject();
+            for (String k : List.of("ref_chosen_logps", "ref_rejected_logps")) {
+                double y = m.get(k).getAsDouble();
+                assertEquals(y, f.get(k).getAsDouble(), 1e-5 * Math.max(1, Math.abs(y)), "pair " + i + " " + k);
+            }
+        }
 
         TrainConfig c = tiny(tmp.resolve("b"), 1);
         c.model = model.toString();
@@ -166,7 +195,9 @@ class TrainerTest {
                 "beta", List.of("train", "--beta", "-1", "--out", tmp.resolve("r1").toString()),
                 "unknown loss", List.of("train", "--loss", "kto", "--out", tmp.resolve("r2").toString()),
                 "device", List.of("train", "--device", "tpu", "--out", tmp.resolve("r4").toString()),
-                "no usable CUDA", List.of("train", "--device", "cuda", "--out", tmp.resolve("r5").toString()));
+                "no usable CUDA", List.of("train", "--device", "cuda", "--out", tmp.resolve("r5").toString()),
+                "unknown LM head", List.of("train", "--lm-head", "tied", "--out", tmp.resolve("r6").toString()),
+                "LM head chunk MiB", List.of("train", "--lm-head-chunk-mb", "0", "--out", tmp.resolve("r7").toString()));
         for (Map.Entry<String, List<String>> e : cases.entrySet()) {
             ByteArrayOutputStream err = new ByteArrayOutputStream();
             PrintStream old = System.err;

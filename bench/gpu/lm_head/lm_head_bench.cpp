@@ -1,0 +1,223 @@
+// Checks and times the fused LM head (lm_head.h) against the materialised path and LibTorch's
+// composite, in LibTorch C++ (no Java), on the GPU or the CPU:
+//
+//   fused         lm_head.h: forward (chunks of h W^T + spo4j's forward), then the recompute
+//                 backward (dh, dW): at most --chunk-mb MiB of logits at a time
+//   materialised  z = h W^T in full, spo4j's forward and in-place backward over z, dh = z W,
+//                 dW = z^T h
+//   composite     linear -> log_softmax -> gather -> autograd (LibTorch's own path)
+//
+// Validation first: fused vs composite in float64 on the first rows (logp, dh, dW), exit 1
+// when they disagree. Then each provider runs --reps times after a warm-up; the median time
+// and (on CUDA) the peak extra allocated bytes of one call are printed, and written as JSON
+// with --json FILE:
+//   lm_head_bench --device cuda|cpu [--dtype f32|bf16] [--hidden H] [--vocab V] [--rows N]
+//                 [--chunk-mb MiB] [--reps R] [--json FILE]
+// Defaults: Qwen2.5-0.5B's head (H 896, V 151936), N 8192, 256 MiB chunks. Exit status: 0 ok,
+// 1 a check failed, 2 usage / no device. Build: CMakeLists.txt here (as bench/gpu/train_step).
+#include "lm_head.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#ifdef SPO4J_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace {
+
+struct Options {
+    std::string device = "cuda", dtype = "f32", json;
+    int64_t hidden = 896, vocab = 151936, rows = 8192, chunk_mb = 256;
+    int reps = 5;
+};
+
+void sync(const torch::Device& d) {
+#ifdef SPO4J_TORCH_CUDA
+    if (d.is_cuda()) c10::cuda::getCurrentCUDAStream(d.index()).synchronize();
+#endif
+    (void)d;
+}
+
+void reset_peak(const torch::Device& d) {
+#ifdef SPO4J_TORCH_CUDA
+    if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
+#endif
+    (void)d;
+}
+
+/// Bytes allocated now and the peak since the last reset (CUDA); -1 on the CPU.
+std::pair<int64_t, int64_t> allocated(const torch::Device& d) {
+#ifdef SPO4J_TORCH_CUDA
+    if (d.is_cuda()) {
+        const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+        const auto& a = s.allocated_bytes[0];  // StatType::AGGREGATE
+        return {a.current, a.peak};
+    }
+#endif
+    (void)d;
+    return {-1, -1};
+}
+
+struct Inputs {
+    torch::Tensor h, w, t, g;
+};
+
+/// One provider's forward + backward; returns {logp, dh, dW}.
+std::vector<torch::Tensor> run(const std::string& provider, const Inputs& in, int64_t chunk_bytes) {
+    if (provider == "fused") {
+        auto f = spo4j_lm_head::forward(in.h, in.w, in.t, false, chunk_bytes);
+        auto b = spo4j_lm_head::backward(in.h, in.w, in.t, f.lse, in.g, true, chunk_bytes);
+        return {f.logp, b.dh, b.dw};
+    }
+    if (provider == "materialised") {
+        torch::NoGradGuard no_grad;
+        torch::Tensor z = torch::mm(in.h, in.w.t());
+        const auto f32 = in.h.options().dtype(torch::kFloat);
+        torch::Tensor logp = torch::empty({in.h.size(0)}, f32), lse = torch::empty({in.h.size(0)}, f32);
+        spo4j_lm_head::kernel_fwd(z, in.t, logp, lse, torch::Tensor(), false);
+        spo4j_lm_head::kernel_bwd_in_place(z, in.t, lse, in.g, false);
+        return {logp, torch::mm(z, in.w), torch::mm(z.t(), in.h)};
+    }
+    // composite: LibTorch autograd; ignored rows have g = 0, so clamping their target is harmless
+    torch::Tensor h = in.h.detach().clone().requires_grad_(true), w = in.w.detach().clone().requires_grad_(true);
+    torch::Tensor lp = torch::log_softmax(torch::linear(h, w), 1).gather(1, in.t.clamp_min(0).unsqueeze(1)).squeeze(1);
+    lp.backward(in.g.to(lp.scalar_type()));
+    return {lp.detach(), h.grad(), w.grad()};
+}
+
+/// max |a - b| / max(1, max |b|): the error relative to the reference's scale.
+double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
+    const torch::Tensor bd = b.to(torch::kDouble);
+    const double scale = std::max(1.0, bd.abs().max().item<double>());
+    return (a.to(torch::kDouble) - bd).abs().max().item<double>() / scale;
+}
+
+int usage() {
+    std::fprintf(stderr,
+                 "usage: lm_head_bench --device cuda|cpu [--dtype f32|bf16] [--hidden H] [--vocab V] [--rows N]\n"
+                 "                     [--chunk-mb MiB] [--reps R] [--json FILE]\n");
+    return 2;
+}
+
+int main_impl(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (i + 1 >= argc) return usage();
+        const std::string v = argv[++i];
+        if (a == "--device") o.device = v;
+        else if (a == "--dtype") o.dtype = v;
+        else if (a == "--json") o.json = v;
+        else if (a == "--hidden") o.hidden = std::atoll(v.c_str());
+        else if (a == "--vocab") o.vocab = std::atoll(v.c_str());
+        else if (a == "--rows") o.rows = std::atoll(v.c_str());
+        else if (a == "--chunk-mb") o.chunk_mb = std::atoll(v.c_str());
+        else if (a == "--reps") o.reps = std::atoi(v.c_str());
+        else return usage();
+    }
+    if ((o.device != "cuda" && o.device != "cpu") || (o.dtype != "f32" && o.dtype != "bf16") || o.reps < 1 ||
+        o.hidden < 1 || o.vocab < 1 || o.rows < 1 || o.chunk_mb < 1)
+        return usage();
+#ifndef SPO4J_TORCH_CUDA
+    if (o.device == "cuda") {
+        std::fprintf(stderr, "lm_head_bench: built against a LibTorch without CUDA\n");
+        return 2;
+    }
+#else
+    if (o.device == "cuda" && !torch::cuda::is_available()) {
+        std::fprintf(stderr, "lm_head_bench: LibTorch sees no CUDA device\n");
+        return 2;
+    }
+#endif
+    const torch::Device dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
+    const auto dt = o.dtype == "f32" ? torch::kFloat : torch::kBFloat16;
+    const int64_t chunk_bytes = o.chunk_mb << 20;
+    torch::manual_seed(21);
+    Inputs in;
+    in.h = torch::randn({o.rows, o.hidden}).to(dev, dt);
+    in.w = (torch::randn({o.vocab, o.hidden}) / std::sqrt(double(o.hidden))).to(dev, dt);
+    in.t = torch::randint(o.vocab, {o.rows}, torch::TensorOptions().dtype(torch::kLong)).to(dev);
+    in.g = torch::randn({o.rows}).to(dev);
+    const int64_t ignored = o.rows / 8;  // a prompt-like share of ignored rows, g = 0 there
+    in.t.narrow(0, 0, ignored).fill_(SPO4J_IGNORE_INDEX);
+    in.g.narrow(0, 0, ignored).zero_();
+
+    // validation on the first rows (at most 512) against float64 composite
+    {
+        const int64_t m = std::min<int64_t>(o.rows, 512);
+        Inputs s{in.h.narrow(0, 0, m).contiguous(), in.w, in.t.narrow(0, 0, m).contiguous(),
+                 in.g.narrow(0, 0, m).contiguous()};
+        Inputs s64{s.h.to(torch::kDouble), s.w.to(torch::kDouble), s.t, s.g.to(torch::kDouble)};
+        // small chunks, so the check covers several chunks and a short last one
+        const int64_t small = std::max<int64_t>(o.vocab * 6 * 7, 1);
+        auto f = run("fused", s, small);
+        auto ref = run("composite", s64, 0);
+        const torch::Tensor keep = s.t.ne(SPO4J_IGNORE_INDEX).to(torch::kDouble);
+        const double e_logp = rel_diff(f[0].to(torch::kDouble) * keep, ref[0] * keep);
+        const double e_dh = rel_diff(f[1], ref[1]), e_dw = rel_diff(f[2], ref[2]);
+        // fp32: GEMM and exp rounding; bf16: the logits and gradients are rounded to 8 bits
+        const double tol = dt == torch::kFloat ? 1e-4 : 3e-2;
+        std::printf("check %s %s: relative max |diff| logp %.3g dh %.3g dW %.3g (tolerance %.0e)\n", o.device.c_str(),
+                    o.dtype.c_str(), e_logp, e_dh, e_dw, tol);
+        if (!(e_logp <= tol && e_dh <= tol && e_dw <= tol)) {
+            std::fprintf(stderr, "lm_head_bench: the fused head disagrees with the float64 composite\n");
+            return 1;
+        }
+    }
+
+    std::string json = "{\"device\": \"" + o.device + "\", \"dtype\": \"" + o.dtype + "\", \"hidden\": " +
+                       std::to_string(o.hidden) + ", \"vocab\": " + std::to_string(o.vocab) + ", \"rows\": " +
+                       std::to_string(o.rows) + ", \"chunk_mb\": " + std::to_string(o.chunk_mb) +
+                       ", \"results\": [";
+    bool first = true;
+    for (const std::string p : {"fused", "materialised", "composite"}) {
+        std::vector<double> ms;
+        int64_t peak_extra = -1;
+        for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up, also measures the peak
+            sync(dev);
+            reset_peak(dev);
+            const int64_t before = allocated(dev).first;
+            const auto t0 = std::chrono::steady_clock::now();
+            { auto out = run(p, in, chunk_bytes); sync(dev); }
+            const auto t1 = std::chrono::steady_clock::now();
+            if (r == 0 && before >= 0) peak_extra = allocated(dev).second - before;
+            if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        }
+        std::sort(ms.begin(), ms.end());
+        const double median = ms[ms.size() / 2];
+        std::printf("%-12s %s %s H %lld V %lld N %lld: %.2f ms (median of %d), peak extra %.1f MiB\n", p.c_str(),
+                    o.device.c_str(), o.dtype.c_str(), (long long)o.hidden, (long long)o.vocab, (long long)o.rows,
+                    median, o.reps, peak_extra < 0 ? -1.0 : peak_extra / 1048576.0);
+        json += std::string(first ? "" : ", ") + "{\"provider\": \"" + p + "\", \"median_ms\": " +
+                std::to_string(median) + ", \"peak_extra_bytes\": " + std::to_string(peak_extra) + "}";
+        first = false;
+    }
+    json += "]}\n";
+    if (!o.json.empty()) {
+        FILE* f = std::fopen(o.json.c_str(), "w");
+        if (!f) {
+            std::fprintf(stderr, "lm_head_bench: cannot write %s\n", o.json.c_str());
+            return 2;
+        }
+        std::fputs(json.c_str(), f);
+        std::fclose(f);
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return main_impl(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "lm_head_bench: %s\n", e.what());
+        return 1;
+    }
+}

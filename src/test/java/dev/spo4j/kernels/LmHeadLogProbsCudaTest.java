@@ -1,0 +1,72 @@
+package dev.spo4j.kernels;
+
+import static dev.spo4j.kernels.LmHeadLogProbsTest.IGNORE;
+import static dev.spo4j.kernels.LmHeadLogProbsTest.composite;
+import static dev.spo4j.kernels.LmHeadLogProbsTest.inputs;
+import static dev.spo4j.kernels.LmHeadLogProbsTest.masked;
+import static dev.spo4j.kernels.LmHeadLogProbsTest.targets;
+import static dev.spo4j.kernels.Tensors.toDoubles;
+import static dev.spo4j.testing.AllClose.assertAllClose;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * The fused LM head on CUDA tensors (cuBLAS GEMMs, the CUDA token log-prob kernels on
+ * LibTorch's current stream) against the float64 truth computed on the CPU, in both target
+ * check modes. Needs a CUDA build of libspo4j, a visible GPU and LibTorch's GPU build
+ * ({@code mvn -Pgpu test}); skipped otherwise, with the reason.
+ */
+class LmHeadLogProbsCudaTest {
+    static Device cuda;
+
+    @BeforeEach
+    void requireGpu() {
+        Assumptions.assumeTrue(CudaKernels.built(), "libspo4j was built without CUDA (no nvcc)");
+        Assumptions.assumeTrue(CudaKernels.deviceCount() > 0, "no CUDA device visible to spo4j's runtime");
+        Assumptions.assumeTrue(torch.cuda_is_available(), "LibTorch has no CUDA (run with -Pgpu)");
+        cuda = new Device("cuda:0");
+    }
+
+    static Tensor gpu(Tensor t) {
+        return t.to(cuda, t.scalar_type().intern());
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(TokenLogProbs.TargetCheck.class)
+    void fp32MatchesFloat64Truth(TokenLogProbs.TargetCheck check) {
+        int n = 300, hid = 64, v = 32003, chunk = 37;  // several chunks, a short last one, V odd
+        Tensor[] in = inputs(n, hid, v, ScalarType.Float, 5);
+        Tensor t = targets(n, v, 40, 80, 5);
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 4, 0);
+        Tensor h = gpu(in[0]), w = gpu(in[1]), tg = gpu(t), g = gpu(in[2]);
+        LmHeadLogProbs.Result fwd = head.forward(h, w, tg, IGNORE, true, check);
+        LmHeadLogProbs.Gradients gr = head.backward(h, w, tg, fwd.lse(), g, IGNORE, true, check);
+        assertTrue(gr.hidden().is_cuda() && gr.weight().is_cuda());
+        assertAllClose("logp", masked(truth[0], t), masked(fwd.logp().cpu(), t), 1e-4, 1e-4);
+        assertAllClose("entropy", masked(truth[2], t), masked(fwd.entropy().cpu(), t), 1e-4, 1e-4);
+        // cuBLAS may use TF32 for fp32 GEMMs where LibTorch allows it: a looser tolerance
+        assertAllClose("dh", toDoubles(truth[3]), toDoubles(gr.hidden()), 2e-3, 2e-3);
+        assertAllClose("dW", toDoubles(truth[4]), toDoubles(gr.weight()), 2e-3, 2e-3);
+    }
+
+    @Test
+    void mixedDevicesAreRejected() {
+        Tensor[] in = inputs(4, 8, 11, ScalarType.Float, 1);
+        Tensor t = targets(4, 11, 0, 0, 1);
+        LmHeadLogProbs head = new LmHeadLogProbs();
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> head.forward(gpu(in[0]),
+                in[1], t, IGNORE, false, TokenLogProbs.TargetCheck.CHECKED));
+        assertTrue(e.getMessage().contains("one device"), e.getMessage());
+    }
+}

@@ -1,0 +1,304 @@
+package dev.spo4j.kernels;
+
+import static dev.spo4j.kernels.Tensors.floats;
+import static dev.spo4j.kernels.Tensors.longs;
+import static dev.spo4j.kernels.Tensors.toDoubles;
+import static dev.spo4j.testing.AllClose.assertAllClose;
+import static dev.spo4j.testing.AllClose.maxAbsDiff;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import java.util.stream.Stream;
+import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.ScalarTypeOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorArrayRefOptional;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * The fused LM head ({@link LmHeadLogProbs}) against a float64 truth (LibTorch's composite
+ * linear -> log_softmax -> gather -> autograd in float64 on the same rounded inputs), against
+ * the same composite in the tensors' own dtype, and against the materialised path (full logits,
+ * then {@link TokenLogProbs}): logp, lse, entropy, dL/dh and dL/dW, in both regimes (recompute
+ * and single pass), with chunk sizes that leave a short last chunk, single-row chunks and
+ * chunks whose rows are all ignored.
+ */
+class LmHeadLogProbsTest {
+    static final long IGNORE = TokenLogProbs.DEFAULT_IGNORE_INDEX;
+
+    /** h [n, hid] ~ N(0, 1), W [v, hid] ~ N(0, 0.5^2) (logits of std ~2 at hid = 16), rounded to dt. */
+    static Tensor[] inputs(int n, int hid, int v, ScalarType dt, long seed) {
+        Random rnd = new Random(seed);
+        float[] h = new float[n * hid], w = new float[v * hid], g = new float[n];
+        for (int i = 0; i < h.length; i++) {
+            h[i] = (float) rnd.nextGaussian();
+        }
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) (rnd.nextGaussian() * 0.5);
+        }
+        for (int i = 0; i < n; i++) {
+            g[i] = (float) rnd.nextGaussian();
+        }
+        return new Tensor[] {floats(h, n, hid).to(dt), floats(w, v, hid).to(dt), floats(g, n)};
+    }
+
+    /** Targets in [0, v); rows in [ignoreFrom, ignoreTo) and every 5th row are ignored. */
+    static Tensor targets(int n, int v, int ignoreFrom, int ignoreTo, long seed) {
+        Random rnd = new Random(seed ^ 0x5eed);
+        long[] t = new long[n];
+        for (int i = 0; i < n; i++) {
+            t[i] = (i >= ignoreFrom && i < ignoreTo) || i % 5 == 4 ? IGNORE : rnd.nextInt(v);
+        }
+        return longs(t);
+    }
+
+    /**
+     * LibTorch's composite in {@code dt}: logits = h W^T, log_softmax, gather, masked, then
+     * autograd of sum(g logp). Returns {logp, lse, entropy, dh, dW}.
+     */
+    static Tensor[] composite(Tensor h0, Tensor w0, Tensor t, Tensor g, ScalarType dt) {
+        Tensor h = h0.detach().to(dt).clone();
+        Tensor w = w0.detach().to(dt).clone();
+        h.set_requires_grad(true);
+        w.set_requires_grad(true);
+        Tensor z = torch.linear(h, w);
+        Tensor mask = t.ne(new Scalar(IGNORE));
+        Tensor ls = torch.log_softmax(z, 1);
+        Tensor lp = torch.gather(ls, 1, t.clamp_min(new Scalar(0L)).unsqueeze(1)).squeeze(1)
+                .mul(mask.to(ls.scalar_type()));
+        lp.backward(g.to(dt), new BoolOptional(), false, new TensorArrayRefOptional());
+        Tensor zd = z.detach();
+        Tensor lse = torch.logsumexp(zd, new long[] {1}, false).mul(mask.to(dt));
+        Tensor p = torch.softmax(zd, 1, new ScalarTypeOptional());
+        Tensor ent = torch.logsumexp(zd, new long[] {1}, false).sub(p.mul(zd).sum(new long[] {1}, false, null))
+                .mul(mask.to(dt));
+        Tensor dh = h.grad().clone(), dw = w.grad().clone();
+        java.lang.ref.Reference.reachabilityFence(h);
+        java.lang.ref.Reference.reachabilityFence(w);
+        return new Tensor[] {lp.detach(), lse, ent, dh, dw};
+    }
+
+    /** The materialised path: full logits in dt, the kernel forward and backward, dh = dz W, dW = dz^T h. */
+    static Tensor[] materialised(Tensor h, Tensor w, Tensor t, Tensor g) {
+        Tensor z = torch.mm(h, w.t());
+        TokenLogProbs.Result r = TokenLogProbs.forward(z, t, IGNORE, true);
+        Tensor dz = TokenLogProbs.backward(z, t, r.lse(), g, IGNORE, true);
+        return new Tensor[] {r.logp(), r.lse(), r.entropy(), torch.mm(dz, w),
+                torch.mm(dz.to(ScalarType.Float).t(), h.to(ScalarType.Float))};
+    }
+
+    static double[] masked(Tensor x, Tensor t) {
+        return toDoubles(x.to(ScalarType.Double).mul(t.ne(new Scalar(IGNORE)).to(ScalarType.Double)));
+    }
+
+    /** Cases: rows, hidden, V, chunk rows, ignored range. */
+    static Stream<Arguments> cases() {
+        return Stream.of(
+                Arguments.of(37, 16, 131, 8, 0, 0),       // N not a multiple of the chunk, V odd
+                Arguments.of(5, 8, 257, 1, 0, 0),         // single-row chunks
+                Arguments.of(40, 16, 129, 8, 8, 24),      // two chunks whose rows are all ignored
+                Arguments.of(64, 32, 1000, 64, 0, 0),     // one chunk
+                Arguments.of(23, 24, 4099, 7, 0, 3));     // V just off a vector width
+    }
+
+    @ParameterizedTest(name = "fp32 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
+    @MethodSource("cases")
+    void fp32MatchesFloat64TruthCompositeAndMaterialised(int n, int hid, int v, int chunk, int i0, int i1) {
+        Tensor[] in = inputs(n, hid, v, ScalarType.Float, 11L * n + v);
+        Tensor t = targets(n, v, i0, i1, n);
+        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 4, 1);
+        assertEquals(chunk, head.chunkRows(v, ScalarType.Float, true));
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        Tensor[] comp = composite(in[0], in[1], t, in[2], ScalarType.Float);
+        Tensor[] mat = materialised(in[0], in[1], t, in[2]);
+
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Pass one = head.forwardBackward(in[0], in[1], t, in[2], IGNORE, true, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        Tensor[][] fused = {
+            {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()},
+            {one.result().logp(), one.result().lse(), one.result().entropy(), one.grads().hidden(),
+                one.grads().weight()}};
+        String[] names = {"logp", "lse", "entropy", "dh", "dW"};
+        for (Tensor[] f : fused) {
+            for (int k = 0; k < 5; k++) {
+                double[] got = k < 3 ? masked(f[k], t) : toDoubles(f[k]);
+                double[] want = k < 3 ? masked(truth[k], t) : toDoubles(truth[k]);
+                assertAllClose(names[k] + " vs float64 truth", want, got, 2e-5, 2e-5);
+                assertAllClose(names[k] + " vs fp32 composite", k < 3 ? masked(comp[k], t) : toDoubles(comp[k]),
+                        got, 2e-5, 2e-5);
+                assertAllClose(names[k] + " vs materialised", k < 3 ? masked(mat[k], t) : toDoubles(mat[k]),
+                        got, 1e-5, 1e-5);
+            }
+        }
+        // ignored rows: logp 0 and a zero gradient row
+        double[] dh = toDoubles(gr.hidden());
+        long[] tl = Tensors.toLongs(t);
+        for (int r = 0; r < n; r++) {
+            if (tl[r] == IGNORE) {
+                for (int j = 0; j < hid; j++) {
+                    assertEquals(0.0, dh[r * hid + j], "dh of ignored row " + r);
+                }
+            }
+        }
+        // the mean logit of each row (the logits/* metrics) without reading logits
+        Tensor zMean = torch.mm(in[0].to(ScalarType.Double), in[1].to(ScalarType.Double).t())
+                .mean(new long[] {1}, false, new ScalarTypeOptional());
+        assertAllClose("logit mean", toDoubles(zMean), toDoubles(fwd.logitMean()), 1e-5, 1e-5);
+    }
+
+    /**
+     * bf16: judged against the float64 truth on the same bf16 inputs, each output no worse than
+     * LibTorch's naive bf16 composite plus 5% and one bf16 ulp of the output's largest value
+     * (2^-8 max|truth|: two correctly rounded bf16 paths can differ by one final rounding). The
+     * GEMM rounds the logits to bf16 in both; the kernel then works in fp32 and dW is
+     * accumulated in fp32.
+     */
+    @ParameterizedTest(name = "bf16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
+    @MethodSource("cases")
+    void bf16NoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1) {
+        Tensor[] in = inputs(n, hid, v, ScalarType.BFloat16, 7L * n + v);
+        Tensor t = targets(n, v, i0, i1, n + 1);
+        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * (2 + 4), 1);  // bf16 logits + fp32 copy
+        assertEquals(chunk, head.chunkRows(v, ScalarType.BFloat16, true));
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        Tensor[] naive = composite(in[0], in[1], t, in[2], ScalarType.BFloat16);
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        Tensor[] fused = {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()};
+        String[] names = {"logp", "lse", "entropy", "dh", "dW"};
+        for (int k = 0; k < 5; k++) {
+            double[] want = k < 3 ? masked(truth[k], t) : toDoubles(truth[k]);
+            double errFused = maxAbsDiff(want, k < 3 ? masked(fused[k], t) : toDoubles(fused[k]));
+            double errNaive = maxAbsDiff(want, k < 3 ? masked(naive[k], t) : toDoubles(naive[k]));
+            double ulp = Math.scalb(maxAbs(want), -8);
+            assertTrue(errFused <= errNaive * 1.05 + ulp,
+                    names[k] + ": fused error " + errFused + " > naive bf16 composite's " + errNaive);
+        }
+        assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
+        assertEquals(ScalarType.Float, gr.weight().scalar_type().intern());
+    }
+
+    static double maxAbs(double[] x) {
+        double m = 0;
+        for (double d : x) {
+            m = Math.max(m, Math.abs(d));
+        }
+        return m;
+    }
+
+    @Test
+    void frozenHeadSkipsTheWeightGradient() {
+        Tensor[] in = inputs(9, 8, 31, ScalarType.Float, 3);
+        Tensor t = targets(9, 31, 0, 0, 3);
+        LmHeadLogProbs head = new LmHeadLogProbs(4L * 31 * 4, 1);
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, false, TokenLogProbs.TargetCheck.CHECKED);
+        assertNull(fwd.entropy());
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, false,
+                TokenLogProbs.TargetCheck.CHECKED);
+        assertNull(gr.weight());
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        assertAllClose("dh", toDoubles(truth[3]), toDoubles(gr.hidden()), 2e-5, 2e-5);
+    }
+
+    /**
+     * {@link LmHeadLogProbs#propagate} through a small graph: h = tanh(E[ids] A) with the head
+     * tied to the embedding E (its gradient = the lookup's plus the head's) or untied (W
+     * separate), against full autograd of the composite on the same graph; two passes, so the
+     * second adds to gradients the first defined.
+     */
+    @ParameterizedTest(name = "tied={0}")
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {true, false})
+    void propagatesThroughAutogradTiedAndUntied(boolean tied) {
+        int n = 21, hid = 12, v = 67;
+        Random rnd = new Random(5);
+        long[] ids = new long[n];
+        for (int i = 0; i < n; i++) {
+            ids[i] = rnd.nextInt(v);
+        }
+        Tensor idT = longs(ids);
+        Tensor t = targets(n, v, 0, 0, 9);
+        Tensor g = inputs(n, hid, v, ScalarType.Float, 1)[2];
+        Tensor[][] grads = new Tensor[2][];
+        for (int mode = 0; mode < 2; mode++) {  // 0: composite autograd, 1: fused head + propagate
+            torch.manual_seed(42);
+            Tensor e = torch.randn(new long[] {v, hid}, new TensorOptions(ScalarType.Float));
+            Tensor a = torch.randn(new long[] {hid, hid}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.3));
+            Tensor w = torch.randn(new long[] {v, hid}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.5));
+            e.set_requires_grad(true);
+            a.set_requires_grad(true);
+            w.set_requires_grad(true);
+            Tensor head = tied ? e : w;
+            for (int pass = 0; pass < 2; pass++) {  // the second pass adds to defined gradients
+                Tensor h = torch.tanh(torch.mm(torch.embedding(e, idT), a));
+                if (mode == 0) {
+                    Tensor ls = torch.log_softmax(torch.linear(h, head), 1);
+                    Tensor lp = torch.gather(ls, 1, t.clamp_min(new Scalar(0L)).unsqueeze(1)).squeeze(1)
+                            .mul(t.ne(new Scalar(IGNORE)).to(ScalarType.Float));
+                    lp.backward(g, new BoolOptional(), false, new TensorArrayRefOptional());
+                } else {
+                    LmHeadLogProbs op = new LmHeadLogProbs(5L * v * 4, 1);
+                    LmHeadLogProbs.Result r = op.forward(h, head, t, IGNORE, false,
+                            TokenLogProbs.TargetCheck.CHECKED);
+                    LmHeadLogProbs.propagate(h, head, op.backward(h, head, t, r.lse(), g, IGNORE, true,
+                            TokenLogProbs.TargetCheck.CHECKED));
+                }
+            }
+            grads[mode] = new Tensor[] {e.grad().clone(), a.grad().clone(), tied ? null : w.grad().clone()};
+            java.lang.ref.Reference.reachabilityFence(e);
+            java.lang.ref.Reference.reachabilityFence(a);
+            java.lang.ref.Reference.reachabilityFence(w);
+        }
+        assertAllClose("dE", toDoubles(grads[0][0]), toDoubles(grads[1][0]), 1e-5, 1e-5);
+        assertAllClose("dA", toDoubles(grads[0][1]), toDoubles(grads[1][1]), 1e-5, 1e-5);
+        if (!tied) {
+            assertAllClose("dW", toDoubles(grads[0][2]), toDoubles(grads[1][2]), 1e-5, 1e-5);
+        }
+    }
+
+    @Test
+    void rejectsBadInputsBeforeWriting() {
+        Tensor[] in = inputs(6, 8, 17, ScalarType.Float, 1);
+        Tensor h = in[0], w = in[1], g = in[2];
+        Tensor t = targets(6, 17, 0, 0, 1);
+        LmHeadLogProbs head = new LmHeadLogProbs(2L * 17 * 4, 1);
+        TokenLogProbs.TargetCheck c = TokenLogProbs.TargetCheck.CHECKED;
+        Tensor lse = head.forward(h, w, t, IGNORE, false, c).lse();
+        assertMessage(() -> head.forward(h, torch.zeros(new long[] {17, 9}), t, IGNORE, false, c), "H = 8");
+        assertMessage(() -> head.forward(h, w.view(-1), t, IGNORE, false, c), "expected [V, H]");
+        assertMessage(() -> head.forward(h.view(-1), w, t, IGNORE, false, c), "expected [N, H]");
+        assertMessage(() -> head.forward(h, w.to(ScalarType.BFloat16), t, IGNORE, false, c), "one dtype");
+        assertMessage(() -> head.forward(h.to(ScalarType.Double), w.to(ScalarType.Double), t, IGNORE, false, c),
+                "expected Float, BFloat16 or Half");
+        assertMessage(() -> head.forward(h, w, longs(0, 1, 2, 17, 4, 5), IGNORE, false, c), "targets[3] = 17");
+        assertMessage(() -> head.forward(h, w, longs(0, 1, 2, 3, -5, 5), IGNORE, false, c), "targets[4] = -5");
+        assertMessage(() -> head.forward(h, w, longs(0, 1, 2), IGNORE, false, c), "targets");
+        assertMessage(() -> head.forward(h, w, t, 3, false, c), "ignoreIndex 3");
+        assertMessage(() -> new LmHeadLogProbs(17L * 4 - 1, 1).forward(h, w, t, IGNORE, false, c),
+                "smaller than one row");
+        assertMessage(() -> new LmHeadLogProbs(0, 1), "chunk budget");
+        assertMessage(() -> head.backward(h, w, t, lse, g.narrow(0, 0, 5), IGNORE, true, c), "gradLogp");
+        // a bad target in the last chunk: the backward throws before any chunk is processed
+        Tensor late = longs(0, 1, 2, 3, 4, 99);
+        assertMessage(() -> head.backward(h, w, late, lse, g, IGNORE, true, c), "targets[5] = 99");
+        assertMessage(() -> head.forwardBackward(h, w, late, g, IGNORE, false, true, c), "targets[5] = 99");
+    }
+
+    private static void assertMessage(org.junit.jupiter.api.function.Executable call, String part) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call);
+        assertTrue(e.getMessage().contains(part), "message '" + e.getMessage() + "' lacks '" + part + "'");
+    }
+}
