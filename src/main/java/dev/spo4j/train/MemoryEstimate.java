@@ -21,7 +21,10 @@ import java.util.Map;
  *                  with LoRA below fp32 the fp32 copies of the adapted projections' inputs
  *                  (one for q/k/v, one for gate/up, o's, down's) and r per adapter; with checkpointing
  *                  L · h · p per token (the layer inputs) plus one layer's activations
- *   LM head        the [N, V] logits and their gradient, in p bytes
+ *   LM head        materialised: the [N, V] logits and their gradient, in p bytes; fused
+ *                  (LmHeadLogProbs, the default): two chunks of fp32 logits (a chunk and its
+ *                  gradient, each at most the chunk budget), lse and log-probs [N] fp32, dL/dh
+ *                  [N, h] fp32, and for a trained head below fp32 its fp32 dW [V, h]
  *   runtime        a fixed 0.5 GiB for the JVM heap, LibTorch and allocator slack
  * </pre>
  * h = hidden, q = heads · head_dim, kv = kv heads · head_dim, i = intermediate size, L layers,
@@ -44,6 +47,15 @@ public final class MemoryEstimate {
      */
     public static MemoryEstimate of(ModelConfig c, Precision precision, LoraConfig lora, boolean checkpointing,
                                     int pairs, int length) {
+        return of(c, precision, lora, checkpointing, pairs, length, dev.spo4j.loss.LmHead.MATERIALISED, 0);
+    }
+
+    /**
+     * As {@link #of(ModelConfig, Precision, LoraConfig, boolean, int, int)} with the LM head
+     * chosen ({@code --lm-head}); {@code chunkBytes}: the fused head's chunk budget.
+     */
+    public static MemoryEstimate of(ModelConfig c, Precision precision, LoraConfig lora, boolean checkpointing,
+                                    int pairs, int length, dev.spo4j.loss.LmHead head, long chunkBytes) {
         MemoryEstimate e = new MemoryEstimate();
         long p = precision.bytes();
         long params = parameters(c);
@@ -75,7 +87,13 @@ public final class MemoryEstimate {
         }
         long act = checkpointing ? tokens * (layers * h * p + perLayerToken) : tokens * layers * perLayerToken;
         e.parts.put("activations", act);
-        e.parts.put("LM head", 2 * tokens * c.vocabSize() * p);
+        if (head == dev.spo4j.loss.LmHead.FUSED) {
+            long chunk = Math.min(chunkBytes, tokens * c.vocabSize() * 4);
+            long dw = lora == null && precision != Precision.FP32 ? c.vocabSize() * h * 4 : 0;
+            e.parts.put("LM head", 2 * chunk + 2 * tokens * 4 + tokens * h * 4 + dw);
+        } else {
+            e.parts.put("LM head", 2 * tokens * c.vocabSize() * p);
+        }
         e.parts.put("runtime", RUNTIME);
         return e;
     }

@@ -3,6 +3,7 @@ package dev.spo4j.train;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.LoraConfig;
@@ -65,6 +66,25 @@ class MemoryEstimateTest {
                 "the fp32 full fine-tune does not");
     }
 
+    /** The fused LM head keeps two chunks of fp32 logits, [N] lse and log-probs, fp32 dL/dh, and a bf16 head's fp32 dW. */
+    @Test
+    void fusedHeadKeepsChunksInsteadOfTheLogits() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-7b", "config.json"));
+        LoraConfig lora = new LoraConfig(16, 32, 0, LoraConfig.ALL_MODULES);
+        long n = 2L * 4 * 2048, chunk = 256L << 20, h = c.hiddenSize(), v = c.vocabSize();
+        MemoryEstimate mat = MemoryEstimate.of(c, Precision.BF16, lora, true, 4, 2048);
+        MemoryEstimate fused = MemoryEstimate.of(c, Precision.BF16, lora, true, 4, 2048, LmHead.FUSED, chunk);
+        assertEquals(2 * n * v * 2, mat.parts().get("LM head"));
+        assertEquals(2 * chunk + 2 * n * 4 + n * h * 4, fused.parts().get("LM head"));
+        assertEquals(mat.total() - mat.parts().get("LM head"), fused.total() - fused.parts().get("LM head"),
+                "only the LM head part changes");
+        Map<String, Long> full = MemoryEstimate.of(c, Precision.BF16, null, true, 4, 2048, LmHead.FUSED, chunk).parts();
+        assertEquals(2 * chunk + 2 * n * 4 + n * h * 4 + v * h * 4, full.get("LM head"), "a trained bf16 head's fp32 dW");
+        // a batch whose logits are smaller than the budget keeps no more than its logits
+        Map<String, Long> tiny = MemoryEstimate.of(c, Precision.FP32, lora, false, 1, 4, LmHead.FUSED, chunk).parts();
+        assertEquals(2 * (2L * 4 * v * 4) + 2 * 8 * 4 + 8 * h * 4, tiny.get("LM head"));
+    }
+
     @Test
     void dryRunPrintsTheTable() {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
@@ -81,7 +101,7 @@ class MemoryEstimateTest {
         assertEquals(0, code, out.toString());
         String s = out.toString();
         for (String part : new String[] {"weights", "master copy", "adapters", "gradients", "optimiser", "activations",
-            "LM head", "total", "bfloat16, LoRA r 16, activation checkpointing, 4 pairs x 1024 tokens"}) {
+            "LM head", "total", "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens"}) {
             assertTrue(s.contains(part), part + " missing from:\n" + s);
         }
     }
