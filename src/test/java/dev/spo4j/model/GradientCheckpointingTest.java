@@ -31,7 +31,9 @@ class GradientCheckpointingTest {
                 Arguments.of("tiny-qwen2", LlamaModel.Attention.SDPA, false),
                 Arguments.of("tiny-qwen2", LlamaModel.Attention.EAGER, false),
                 Arguments.of("tiny-llama", LlamaModel.Attention.SDPA, true),
-                Arguments.of("tiny-qwen2", LlamaModel.Attention.EAGER, true));
+                Arguments.of("tiny-qwen2", LlamaModel.Attention.EAGER, true),
+                Arguments.of("tiny-qwen3", LlamaModel.Attention.SDPA, false),
+                Arguments.of("tiny-qwen3", LlamaModel.Attention.SDPA, true));
     }
 
     /** Gradients of sum(w * logits) for a fixed random w: by name, model parameters or adapters. */

@@ -64,7 +64,7 @@ class LoraAdaptersTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"tiny-llama", "tiny-qwen2"})
+    @ValueSource(strings = {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"})
     void freshAdapterForwardEqualsTheBase(String fixture) throws IOException {
         Tensor base = logits(tiny(fixture));
         LlamaModel m = tiny(fixture);
