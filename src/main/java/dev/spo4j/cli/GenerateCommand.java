@@ -6,7 +6,6 @@ import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.generate.GenerationConfig;
 import dev.spo4j.generate.Generator;
 import dev.spo4j.model.LlamaModel;
-import dev.spo4j.model.ModelFolder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -53,11 +52,14 @@ final class GenerateCommand implements Callable<Integer> {
             + "and its generation prompt")
     boolean chat;
     @Mixin
+    ModelOptions modelOptions;
+    @Mixin
     VerboseOption verbose;
 
     @Override
     public Integer call() throws Exception {
         GenerationConfig cfg = new GenerationConfig(temperature, topK, topP, maxNewTokens, seed);
+        modelOptions.check(model);
         if (numSamples < 1) {
             throw new IllegalArgumentException("--num-samples = " + numSamples + " (expected >= 1)");
         }
@@ -82,7 +84,7 @@ final class GenerateCommand implements Callable<Integer> {
         }
         Gson gson = new Gson();
         try (TextTokenizer tok = TextTokenizer.load(model)) {
-            LlamaModel m = ModelFolder.load(model);
+            LlamaModel m = modelOptions.load(model);
             List<long[]> ids = new ArrayList<>();
             for (String p : batch) {
                 ids.add(chat ? Generator.chatPromptIds(tok, p) : Generator.promptIds(tok, p));

@@ -5,10 +5,9 @@ import dev.spo4j.data.PreferenceCollator;
 import dev.spo4j.data.PreferenceDataset;
 import dev.spo4j.data.PreferenceFormats;
 import dev.spo4j.data.TextTokenizer;
-import dev.spo4j.loss.LmHead;
 import dev.spo4j.data.TokenizedPair;
+import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.LlamaModel;
-import dev.spo4j.model.ModelFolder;
 import dev.spo4j.train.ReferenceLogProbs;
 import dev.spo4j.train.TrainConfig;
 import java.nio.file.Files;
@@ -56,6 +55,8 @@ final class LogpsCommand implements Callable<Integer> {
             description = "fused LM head: MiB of logits in flight at most (default: ${DEFAULT-VALUE})")
     int lmHeadChunkMb;
     @Mixin
+    ModelOptions modelOptions;
+    @Mixin
     VerboseOption verbose;
 
     @Override
@@ -63,6 +64,7 @@ final class LogpsCommand implements Callable<Integer> {
         if (batchSize < 1) {
             throw new IllegalArgumentException("--batch-size = " + batchSize + " (expected >= 1)");
         }
+        modelOptions.check(model);
         if (lmHeadChunkMb < 1) {
             throw new IllegalArgumentException("--lm-head-chunk-mb = " + lmHeadChunkMb + " (expected >= 1)");
         }
@@ -84,7 +86,7 @@ final class LogpsCommand implements Callable<Integer> {
         try (TextTokenizer tok = TextTokenizer.load(model)) {
             PreferenceCollator collator = lengths.collator(tok, model, loaded.templated());
             truncated = collator.tokenizeAll(loaded.pairs()).stream().filter(TokenizedPair::truncated).count();
-            LlamaModel m = ModelFolder.load(model);
+            LlamaModel m = modelOptions.load(model);
             double[][] refs = ReferenceLogProbs.compute(m, collator, loaded.pairs(), batchSize,
                     threads > 0 ? threads : torch.get_num_threads(), lmHead, (long) lmHeadChunkMb << 20);
             PreferenceDataset.writeWithReferenceLogps(data, out, refs[0], refs[1]);

@@ -18,7 +18,7 @@ import picocli.CommandLine.Command;
 @Command(name = "spo4j", mixinStandardHelpOptions = true, version = "spo4j 0.1.0",
         description = "Preference optimisation (SPO, DPO, IPO, hinge) of Llama-family models on LibTorch.",
         subcommands = {TrainCommand.class, LogpsCommand.class, SftCommand.class,
-                GenerateCommand.class, ExperimentCommand.class, TokenizeCommand.class})
+                GenerateCommand.class, ExperimentCommand.class, MergeCommand.class, TokenizeCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

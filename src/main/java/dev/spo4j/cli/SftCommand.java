@@ -9,7 +9,8 @@ import picocli.CommandLine.Mixin;
 
 @Command(name = "sft", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Supervised fine-tuning: next-token cross-entropy on prompt + completion, completion tokens",
-                "only (EOS included), through the fused token log-probs kernel. Writes RUN_DIR/final-model."})
+                "only (EOS included), through the fused token log-probs kernel. Writes RUN_DIR/final-model",
+                "(RUN_DIR/final-adapter, PEFT layout, with --lora-r)."})
 final class SftCommand implements Callable<Integer> {
     /** Every run setting: the options and their defaults are SftConfig's fields. */
     @Mixin

@@ -36,6 +36,10 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--nproc-per-node", paramLabel = "N", description = "data parallel: start N worker processes on this "
             + "machine (torchrun-style; for several machines set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead) (default: ${DEFAULT-VALUE})")
     int nprocPerNode = 1;
+    @Option(names = "--dry-run", description = "print the expected peak memory of a training step by part (weights, "
+            + "master copy, adapters, gradients, optimiser, activations, LM head) for --model's config.json and these "
+            + "options, then exit; nothing is loaded")
+    boolean dryRun;
     @Mixin
     VerboseOption verbose;
 
@@ -50,6 +54,9 @@ final class TrainCommand implements Callable<Integer> {
                         + "workers yourself with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or let --nproc-per-node do it");
             }
             return LocalLauncher.launch(nprocPerNode, workerArgs(), System.out, System.err);
+        }
+        if (dryRun) {
+            return dryRun();
         }
         LocalLauncher.exitWithLauncher();
         Trainer.Summary s;
@@ -68,6 +75,26 @@ final class TrainCommand implements Callable<Integer> {
         if (System.getenv("RANK") == null || System.getenv("RANK").trim().equals("0")) {
             print(s);
         }
+        return 0;
+    }
+
+    /** Prints the memory estimate of a step for config.model and the options. */
+    private int dryRun() throws java.io.IOException {
+        if (config.model == null) {
+            throw new IllegalArgumentException("--dry-run needs --model DIR (its config.json; no weights are read)");
+        }
+        config.validate();
+        Path dir = Path.of(config.model);
+        dev.spo4j.model.ModelConfig mc = dev.spo4j.model.ModelConfig.read(dir.resolve(dev.spo4j.model.ModelFolder.CONFIG));
+        dev.spo4j.model.Precision precision = config.precision(config.device.startsWith("cuda"), dir);
+        dev.spo4j.train.MemoryEstimate e = dev.spo4j.train.MemoryEstimate.of(mc, precision, config.loraConfig(),
+                config.gradientCheckpointing, config.batchSize, config.maxLength, config.lmHead, config.lmHeadChunkBytes());
+        System.out.printf(Locale.ROOT, "expected peak memory of a step: %s, %s, %s%s, %s LM head, %d pairs x %d tokens "
+                + "per micro-batch%n", dir, precision.torchDtype(),
+                config.lora() ? "LoRA r " + config.loraConfig().r() : "full fine-tuning",
+                config.gradientCheckpointing ? ", activation checkpointing" : "",
+                config.lmHead.toString().toLowerCase(Locale.ROOT), config.batchSize, config.maxLength);
+        System.out.print(e.table());
         return 0;
     }
 

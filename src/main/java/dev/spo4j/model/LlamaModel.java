@@ -71,6 +71,7 @@ public final class LlamaModel extends Module {
     private final List<Module> children = new ArrayList<>();  // Java peers of the module tree
     private final double[] invFreq;
     private volatile Attention attention = Attention.SDPA;
+    private volatile LoraAdapters adapters;  // null: plain projections
 
     /**
      * How attention is computed. Both give the Hugging Face result at every real (non-pad)
@@ -235,7 +236,7 @@ public final class LlamaModel extends Module {
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
         for (int i = 0; i < layers.length; i++) {
-            x = layer(layers[i], x, cosSin[0], cosSin[1], masking, b, t, null, i);
+            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, null);
         }
         return rmsNorm(x, finalNorm);
     }
@@ -297,7 +298,7 @@ public final class LlamaModel extends Module {
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
         for (int i = 0; i < layers.length; i++) {
-            x = layer(layers[i], x, cosSin[0], cosSin[1], masking, b, t, cache, i);
+            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, cache);
         }
         return rmsNorm(x, finalNorm);
     }
@@ -337,7 +338,7 @@ public final class LlamaModel extends Module {
         Masking masking = new Masking(false, cache.additive, attention == Attention.EAGER ? blocked : null);
         try {
             for (int i = 0; i < layers.length; i++) {
-                x = layer(layers[i], x, cos, sin, masking, b, 1, cache, i);
+                x = layer(i, x, cos, sin, masking, b, 1, cache);
             }
         } finally {
             cache.slots = null;
@@ -362,6 +363,123 @@ public final class LlamaModel extends Module {
         cache.keys[layer].scatter_(2, idx, k);
         cache.values[layer].scatter_(2, idx, v);
         return new Tensor[] {cache.keys[layer], cache.values[layer]};
+    }
+
+    /**
+     * A forward with activation checkpointing: the decoder layers run without autograd and
+     * only each layer's input is kept; {@link #hiddenStates()} and {@link #logits()} carry
+     * autograd from the last layer's output (a leaf) through the final norm and head. After
+     * the loss's backward, {@link #backward()} recomputes each layer with autograd, last to
+     * first, back-propagating the gradient that reached its output into the parameters and
+     * its input; then the embedding. The parameters' gradients are those of a plain forward
+     * to fp32 rounding (the same operations; only the order in which a tied embedding's two
+     * contributions are summed differs). LoRA dropout masks are replayed from the CPU
+     * generator's state saved before each layer.
+     */
+    public final class Recomputed {
+        private final Tensor ids;
+        private final Tensor[] inputs;
+        private final Tensor[] rngStates;  // CPU generator state before each layer, when dropout draws
+        private final Tensor rngAfter;
+        private final Tensor cos, sin;
+        private final Masking masking;
+        private final long b, t;
+        private final Tensor top, hidden;
+        private boolean done;
+
+        private Recomputed(Tensor ids, Tensor attentionMask) {
+            checkInputs(ids, attentionMask);
+            this.ids = ids;
+            this.b = ids.size(0);
+            this.t = ids.size(1);
+            LoraAdapters ad = adapters;
+            boolean replay = ad != null && ad.enabled() && ad.config().dropout() > 0;
+            if (replay && !embed.device().is_cpu()) {
+                throw new IllegalArgumentException("gradient checkpointing with LoRA dropout > 0 runs on the CPU only "
+                        + "(its masks are replayed from the CPU generator); set --lora-dropout 0 on " + embed.device().str().getString());
+            }
+            inputs = new Tensor[layers.length];
+            rngStates = replay ? new Tensor[layers.length] : null;
+            Tensor x;
+            try (NoGradGuard ng = new NoGradGuard()) {
+                x = torch.embedding(embed, ids);
+                ScalarType dtype = x.scalar_type().intern();
+                Tensor[] cs = rope(t, dtype, ids);
+                cos = cs[0];
+                sin = cs[1];
+                masking = masking(ids, attentionMask, b, t, dtype);
+                if (replay) {
+                    ad.setDropoutWithoutGrad(true);
+                }
+                try {
+                    for (int i = 0; i < layers.length; i++) {
+                        inputs[i] = x;
+                        if (replay) {
+                            rngStates[i] = torch.getDefaultCPUGenerator().get_state();
+                        }
+                        x = layer(i, x, cos, sin, masking, b, t, null);
+                    }
+                } finally {
+                    if (replay) {
+                        ad.setDropoutWithoutGrad(false);
+                    }
+                }
+                rngAfter = replay ? torch.getDefaultCPUGenerator().get_state() : null;
+            }
+            top = x;
+            top.set_requires_grad(true);
+            hidden = rmsNorm(top, finalNorm);
+        }
+
+        /** The final hidden states (after model.norm), [B,T,H], with autograd to the last layer's output. */
+        public Tensor hiddenStates() {
+            return hidden;
+        }
+
+        /** The logits [B,T,V] of {@link #hiddenStates()}. */
+        public Tensor logits() {
+            return LlamaModel.this.logits(hidden);
+        }
+
+        /**
+         * Back-propagates, layer by layer, the gradient that the loss's backward left on the last
+         * layer's output into the parameters (accumulating into their grad, as a plain backward
+         * does). Once; the loss's backward must have run.
+         */
+        public void backward() {
+            if (done) {
+                throw new IllegalStateException("Recomputed.backward() called twice");
+            }
+            done = true;
+            Tensor g = top.grad();
+            if (g == null || g.isNull() || !g.defined()) {
+                throw new IllegalStateException("no gradient reached the decoder's output: run the loss's backward first");
+            }
+            for (int i = layers.length - 1; i >= 0; i--) {
+                Tensor xi = inputs[i];
+                xi.set_requires_grad(true);
+                if (rngStates != null) {
+                    torch.getDefaultCPUGenerator().set_state(rngStates[i]);
+                }
+                Tensor y = layer(i, xi, cos, sin, masking, b, t, null);
+                y.backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
+                        new org.bytedeco.pytorch.TensorArrayRefOptional());
+                g = xi.grad();
+                inputs[i] = null;
+            }
+            if (rngAfter != null) {
+                torch.getDefaultCPUGenerator().set_state(rngAfter);
+            }
+            if (embed.requires_grad()) {
+                torch.embedding(embed, ids).backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
+                        new org.bytedeco.pytorch.TensorArrayRefOptional());
+            }
+        }
+    }
+
+    /** A forward with activation checkpointing ({@link Recomputed}); same arguments as {@link #forward}. */
+    public Recomputed forwardRecomputed(Tensor inputIds, Tensor attentionMask) {
+        return new Recomputed(inputIds, attentionMask);
     }
 
     /**
@@ -408,23 +526,24 @@ public final class LlamaModel extends Module {
         return -Float.MAX_VALUE;
     }
 
-    private Tensor layer(Layer l, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,
-                         KvCache cache, int layerIndex) {
+    private Tensor layer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,
+                         KvCache cache) {
+        Layer l = layers[index];
         int heads = config.numAttentionHeads(), kvHeads = config.numKeyValueHeads(), d = config.headDim();
         Tensor a = rmsNorm(x, l.inNorm);
-        Tensor q = linear(a, l.wq, l.bq).view(b, t, heads, d);
-        Tensor k = linear(a, l.wk, l.bk).view(b, t, kvHeads, d);
+        Tensor q = proj(index, 0, a, l.wq, l.bq).view(b, t, heads, d);
+        Tensor k = proj(index, 1, a, l.wk, l.bk).view(b, t, kvHeads, d);
         if (l.qNorm != null) {  // Qwen3: RMSNorm over each head's vector, before RoPE
             q = rmsNorm(q, l.qNorm);
             k = rmsNorm(k, l.kNorm);
         }
         q = q.transpose(1, 2);                                                      // [B,nH,T,D]
         k = k.transpose(1, 2);                                                      // [B,nKV,T,D]
-        Tensor v = linear(a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
+        Tensor v = proj(index, 2, a, l.wv, l.bv).view(b, t, kvHeads, d).transpose(1, 2);
         q = applyRope(q, cos, sin);
         k = applyRope(k, cos, sin);
         if (cache != null) {
-            Tensor[] kv = cacheKv(cache, layerIndex, k, v);
+            Tensor[] kv = cacheKv(cache, index, k, v);
             k = kv[0];
             v = kv[1];
         }
@@ -447,10 +566,27 @@ public final class LlamaModel extends Module {
                     new DoubleOptional(scale), false);
         }
         Tensor attn = out.transpose(1, 2).reshape(b, t, (long) heads * d);
-        x = x.add(linear(attn, l.wo, l.bo));
+        x = x.add(proj(index, 3, attn, l.wo, l.bo));
         Tensor m = rmsNorm(x, l.postNorm);
-        Tensor gated = torch.silu(linear(m, l.wg, l.bg)).mul(linear(m, l.wu, l.bu));
-        return x.add(linear(gated, l.wd, l.bd));
+        Tensor gated = torch.silu(proj(index, 4, m, l.wg, l.bg)).mul(proj(index, 5, m, l.wu, l.bu));
+        return x.add(proj(index, 6, gated, l.wd, l.bd));
+    }
+
+    /** Projection {@code module} (index into {@link LoraConfig#ALL_MODULES}) of a layer, with its adapter if any. */
+    private Tensor proj(int layer, int module, Tensor x, Tensor w, Tensor bias) {
+        Tensor y = linear(x, w, bias);
+        LoraAdapters ad = adapters;
+        return ad == null ? y : ad.apply(layer, module, x, y);
+    }
+
+    /** The LoRA adapters attached to this model ({@link LoraAdapters#create}, {@link LoraAdapters#load}), or null. */
+    public LoraAdapters adapters() {
+        return adapters;
+    }
+
+    /** Attaches adapters (null detaches them); called by {@link LoraAdapters}. */
+    void setAdapters(LoraAdapters ad) {
+        this.adapters = ad;
     }
 
     private static Tensor linear(Tensor x, Tensor w, Tensor bias) {

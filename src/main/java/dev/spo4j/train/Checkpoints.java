@@ -4,6 +4,7 @@ import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
 import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.ModelFolder;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -35,6 +36,8 @@ import org.bytedeco.pytorch.global.torch;
 public final class Checkpoints {
     private static final Gson GSON = new GsonBuilder().setPrettyPrinting().create();
     static final String STATE = "trainer_state.json", OPTIMIZER = "optimizer.pt", MODEL = "model";
+    /** A LoRA run's checkpoint holds its adapters (PEFT layout) here instead of {@link #MODEL}. */
+    static final String ADAPTER = "adapter";
     /** Every other file of the checkpoint with its size and CRC-32C, written last. */
     static final String MANIFEST = "manifest.json";
 
@@ -64,6 +67,16 @@ public final class Checkpoints {
      */
     public static Path save(Path runDir, LlamaModel model, Optimizer optimizer, State state, Path tokenizerDir,
                             int keep) {
+        return save(runDir, model, null, optimizer, state, tokenizerDir, keep);
+    }
+
+    /**
+     * As {@link #save(Path, LlamaModel, Optimizer, State, Path, int)}; with {@code adapters}
+     * not null (a LoRA run) the checkpoint holds {@code adapter/} (PEFT layout) instead of the
+     * frozen base's weights.
+     */
+    public static Path save(Path runDir, LlamaModel model, LoraAdapters adapters, Optimizer optimizer, State state,
+                            Path tokenizerDir, int keep) {
         try {
             Path root = Files.createDirectories(runDir.resolve("checkpoints"));
             String name = String.format(java.util.Locale.ROOT, "step-%07d", state.step);
@@ -71,7 +84,11 @@ public final class Checkpoints {
             removeLeftovers(root);
             Path tmp = AtomicFiles.newTempDirBeside(dst, "tmp");
             try {
-                ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
+                if (adapters == null) {
+                    ModelFolder.save(model, tmp.resolve(MODEL), tokenizerDir);
+                } else {
+                    adapters.save(tmp.resolve(ADAPTER), tokenizerDir.toString(), tokenizerDir);
+                }
                 saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
                 state.rngState = Base64.getEncoder().encodeToString(generatorState());
                 Files.writeString(tmp.resolve(STATE), GSON.toJson(state));

@@ -8,6 +8,7 @@ import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.loss.LmHead;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
 import dev.spo4j.model.ModelFolder;
 import dev.spo4j.train.dist.DataParallel;
 import java.io.IOException;
@@ -63,10 +64,16 @@ public final class ReferenceLogProbs {
      * computes a contiguous shard of the pairs and a sum over ranks assembles them; on resume
      * rank 0 reads the file and broadcasts it. A reference-free loss (simpo, cpo) gets zeros and
      * no reference model is loaded.
+     *
+     * <p>A loaded reference runs in the training {@code precision}. {@code adapted}: a LoRA run's
+     * policy, or null. Without a separate reference model its base, with the adapters off, is the
+     * reference (no second copy is loaded).
      */
     static double[][][] forRun(TrainConfig cfg, Path runDir, Path modelDir, PreferenceCollator collator,
                                List<PreferencePair> train, List<PreferencePair> eval, int threads, Device device,
-                               boolean resuming, DataParallel dp, PrintStream console) throws IOException {
+                               boolean resuming, DataParallel dp, PrintStream console, LlamaModel adapted,
+                               dev.spo4j.model.Precision precision)
+            throws IOException {
         if (!cfg.lossConfig().needsReference()) {  // simpo, cpo: no reference model, no reference pass
             return new double[][][] {{new double[train.size()], new double[train.size()]},
                 {new double[eval.size()], new double[eval.size()]}};
@@ -104,25 +111,43 @@ public final class ReferenceLogProbs {
                 out[s] = pre;
                 continue;
             }
+            if (reference == null && adapted != null && cfg.refModel == null) {
+                console.println("spo4j: reference log-probs from the base model (LoRA adapters off) for "
+                        + set.size() + " pairs");
+                reference = adapted;
+            }
             if (reference == null) {
                 Path refDir = cfg.refModel != null ? Path.of(cfg.refModel) : modelDir;
                 console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
                         : "the initial policy (frozen)") + " for " + set.size() + " pairs");
                 reference = ModelFolder.load(refDir);
-                reference.to(device, false);
+                reference.to(device, precision.scalarType(), false);  // the policy's precision
                 for (Tensor p : reference.parameterList()) {
                     p.set_requires_grad(false);
                 }
             }
             int n = set.size(), from = (int) ((long) n * rank / world), to = (int) ((long) n * (rank + 1) / world);
-            double[][] mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads, cfg.lmHead,
-                    cfg.lmHeadChunkBytes());
+            double[][] mine;
+            if (reference == adapted) {
+                LoraAdapters ad = adapted.adapters();
+                boolean was = ad.enabled();
+                ad.setEnabled(false);
+                try {
+                    mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads, cfg.lmHead,
+                            cfg.lmHeadChunkBytes());
+                } finally {
+                    ad.setEnabled(was);
+                }
+            } else {
+                mine = compute(reference, collator, set.subList(from, to), cfg.batchSize, threads, cfg.lmHead,
+                        cfg.lmHeadChunkBytes());
+            }
             out[s] = new double[][] {new double[n], new double[n]};
             System.arraycopy(mine[0], 0, out[s][0], from, to - from);
             System.arraycopy(mine[1], 0, out[s][1], from, to - from);
             computed = true;
         }
-        if (reference != null) {
+        if (reference != null && reference != adapted) {
             reference.close();
         }
         if (dp != null && computed) {  // the same decision on every rank: they all hold the same data

@@ -56,9 +56,46 @@ public final class SftConfig {
     @Option(names = "--log-every", description = "(default: ${DEFAULT-VALUE})")
     public int logEvery = 10;
 
+    /** LoRA rank; null: full fine-tuning. The run then writes final-adapter/ (PEFT layout) instead of final-model/. */
+    @Option(names = "--lora-r", paramLabel = "R", description = "train LoRA adapters of rank R on a frozen base; writes "
+            + "final-adapter/ (PEFT) (default: full fine-tuning)")
+    public Integer loraR;
+    /** LoRA alpha (update scale alpha / r). */
+    @Option(names = "--lora-alpha", description = "(default: ${DEFAULT-VALUE})")
+    public double loraAlpha = 16;
+    /** Dropout on the adapters' inputs. */
+    @Option(names = "--lora-dropout", description = "(default: ${DEFAULT-VALUE})")
+    public double loraDropout = 0.0;
+    /** Adapted projections. */
+    @Option(names = "--lora-target-modules", split = ",", paramLabel = "M", description = "q,k,v,o,gate,up,down (default), "
+            + "their _proj names, or all-linear")
+    public java.util.List<String> loraTargetModules = new java.util.ArrayList<>(
+            java.util.List.of("q", "k", "v", "o", "gate", "up", "down"));
+    /** Weights and activations dtype (bf16 or fp32); null: fp32. */
+    @Option(names = "--dtype", paramLabel = "DTYPE", description = "bf16 | fp32; full fine-tuning keeps fp32 masters and "
+            + "AdamW state (default: fp32)")
+    public String dtype;
+
+    /** The LoRA settings, or null for full fine-tuning. */
+    public dev.spo4j.model.LoraConfig loraConfig() {
+        return loraR == null ? null : new dev.spo4j.model.LoraConfig(loraR, loraAlpha, loraDropout, loraTargetModules);
+    }
+
+    /** The precision ({@link #dtype}, fp32 by default); fp16 refused. */
+    public dev.spo4j.model.Precision precision() {
+        dev.spo4j.model.Precision p = dtype == null ? dev.spo4j.model.Precision.FP32 : dev.spo4j.model.Precision.parse(dtype);
+        if (p == dev.spo4j.model.Precision.FP16) {
+            throw new IllegalArgumentException("dtype fp16 needs loss scaling, which spo4j does not implement: "
+                    + "use --dtype bf16 or fp32");
+        }
+        return p;
+    }
+
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
         optim.validate();
+        loraConfig();
+        precision();
         if (batchSize < 1 || epochs < 1 || maxLength < 2 || maxSteps == 0 || maxSteps < -1 || logEvery < 1
                 || threads < 0 || lmHead == null || lmHeadChunkMb < 1) {
             throw new IllegalArgumentException("sft: batch size, epochs, log-every, LM head chunk MiB >= 1, "

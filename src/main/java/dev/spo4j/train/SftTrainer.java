@@ -7,6 +7,8 @@ import dev.spo4j.data.TokenRule;
 import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.SftObjective;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.Precision;
 import dev.spo4j.model.ModelFolder;
 import dev.spo4j.report.MetricsLog;
 import dev.spo4j.report.MetricsPlot;
@@ -68,9 +70,19 @@ public final class SftTrainer {
         try (TextTokenizer tok = TextTokenizer.load(Path.of(cfg.model))) {
             Files.createDirectories(runDir);
             LlamaModel model = ModelFolder.load(Path.of(cfg.model));
+            LoraAdapters adapters = null;
+            if (cfg.loraConfig() != null) {  // a frozen base in the run's dtype, fp32 adapters
+                model.to(cfg.precision().scalarType(), false);
+                torch.manual_seed(cfg.seed);
+                adapters = LoraAdapters.create(model, cfg.loraConfig());
+            }
             Summary s = train(model, tok, data, cfg, console);
-            Path finalModel = runDir.resolve("final-model");
-            ModelFolder.save(model, finalModel, Path.of(cfg.model));
+            Path finalModel = runDir.resolve(adapters != null ? "final-adapter" : "final-model");
+            if (adapters != null) {
+                adapters.save(finalModel, cfg.model, Path.of(cfg.model));
+            } else {
+                ModelFolder.save(model, finalModel, Path.of(cfg.model));
+            }
             try (MetricsLog log = new MetricsLog(runDir.resolve("metrics.jsonl"), 0)) {
                 for (Map<String, Double> r : s.rows()) {
                     log.append(r);
@@ -84,7 +96,11 @@ public final class SftTrainer {
         }
     }
 
-    /** Trains {@code model} in place on the examples; returns per-step rows (loss, grad_norm, learning_rate). */
+    /**
+     * Trains {@code model} in place on the examples (its attached LoRA adapters only, when it has
+     * some; with {@code cfg.dtype} bf16 and no adapters, a bf16 working copy with the model as
+     * the fp32 master); returns per-step rows (loss, grad_norm, learning_rate).
+     */
     public static Summary train(LlamaModel model, TextTokenizer tok, List<SftExample> data, SftConfig cfg,
                                 PrintStream console) {
         cfg.validate();
@@ -96,7 +112,13 @@ public final class SftTrainer {
             rows.add(tokenize(tok, e, cfg.maxLength));
         }
         torch.manual_seed(cfg.seed);
-        TensorVector params = new TensorVector(model.parameterList().toArray(new Tensor[0]));
+        // trained: the adapters when attached, else the model's parameters (fp32 masters of a bf16 copy with --dtype bf16)
+        LoraAdapters adapters = model.adapters();
+        MasterWeights mixed = adapters == null && cfg.precision() != Precision.FP32
+                ? new MasterWeights(model, cfg.precision(), model.parameterList().get(0).device()) : null;
+        LlamaModel forward = mixed != null ? mixed.work() : model;
+        TensorVector params = new TensorVector((adapters != null ? adapters.parameters() : model.parameterList())
+                .toArray(new Tensor[0]));
         AdamW optimizer = cfg.optim.adamW(params);
         Batches<long[][]> batches = new Batches<>(rows, cfg.batchSize, cfg.seed);
         int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * batches.batchesPerEpoch();
@@ -117,13 +139,19 @@ public final class SftTrainer {
                 optimizer.zero_grad(true);
                 TokenRule.Rows t = collate(batch, pad);
                 SftObjective.Result r = cfg.lmHead == LmHead.FUSED
-                        ? objective.compute(model.hiddenStates(t.ids(), t.mask()), model.headWeight(), t.targets())
-                        : objective.compute(model.forward(t.ids(), t.mask()), t.targets());
+                        ? objective.compute(forward.hiddenStates(t.ids(), t.mask()), forward.headWeight(), t.targets())
+                        : objective.compute(forward.forward(t.ids(), t.mask()), t.targets());
                 r.backward();
+                if (mixed != null) {
+                    mixed.accumulate();
+                }
                 loss = r.loss();
                 gradNorm = torch.clip_grad_norm_(params, cfg.optim.maxGradNorm > 0 ? cfg.optim.maxGradNorm : 1e30);
                 Optimizers.setLearningRate(optimizer, lr);
                 optimizer.step();
+                if (mixed != null) {
+                    mixed.copyToWork();
+                }
             }
             if (step == 0) {
                 first = loss;

@@ -101,6 +101,36 @@ public final class TrainConfig {
     @Mixin
     public OptimizerConfig optim = new OptimizerConfig();
 
+    /** LoRA rank; null: full fine-tuning (every parameter trained). */
+    @Option(names = "--lora-r", paramLabel = "R", description = "train low-rank adapters of rank R on a frozen base (PEFT's LoRA); "
+            + "the reference is the base with the adapters off (default: full fine-tuning)")
+    public Integer loraR;
+    /** LoRA alpha: the adapters' update is scaled by alpha / r. */
+    @Option(names = "--lora-alpha", description = "LoRA update scale alpha / r (default: ${DEFAULT-VALUE})")
+    public double loraAlpha = 16;
+    /** Dropout on the adapters' inputs while training. */
+    @Option(names = "--lora-dropout", description = "dropout on the adapters' inputs in training (default: ${DEFAULT-VALUE})")
+    public double loraDropout = 0.0;
+    /** The adapted projections (q, k, v, o, gate, up, down; or PEFT's q_proj, ...; or all-linear). */
+    @Option(names = "--lora-target-modules", split = ",", paramLabel = "M", description = "adapted projections, comma-separated: "
+            + "q,k,v,o,gate,up,down or their _proj names, or all-linear (default: all seven)")
+    public java.util.List<String> loraTargetModules = new java.util.ArrayList<>(
+            java.util.List.of("q", "k", "v", "o", "gate", "up", "down"));
+    /** A PEFT LoRA adapter folder to continue training (its adapter_config.json sets r, alpha, dropout, modules). */
+    @Option(names = "--adapter", paramLabel = "DIR", description = "continue training this PEFT LoRA adapter (e.g. an SFT "
+            + "adapter); its adapter_config.json sets the LoRA settings")
+    public String adapter;
+
+    /** Weights and activations dtype: bf16, fp16 (refused) or fp32; null: fp32 on the CPU, the checkpoint's torch_dtype on CUDA. */
+    @Option(names = "--dtype", paramLabel = "DTYPE", description = "bf16 | fp32 weights and activations; trained weights keep "
+            + "an fp32 master copy and fp32 AdamW state (default: fp32 on the CPU, the checkpoint's torch_dtype on CUDA)")
+    public String dtype;
+
+    /** Activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward. */
+    @Option(names = "--gradient-checkpointing", description = "keep only each decoder layer's input and recompute the "
+            + "layer in the backward: activation memory of one layer instead of all, about one more forward of time")
+    public boolean gradientCheckpointing;
+
     /** Pairs per micro-batch per process (TRL's per_device_train_batch_size): a step's global batch is batchSize x WORLD_SIZE x gradAccum. */
     @Option(names = "--batch-size", description = "pairs per micro-batch per process; a step's global batch is batch-size x processes x grad-accum (default: ${DEFAULT-VALUE})")
     public int batchSize = 8;
@@ -178,6 +208,50 @@ public final class TrainConfig {
         return c;
     }
 
+    /** Whether this run trains LoRA adapters ({@link #loraR} or {@link #adapter} set). */
+    public boolean lora() {
+        return loraR != null || adapter != null;
+    }
+
+    /**
+     * The LoRA settings of the options, or of the {@link #adapter}'s adapter_config.json; null
+     * for full fine-tuning. IllegalArgumentException for bad values.
+     */
+    public dev.spo4j.model.LoraConfig loraConfig() {
+        if (adapter != null) {
+            if (loraR != null) {
+                throw new IllegalArgumentException("--lora-r " + loraR + " with --adapter " + adapter
+                        + ": the adapter's adapter_config.json sets the rank; give one of them");
+            }
+            try {
+                return dev.spo4j.model.LoraAdapters.readConfig(java.nio.file.Path.of(adapter));
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException("cannot read the adapter " + adapter, e);
+            }
+        }
+        return loraR == null ? null : new dev.spo4j.model.LoraConfig(loraR, loraAlpha, loraDropout, loraTargetModules);
+    }
+
+    /**
+     * The run's precision: {@link #dtype}, or by default fp32 on the CPU and the model
+     * folder's torch_dtype on CUDA. fp16 is refused (it needs loss scaling, not implemented).
+     */
+    public dev.spo4j.model.Precision precision(boolean cuda, java.nio.file.Path modelDir) {
+        dev.spo4j.model.Precision p;
+        try {
+            p = dtype != null ? dev.spo4j.model.Precision.parse(dtype)
+                    : cuda && modelDir != null ? dev.spo4j.model.Precision.ofFolder(modelDir) : dev.spo4j.model.Precision.FP32;
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException("cannot read the torch_dtype of " + modelDir, e);
+        }
+        if (p == dev.spo4j.model.Precision.FP16) {
+            throw new IllegalArgumentException("dtype fp16" + (dtype == null ? " (the checkpoint's torch_dtype)" : "")
+                    + " needs loss scaling, which spo4j does not implement: use --dtype bf16 (same memory, fp32's "
+                    + "exponent range) or --dtype fp32");
+        }
+        return p;
+    }
+
     /** The fused LM head's chunk budget in bytes. */
     public long lmHeadChunkBytes() {
         return (long) lmHeadChunkMb << 20;
@@ -218,6 +292,13 @@ public final class TrainConfig {
                     + " loss is reference-free (it runs no reference model)");
         }
         optim.validate();
+        if (adapter != null && !java.nio.file.Files.isDirectory(java.nio.file.Path.of(adapter))) {
+            throw new IllegalArgumentException("adapter folder " + adapter + " does not exist");
+        }
+        loraConfig();
+        if (dtype != null) {
+            precision(false, null);  // names an unknown dtype; refuses fp16
+        }
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);
         positive("epochs", epochs);

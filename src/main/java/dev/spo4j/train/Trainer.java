@@ -17,8 +17,11 @@ import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.ModelFolder;
+import dev.spo4j.model.Precision;
 import dev.spo4j.report.MetricsLog;
 import dev.spo4j.report.MetricsPlot;
 import dev.spo4j.report.ProgressBar;
@@ -156,6 +159,14 @@ public final class Trainer {
         if (cfg.model != null && cfg.data == null) {
             throw new IllegalArgumentException("--data is required with --model (or give neither for the embedded default)");
         }
+        if (cfg.adapter != null && cfg.model != null) {  // an adapter for another base fails here, not after loading
+            try {
+                LoraAdapters.checkFits(ModelConfig.read(Path.of(cfg.model).resolve(ModelFolder.CONFIG)),
+                        Path.of(cfg.adapter));
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read " + cfg.adapter + " or " + cfg.model, e);
+            }
+        }
         // TRL's dataset formats; conversational records are rendered by the model's chat template here,
         // so that a bad record (or a template that raises) stops the run before its folder exists
         ChatTemplate template = cfg.model == null ? null : ChatTemplate.forModel(Path.of(cfg.model));
@@ -287,7 +298,16 @@ public final class Trainer {
         PreferenceCollator collator;
         PreferenceObjective objective;
         LlamaModel policy;
+        /** A LoRA run's adapters (the only trained tensors), else null. */
+        LoraAdapters adapters;
+        /** The run's weights and activations dtype. */
+        Precision precision;
+        /** Mixed-precision full fine-tuning's fp32 masters and low-precision working copy, else null. */
+        MasterWeights mixed;
+        /** The trained tensors (fp32: adapters, masters or the model's own parameters). */
         List<Tensor> params;
+        /** The tensors autograd writes gradients into ({@link #params}, or the working copy's). */
+        List<Tensor> gradParams;
         TensorVector paramVector;
         AdamW optimizer;
         List<PreferencePair> train;
@@ -348,9 +368,17 @@ public final class Trainer {
                     facts.addProperty("truncated_pairs", cut);
                     Files.writeString(runDir.resolve("data.json"), facts + "\n");
                 }
-                refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
-                        checkpoint != null, dp, console);
-                int total = prepare(modelDir, checkpoint, resumed);
+                precision = cfg.precision(device.is_cuda(), modelDir);
+                int total;
+                if (cfg.lora()) {  // the policy's base (adapters off) is the reference: load it first
+                    total = prepare(modelDir, checkpoint, resumed);
+                    refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
+                            checkpoint != null, dp, console, policy, precision);
+                } else {  // the reference is computed and closed before the policy is loaded
+                    refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
+                            checkpoint != null, dp, console, null, precision);
+                    total = prepare(modelDir, checkpoint, resumed);
+                }
                 if (checkpoint != null && step >= total) {
                     throw new IllegalArgumentException("the run in " + runDir + " already finished: its checkpoint "
                             + checkpoint.getFileName() + " is at step " + step + " of " + total
@@ -384,12 +412,16 @@ public final class Trainer {
                             checkpoint(modelDir);
                         }
                     }
-                    Path finalModel = runDir.resolve("final-model");
+                    Path finalModel = runDir.resolve(adapters != null ? "final-adapter" : "final-model");
                     if (rank == 0) {
-                        // final-model/ in the input's dtype (or --save-dtype); checkpoints keep the training precision
-                        String saveDtype = cfg.saveDtype == null || cfg.saveDtype.equals("auto")
-                                ? ModelFolder.torchDtypeOf(modelDir) : cfg.saveDtype;
-                        ModelFolder.save(policy, finalModel, modelDir, saveDtype);
+                        if (adapters != null) {
+                            adapters.save(finalModel, modelDir.toString(), modelDir);
+                        } else {
+                            // final-model/ in the input's dtype (or --save-dtype); checkpoints keep the training precision
+                            String saveDtype = cfg.saveDtype == null || cfg.saveDtype.equals("auto")
+                                    ? ModelFolder.torchDtypeOf(modelDir) : cfg.saveDtype;
+                            ModelFolder.save(mixed != null ? mixed.master() : policy, finalModel, modelDir, saveDtype);
+                        }
                         MetricsPlot.write(log.rows(), List.of("loss", "rewards/margins", "rewards/accuracies"),
                                 "spo4j " + cfg.lossLabel() + " (" + cfg.lossImpl + "), beta " + cfg.beta, runDir.resolve("metrics.png"));
                     }
@@ -402,9 +434,26 @@ public final class Trainer {
         /** Loads the policy and AdamW (from the checkpoint when resuming), lays out the batches; returns the total steps. */
         private int prepare(Path modelDir, Path checkpoint, Checkpoints.State resumed) throws IOException {
             torch.manual_seed(cfg.seed);
-            policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
-            policy.to(device, false);
-            params = policy.parameterList();
+            if (cfg.lora()) {  // a frozen base and fp32 adapters: new, the --adapter's, or the checkpoint's
+                policy = ModelFolder.load(modelDir);
+                policy.to(device, precision.scalarType(), false);  // frozen: no master copy needed
+                adapters = checkpoint != null ? LoraAdapters.load(policy, checkpoint.resolve(Checkpoints.ADAPTER))
+                        : cfg.adapter != null ? LoraAdapters.load(policy, Path.of(cfg.adapter))
+                        : LoraAdapters.create(policy, cfg.loraConfig());
+                params = adapters.parameters();
+            } else {
+                policy = ModelFolder.load(checkpoint == null ? modelDir : checkpoint.resolve(Checkpoints.MODEL));
+                policy.to(device, false);
+                params = policy.parameterList();
+                if (precision != Precision.FP32) {  // AdamW on fp32 masters, forward/backward on a bf16 copy
+                    mixed = new MasterWeights(policy, precision, device);
+                    policy = mixed.work();
+                    gradParams = mixed.workParameters();
+                }
+            }
+            if (gradParams == null) {
+                gradParams = params;
+            }
             paramVector = new TensorVector(params.toArray(new Tensor[0]));
             optimizer = cfg.optim.adamW(paramVector);
             if (checkpoint != null) {
@@ -439,6 +488,17 @@ public final class Trainer {
                     p.mutable_grad().put(torch.zeros_like(p));  // defined everywhere: a rank may get an empty shard
                 }
             }
+            if (precision != Precision.FP32 || cfg.gradientCheckpointing) {
+                console.printf(Locale.ROOT, "spo4j: %s weights and activations%s%s%n", precision.torchDtype(),
+                        mixed != null ? ", fp32 master weights and AdamW state" : adapters != null ? " (frozen base), fp32 adapters" : "",
+                        cfg.gradientCheckpointing ? ", activation checkpointing" : "");
+            }
+            if (adapters != null) {
+                LoraConfig lc = adapters.config();
+                console.printf(Locale.ROOT, "spo4j: LoRA r %d, alpha %s, dropout %s on %s: %d trainable of %d parameters%n",
+                        lc.r(), lc.alpha(), lc.dropout(), String.join(",", lc.targetModules()), adapters.parameterCount(),
+                        policy.parameterCount());
+            }
             if (checkpoint != null) {
                 console.println("spo4j: resumed from " + checkpoint + " at step " + step);
             }
@@ -466,8 +526,14 @@ public final class Trainer {
                 MetricSums sums = new MetricSums();
                 if (!shard.isEmpty()) {  // the epoch's last global batch may leave this rank nothing
                     try (PreferenceBatch batch = collator.collate(pick(train, shard.items()))) {
-                        PreferenceObjective.Result r = objective.compute(inputs(batch, refs[0], shard.items()));
-                        backward(r, params, shard.share());
+                        LlamaModel.Recomputed fw = cfg.gradientCheckpointing
+                                ? policy.forwardRecomputed(on(batch.inputIds()), on(batch.attentionMask())) : null;
+                        PreferenceObjective.Result r = objective.compute(fw == null ? inputs(batch, refs[0], shard.items())
+                                : inputs(batch, refs[0], shard.items(), fw));
+                        backward(r, fw, gradParams, shard.share());
+                        if (mixed != null) {
+                            mixed.accumulate();  // fp32 sums over micro-batches
+                        }
                         sums = r.metricSums();
                         stepTokens += batch.tokenCount();
                     } catch (NonFiniteLogitsException e) {  // NaN or infinite weights: a non-finite step
@@ -498,6 +564,9 @@ public final class Trainer {
             if (finite) {
                 Optimizers.setLearningRate(optimizer, lr);
                 optimizer.step();
+                if (mixed != null) {
+                    mixed.copyToWork();
+                }
                 skippedInARow = 0;
             } else {
                 skipped++;
@@ -543,7 +612,8 @@ public final class Trainer {
                 st.batchIndex = index;
                 st.config = cfg.toJson();
                 st.lossState = objective.loss().bcoState();
-                Checkpoints.save(runDir, policy, optimizer, st, modelDir, cfg.keepCheckpoints);
+                Checkpoints.save(runDir, mixed != null ? mixed.master() : policy, adapters, optimizer, st, modelDir,
+                        cfg.keepCheckpoints);
             }
             if (dp != null) {
                 dp.barrier("waiting for rank 0's checkpoint of step " + step);
@@ -585,12 +655,26 @@ public final class Trainer {
         }
 
         private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx) {
+            return inputs(batch, refs, idx, null);
+        }
+
+        /**
+         * The objective's inputs for a batch: through the fused LM head from the final hidden
+         * states, or from the materialised logits ({@code --lm-head}); from the activation-
+         * checkpointed forward {@code fw} when not null, else from a plain forward.
+         */
+        private PreferenceObjective.Inputs inputs(PreferenceBatch batch, double[][] refs, List<Integer> idx,
+                                                  LlamaModel.Recomputed fw) {
             Tensor refC = on(pickFloats(refs[0], idx)), refR = on(pickFloats(refs[1], idx));
-            PreferenceObjective.Inputs in = cfg.lmHead == LmHead.FUSED
-                    ? PreferenceObjective.Inputs.ofHidden(policy.hiddenStates(on(batch.inputIds()),
-                            on(batch.attentionMask())), policy.headWeight(), on(batch.targets()), refC, refR)
-                    : PreferenceObjective.Inputs.of(policy.forward(on(batch.inputIds()), on(batch.attentionMask())),
-                            on(batch.targets()), refC, refR);
+            PreferenceObjective.Inputs in;
+            if (cfg.lmHead == LmHead.FUSED) {
+                Tensor hidden = fw != null ? fw.hiddenStates()
+                        : policy.hiddenStates(on(batch.inputIds()), on(batch.attentionMask()));
+                in = PreferenceObjective.Inputs.ofHidden(hidden, policy.headWeight(), on(batch.targets()), refC, refR);
+            } else {
+                Tensor logits = fw != null ? fw.logits() : policy.forward(on(batch.inputIds()), on(batch.attentionMask()));
+                in = PreferenceObjective.Inputs.of(logits, on(batch.targets()), refC, refR);
+            }
             in = in.withTargetsChecked(collator.vocabSize());  // checked when tokenized
             return batch.hasScores() ? in.withScores(on(batch.scoreChosen()), on(batch.scoreRejected())) : in;
         }
@@ -602,18 +686,23 @@ public final class Trainer {
     }
 
     /**
-     * Back-propagates one micro-batch. {@code share} != 1 (a short shard of the epoch's last
+     * Back-propagates one micro-batch (then, with activation checkpointing, recomputes the
+     * decoder layers of {@code fw} to carry the gradient on into the parameters). {@code share} != 1 (a short shard of the epoch's last
      * global batch) scales this micro-batch's contribution to the accumulated gradient, so that
      * the ranks' average is the global batch's mean.
      */
-    private static void backward(PreferenceObjective.Result r, List<Tensor> params, double share) {
-        if (share == 1.0) {
-            r.backward();
-            return;
+    private static void backward(PreferenceObjective.Result r, LlamaModel.Recomputed fw, List<Tensor> params,
+                                 double share) {
+        if (share != 1.0) {
+            scale(params, 1.0 / share);
         }
-        scale(params, 1.0 / share);
         r.backward();
-        scale(params, share);
+        if (fw != null) {  // activation checkpointing: the decoder's layers back-propagate now
+            fw.backward();
+        }
+        if (share != 1.0) {
+            scale(params, share);
+        }
     }
 
     private static void scale(List<Tensor> params, double factor) {

@@ -8,6 +8,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -128,6 +130,35 @@ class GeneratorTest {
             } finally {
                 model.setAttention(LlamaModel.Attention.SDPA);
             }
+        }
+    }
+
+    /** The KV cache's prefill and decode run every projection through its LoRA adapter, as the plain forward does. */
+    @Test
+    void kvCacheGivesTheRecomputedSamplesWithLoraAdapters() {
+        torch.manual_seed(3);
+        ModelConfig c = model.config();
+        LlamaModel adapted = new LlamaModel(c);
+        adapted.loadStateDict(model.stateDict());
+        LoraAdapters ad = LoraAdapters.create(adapted, new LoraConfig(4, 8, 0.0, LoraConfig.ALL_MODULES));
+        torch.manual_seed(5);
+        try (NoGradGuard g = new NoGradGuard()) {
+            for (Tensor t : ad.parameters()) {  // B starts at zero: make every adapter change its projection
+                t.copy_(torch.randn_like(t).mul(new org.bytedeco.pytorch.Scalar(0.5)));
+            }
+        }
+        GenerationConfig greedy = GenerationConfig.greedy(12);
+        List<Generator.Sample> base = Generator.generate(model, PROMPTS, greedy);
+        for (LlamaModel.Attention att : LlamaModel.Attention.values()) {
+            adapted.setAttention(att);
+            List<Generator.Sample> cached = Generator.generate(adapted, PROMPTS, greedy);
+            List<Generator.Sample> full = Generator.generateRecomputing(adapted, PROMPTS, greedy);
+            boolean differs = false;
+            for (int i = 0; i < PROMPTS.size(); i++) {
+                assertArrayEquals(full.get(i).tokens(), cached.get(i).tokens(), att + " row " + i);
+                differs |= !Arrays.equals(base.get(i).tokens(), cached.get(i).tokens());
+            }
+            assertTrue(differs, att + ": the adapters changed no generated token");
         }
     }
 

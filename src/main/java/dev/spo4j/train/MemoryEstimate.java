@@ -1,0 +1,150 @@
+package dev.spo4j.train;
+
+import dev.spo4j.model.LoraConfig;
+import dev.spo4j.model.ModelConfig;
+import dev.spo4j.model.Precision;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * The expected peak memory of a training step, by part, from the model's shapes and the run's
+ * options ({@code train --dry-run}); nothing is loaded. The accounting:
+ * <pre>
+ *   P parameters, p = bytes of the precision (4 fp32, 2 bf16), A adapter parameters (fp32)
+ *   weights        P · p
+ *   master copy    P · 4            full fine-tuning below fp32 only (mixed precision)
+ *   gradients      P · 4 (fp32) | P · (2 + 4) (bf16: working + fp32 master) | A · 4 (LoRA)
+ *   optimiser      8 · trained      AdamW's two fp32 moments
+ *   activations    tokens N = 2 · pairs · length, per layer and token, elements kept for the
+ *                  backward: 8h + 4q + 4kv + 4i in p bytes plus 3h fp32 (RMSNorm in fp32), and
+ *                  with LoRA below fp32 the fp32 copies of the adapted projections' inputs
+ *                  (one for q/k/v, one for gate/up, o's, down's) and r per adapter; with checkpointing
+ *                  L · h · p per token (the layer inputs) plus one layer's activations
+ *   LM head        materialised: the [N, V] logits and their gradient, in p bytes; fused
+ *                  (LmHeadLogProbs, the default): two chunks of fp32 logits (a chunk and its
+ *                  gradient, each at most the chunk budget), lse and log-probs [N] fp32, dL/dh
+ *                  [N, h] fp32, and for a trained head below fp32 its fp32 dW [V, h]
+ *   runtime        a fixed 0.5 GiB for the JVM heap, LibTorch and allocator slack
+ * </pre>
+ * h = hidden, q = heads · head_dim, kv = kv heads · head_dim, i = intermediate size, L layers,
+ * V vocabulary. Attention is SDPA's fused kernel (no T×T scores kept). The reference log-probs
+ * are computed once before training (a no-grad pass, smaller than a step) and not counted.
+ */
+public final class MemoryEstimate {
+    private static final double GIB = 1024.0 * 1024 * 1024;
+    /** A fixed allowance for the JVM, LibTorch's own state and allocator slack. */
+    static final long RUNTIME = (long) (0.5 * GIB);
+
+    private final LinkedHashMap<String, Long> parts = new LinkedHashMap<>();
+
+    private MemoryEstimate() {}
+
+    /**
+     * The estimate for one micro-batch of {@code pairs} pairs of {@code length} tokens.
+     *
+     * @param lora null for full fine-tuning
+     */
+    public static MemoryEstimate of(ModelConfig c, Precision precision, LoraConfig lora, boolean checkpointing,
+                                    int pairs, int length) {
+        return of(c, precision, lora, checkpointing, pairs, length, dev.spo4j.loss.LmHead.MATERIALISED, 0);
+    }
+
+    /**
+     * As {@link #of(ModelConfig, Precision, LoraConfig, boolean, int, int)} with the LM head
+     * chosen ({@code --lm-head}); {@code chunkBytes}: the fused head's chunk budget.
+     */
+    public static MemoryEstimate of(ModelConfig c, Precision precision, LoraConfig lora, boolean checkpointing,
+                                    int pairs, int length, dev.spo4j.loss.LmHead head, long chunkBytes) {
+        MemoryEstimate e = new MemoryEstimate();
+        long p = precision.bytes();
+        long params = parameters(c);
+        long h = c.hiddenSize(), q = c.qDim(), kv = c.kvDim(), i = c.intermediateSize(), layers = c.numHiddenLayers();
+        long adapters = lora == null ? 0 : adapterParameters(c, lora);
+        long trained = lora == null ? params : adapters;
+        e.parts.put("weights", params * p);
+        e.parts.put("master copy", lora == null && precision != Precision.FP32 ? params * 4 : 0);
+        e.parts.put("adapters", adapters * 4);
+        long grads = lora != null ? adapters * 4 : precision == Precision.FP32 ? params * 4 : params * (p + 4);
+        e.parts.put("gradients", grads);
+        e.parts.put("optimiser", trained * 8);
+        long tokens = 2L * pairs * length;
+        long perLayerToken = (8 * h + 4 * q + 4 * kv + 4 * i) * p + 3 * h * 4;
+        if (lora != null) {
+            java.util.Set<String> inputs = new java.util.HashSet<>();  // q/k/v and gate/up share their input's fp32 copy
+            for (String m : lora.targetModules()) {
+                String input = switch (m) {
+                    case "q_proj", "k_proj", "v_proj" -> "attention input";
+                    case "gate_proj", "up_proj" -> "mlp input";
+                    default -> m;
+                };
+                long in = m.equals("o_proj") ? q : m.equals("down_proj") ? i : h;
+                if (inputs.add(input) && precision != Precision.FP32) {
+                    perLayerToken += in * 4;
+                }
+                perLayerToken += (long) lora.r() * 4;
+            }
+        }
+        long act = checkpointing ? tokens * (layers * h * p + perLayerToken) : tokens * layers * perLayerToken;
+        e.parts.put("activations", act);
+        if (head == dev.spo4j.loss.LmHead.FUSED) {
+            long chunk = Math.min(chunkBytes, tokens * c.vocabSize() * 4);
+            long dw = lora == null && precision != Precision.FP32 ? c.vocabSize() * h * 4 : 0;
+            e.parts.put("LM head", 2 * chunk + 2 * tokens * 4 + tokens * h * 4 + dw);
+        } else {
+            e.parts.put("LM head", 2 * tokens * c.vocabSize() * p);
+        }
+        e.parts.put("runtime", RUNTIME);
+        return e;
+    }
+
+    /** Scalars of the model (the tied head counted once). */
+    static long parameters(ModelConfig c) {
+        long h = c.hiddenSize(), q = c.qDim(), kv = c.kvDim(), i = c.intermediateSize(), v = c.vocabSize();
+        long layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        if (c.qkvBias()) {
+            layer += q + 2 * kv;
+        }
+        if (c.outputBias()) {
+            layer += h;
+        }
+        if (c.mlpBias()) {
+            layer += 2 * i + h;
+        }
+        return v * h * (c.tieWordEmbeddings() ? 1 : 2) + c.numHiddenLayers() * layer + h;
+    }
+
+    /** Scalars of the adapters: r · (in + out) per adapted projection and layer. */
+    static long adapterParameters(ModelConfig c, LoraConfig lora) {
+        long h = c.hiddenSize(), q = c.qDim(), kv = c.kvDim(), i = c.intermediateSize();
+        long perLayer = 0;
+        for (String m : lora.targetModules()) {
+            perLayer += switch (m) {
+                case "q_proj", "o_proj" -> h + q;
+                case "k_proj", "v_proj" -> h + kv;
+                default -> h + i;
+            };
+        }
+        return perLayer * lora.r() * c.numHiddenLayers();
+    }
+
+    /** The parts in bytes, in print order. */
+    public Map<String, Long> parts() {
+        return new LinkedHashMap<>(parts);
+    }
+
+    /** The sum of the parts in bytes. */
+    public long total() {
+        return parts.values().stream().mapToLong(Long::longValue).sum();
+    }
+
+    /** The table {@code train --dry-run} prints: each part and the total in GiB. */
+    public String table() {
+        StringBuilder sb = new StringBuilder();
+        for (Map.Entry<String, Long> kv : parts.entrySet()) {
+            sb.append(String.format(Locale.ROOT, "  %-12s %9.2f GiB%n", kv.getKey(), kv.getValue() / GIB));
+        }
+        sb.append(String.format(Locale.ROOT, "  %-12s %9.2f GiB%n", "total", total() / GIB));
+        return sb.toString();
+    }
+}

@@ -1,0 +1,108 @@
+package dev.spo4j.train;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.spo4j.loss.LmHead;
+import dev.spo4j.model.LlamaModel;
+import dev.spo4j.model.LoraAdapters;
+import dev.spo4j.model.LoraConfig;
+import dev.spo4j.model.ModelConfig;
+import dev.spo4j.model.ModelFolder;
+import dev.spo4j.model.Precision;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+/**
+ * {@link MemoryEstimate}: its parameter counts are the real models' (built and counted), the
+ * parts follow the options (bf16 halves weights, LoRA removes the full gradients and moments,
+ * checkpointing shrinks activations), and {@code train --dry-run} prints the table.
+ * Run: {@code mvn -B -q test -Dspo4j.cuda=OFF -Dtest=MemoryEstimateTest}
+ */
+class MemoryEstimateTest {
+    @Test
+    void parameterCountsAreTheBuiltModels() throws IOException {
+        for (String fixture : new String[] {"tiny-llama", "tiny-qwen2"}) {
+            LlamaModel m = ModelFolder.load(Path.of("test-data", fixture));
+            assertEquals(m.parameterCount(), MemoryEstimate.parameters(m.config()), fixture);
+            LoraConfig lora = new LoraConfig(3, 6, 0, LoraConfig.ALL_MODULES);
+            assertEquals(LoraAdapters.create(m, lora).parameterCount(), MemoryEstimate.adapterParameters(m.config(), lora),
+                    fixture + " adapters");
+        }
+        // Qwen2.5-0.5B: 494,032,768 parameters (its model card's 0.49B)
+        ModelConfig qwen = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-0.5b", "config.json"));
+        assertEquals(494_032_768L, MemoryEstimate.parameters(qwen));
+    }
+
+    @Test
+    void partsFollowTheOptions() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-7b", "config.json"));
+        long p = MemoryEstimate.parameters(c);
+        Map<String, Long> fp32 = MemoryEstimate.of(c, Precision.FP32, null, false, 4, 2048).parts();
+        assertEquals(4 * p, fp32.get("weights"));
+        assertEquals(4 * p, fp32.get("gradients"));
+        assertEquals(8 * p, fp32.get("optimiser"));
+        assertEquals(0L, fp32.get("master copy"));
+        Map<String, Long> bf16 = MemoryEstimate.of(c, Precision.BF16, null, false, 4, 2048).parts();
+        assertEquals(2 * p, bf16.get("weights"));
+        assertEquals(4 * p, bf16.get("master copy"));
+        assertEquals(6 * p, bf16.get("gradients"));
+        assertEquals(fp32.get("activations") / 2 + 4L * 2 * 4 * 2048 * c.numHiddenLayers() * 3 * c.hiddenSize() / 2,
+                bf16.get("activations"), "bf16 halves all but the fp32 norm temporaries");
+        LoraConfig lora = new LoraConfig(16, 32, 0, LoraConfig.ALL_MODULES);
+        MemoryEstimate l = MemoryEstimate.of(c, Precision.BF16, lora, false, 4, 2048);
+        MemoryEstimate lc = MemoryEstimate.of(c, Precision.BF16, lora, true, 4, 2048);
+        long a = MemoryEstimate.adapterParameters(c, lora);
+        assertEquals(4 * a, l.parts().get("gradients"));
+        assertEquals(8 * a, l.parts().get("optimiser"));
+        assertEquals(0L, l.parts().get("master copy"));
+        assertTrue(lc.parts().get("activations") * 5 < l.parts().get("activations"), "checkpointing keeps ~1/L of them");
+        assertTrue(lc.total() < 80L << 30, "Qwen2.5-7B, bf16 + LoRA + checkpointing, 4 pairs x 2048: fits 80 GB");
+        assertTrue(MemoryEstimate.of(c, Precision.FP32, null, false, 4, 2048).total() > 80L << 30,
+                "the fp32 full fine-tune does not");
+    }
+
+    /** The fused LM head keeps two chunks of fp32 logits, [N] lse and log-probs, fp32 dL/dh, and a bf16 head's fp32 dW. */
+    @Test
+    void fusedHeadKeepsChunksInsteadOfTheLogits() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-7b", "config.json"));
+        LoraConfig lora = new LoraConfig(16, 32, 0, LoraConfig.ALL_MODULES);
+        long n = 2L * 4 * 2048, chunk = 256L << 20, h = c.hiddenSize(), v = c.vocabSize();
+        MemoryEstimate mat = MemoryEstimate.of(c, Precision.BF16, lora, true, 4, 2048);
+        MemoryEstimate fused = MemoryEstimate.of(c, Precision.BF16, lora, true, 4, 2048, LmHead.FUSED, chunk);
+        assertEquals(2 * n * v * 2, mat.parts().get("LM head"));
+        assertEquals(2 * chunk + 2 * n * 4 + n * h * 4, fused.parts().get("LM head"));
+        assertEquals(mat.total() - mat.parts().get("LM head"), fused.total() - fused.parts().get("LM head"),
+                "only the LM head part changes");
+        Map<String, Long> full = MemoryEstimate.of(c, Precision.BF16, null, true, 4, 2048, LmHead.FUSED, chunk).parts();
+        assertEquals(2 * chunk + 2 * n * 4 + n * h * 4 + v * h * 4, full.get("LM head"), "a trained bf16 head's fp32 dW");
+        // a batch whose logits are smaller than the budget keeps no more than its logits
+        Map<String, Long> tiny = MemoryEstimate.of(c, Precision.FP32, lora, false, 1, 4, LmHead.FUSED, chunk).parts();
+        assertEquals(2 * (2L * 4 * v * 4) + 2 * 8 * 4 + 8 * h * 4, tiny.get("LM head"));
+    }
+
+    @Test
+    void dryRunPrintsTheTable() {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        PrintStream old = System.out;
+        System.setOut(new PrintStream(out));
+        int code;
+        try {
+            code = dev.spo4j.cli.Main.run("train", "--dry-run", "--model", "bench/configs/qwen2.5-0.5b",
+                    "--dtype", "bf16", "--lora-r", "16", "--gradient-checkpointing", "--batch-size", "4",
+                    "--max-length", "1024");
+        } finally {
+            System.setOut(old);
+        }
+        assertEquals(0, code, out.toString());
+        String s = out.toString();
+        for (String part : new String[] {"weights", "master copy", "adapters", "gradients", "optimiser", "activations",
+            "LM head", "total", "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens"}) {
+            assertTrue(s.contains(part), part + " missing from:\n" + s);
+        }
+    }
+}
