@@ -9,6 +9,7 @@ import com.google.gson.JsonPrimitive;
 import com.google.gson.Strictness;
 import com.google.gson.TypeAdapter;
 import com.google.gson.stream.JsonReader;
+import dev.spo4j.io.StrictJson;
 import com.google.gson.stream.JsonToken;
 import dev.spo4j.io.AtomicFiles;
 import java.io.BufferedReader;
@@ -247,14 +248,11 @@ public final class PreferenceDataset {
     private static JsonObject parseObject(String text, String source, Problems problems) {
         JsonElement e;
         try {
-            JsonReader reader = new JsonReader(new StringReader(text));
-            reader.setStrictness(Strictness.STRICT);
-            e = ELEMENTS.read(reader);
-            if (reader.peek() != JsonToken.END_DOCUMENT) {
-                problems.add(source, "malformed JSON: unexpected text after the object");
-                return null;
-            }
-        } catch (IOException | JsonParseException | IllegalStateException ex) {
+            e = StrictJson.parse(text);  // strict syntax, and a key given twice is refused (Gson keeps the last)
+        } catch (StrictJson.DuplicateKeyException ex) {
+            problems.add(source, ex.getMessage() + " (a key may occur once)");
+            return null;
+        } catch (JsonParseException | IllegalStateException ex) {
             problems.add(source, "malformed JSON: " + firstLine(ex.getMessage()));
             return null;
         }

@@ -7,6 +7,7 @@ import com.google.gson.JsonParseException;
 import com.google.gson.Strictness;
 import com.google.gson.internal.Streams;
 import com.google.gson.stream.JsonReader;
+import dev.spo4j.io.StrictJson;
 import com.google.gson.stream.JsonToken;
 import java.io.IOException;
 import java.io.StringReader;
@@ -200,17 +201,14 @@ public final class PreferenceFormats {
 
     private static JsonObject parseObject(String text) {
         try {
-            JsonReader reader = new JsonReader(new StringReader(text));
-            reader.setStrictness(Strictness.STRICT);
-            JsonElement e = Streams.parse(reader);
-            if (reader.peek() != JsonToken.END_DOCUMENT) {
-                throw new IllegalArgumentException("text after the JSON object");
-            }
+            JsonElement e = StrictJson.parse(text);  // strict syntax, and a key given twice is refused
             if (!e.isJsonObject()) {
                 throw new IllegalArgumentException("expected a JSON object, got " + abbreviate(e.toString()));
             }
             return e.getAsJsonObject();
-        } catch (JsonParseException | IOException e) {
+        } catch (StrictJson.DuplicateKeyException e) {
+            throw new IllegalArgumentException(e.getMessage() + " (a key may occur once)");
+        } catch (JsonParseException e) {
             throw new IllegalArgumentException("malformed JSON: " + e.getMessage());
         }
     }

@@ -95,6 +95,8 @@ class PreferenceDatasetTest {
         "only one score         | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"score_chosen\": 1} | field \"score_rejected\" is missing but \"score_chosen\" is present",
         "only one ref logp      | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is missing but \"ref_rejected_logps\" is present",
         "boolean ref logp       | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_chosen_logps\": true, \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is a boolean (true) (expected a finite number)",
+        "duplicate key          | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"chosen\": \"d\"} | duplicate key \"chosen\"",
+        "duplicate score        | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"score_chosen\": 1, \"score_rejected\": 0, \"score_chosen\": 2} | duplicate key \"score_chosen\"",
         "negative infinite logp | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_chosen_logps\": -1e400, \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is -1e400, which is not a finite number",
     })
     void badRecordIsReportedWithFileLineAndField(String name, String line, String expected) throws IOException {
@@ -212,8 +214,8 @@ class PreferenceDatasetTest {
         assertEquals(-4.0, pairs.get(1).refRejectedLogps());
 
         // in place, and wrong counts or non-finite values rejected before anything is written
-        PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {1, 2}, new double[] {3, 4});
-        assertEquals(2.0, PreferenceDataset.read(out).get(1).refChosenLogps());
+        PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {-1, -2}, new double[] {-3, -4});
+        assertEquals(-2.0, PreferenceDataset.read(out).get(1).refChosenLogps());
         String before = Files.readString(out);
         assertThrows(IllegalArgumentException.class,
                 () -> PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {1}, new double[] {3}));
