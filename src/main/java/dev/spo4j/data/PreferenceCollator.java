@@ -28,6 +28,8 @@ public final class PreferenceCollator {
     private final int maxLength;
     private final long vocabSize;
     private Limits limits = Limits.NONE;
+    /** The model's max_position_embeddings, or 0 when rows are not checked against it. */
+    private int maxPositions;
 
     /**
      * How pairs become tokens beyond maxLength: {@code templated} when the texts were rendered
@@ -48,6 +50,19 @@ public final class PreferenceCollator {
     /** Sets the limits and the templated flag; returns this collator. */
     public PreferenceCollator withLimits(Limits l) {
         this.limits = l;
+        return this;
+    }
+
+    /**
+     * Checks every row against the model's context: a pair whose longer row (after truncation)
+     * is longer than {@code maxPositionEmbeddings} is rejected when tokenized, naming the pair.
+     * Returns this collator.
+     */
+    public PreferenceCollator withMaxPositions(int maxPositionEmbeddings) {
+        if (maxPositionEmbeddings < 1) {
+            throw new IllegalArgumentException("max_position_embeddings is " + maxPositionEmbeddings + " (expected >= 1)");
+        }
+        this.maxPositions = maxPositionEmbeddings;
         return this;
     }
 
@@ -131,6 +146,13 @@ public final class PreferenceCollator {
             throw new IllegalArgumentException(pair.source() + ": the chosen and rejected completions differ, but "
                     + "not within " + limitsText() + ": after truncation both are the same " + p.chosen().length
                     + " token(s), so the pair would train at zero margin (raise the limits, or drop the pair)");
+        }
+        int row = p.prompt().length + Math.max(p.chosen().length, p.rejected().length);
+        if (maxPositions > 0 && row > maxPositions) {
+            throw new IllegalArgumentException(pair.source() + ": a row of " + row + " tokens (" + p.prompt().length
+                    + " prompt + " + Math.max(p.chosen().length, p.rejected().length) + " completion, within "
+                    + limitsText() + ") is longer than the model's max_position_embeddings " + maxPositions
+                    + " (give --max-length " + maxPositions + " or less)");
         }
         if (vocabSize > 0) {
             requireInVocabulary(p, "prompt", p.prompt());

@@ -331,8 +331,11 @@ public final class Trainer {
             try (TextTokenizer tokenizer = TextTokenizer.load(modelDir)) {
                 // token ids checked against the model's vocabulary when tokenized, so that the
                 // loss kernels can skip their own (synchronising, on CUDA) target check
-                long vocab = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG)).vocabSize();
-                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab).withLimits(cfg.limits(templated));
+                ModelConfig modelConfig = ModelConfig.read(modelDir.resolve(ModelFolder.CONFIG));
+                long vocab = modelConfig.vocabSize();
+                // and every row against the model's context, before the first forward
+                collator = new PreferenceCollator(tokenizer, cfg.maxLength, vocab).withLimits(cfg.limits(templated))
+                        .withMaxPositions(modelConfig.maxPositionEmbeddings());
                 // every pair must fit before the first step: fail early, name the line
                 long cut = collator.tokenizeAll(train).stream().filter(TokenizedPair::truncated).count();
                 if (cut > 0 && rank == 0) {
