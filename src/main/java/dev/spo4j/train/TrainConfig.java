@@ -200,6 +200,7 @@ public final class TrainConfig {
             throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()
                     + " loss is reference-free (it runs no reference model)");
         }
+        requireApplies(lc);
         optim.validate();
         positive("batch size", batchSize);
         positive("gradient accumulation", gradAccum);
@@ -232,6 +233,44 @@ public final class TrainConfig {
             throw new IllegalArgumentException("threads >= 0, keep-checkpoints >= 1, log-every >= 1, "
                     + "eval-every >= 0, eval-batches >= 0 and checkpoint-every >= 0 are required");
         }
+    }
+
+    /**
+     * A loss option set away from its default for a loss (or mix of losses) that does not read it
+     * is refused by name: it would be ignored silently.
+     */
+    private void requireApplies(PreferenceLossConfig lc) {
+        List<LossType> types = new java.util.ArrayList<>();
+        for (PreferenceLossConfig.WeightedLoss w : lc.mix()) {
+            types.add(w.type());
+        }
+        if (types.isEmpty()) {
+            types.add(lc.type());
+        }
+        notApplied("--label-smoothing", labelSmoothing, 0.0, types, LossType::usesLabelSmoothing);
+        notApplied("--margin", margin, PreferenceLossConfig.DEFAULT_MARGIN, types, LossType::usesMargin);
+        notApplied("--reward-scale", rewardScale, PreferenceLossConfig.DEFAULT_REWARD_SCALE, types, LossType::usesMargin);
+        notApplied("--margin-floor", marginFloor, PreferenceLossConfig.DEFAULT_MARGIN_FLOOR, types,
+                t -> t == LossType.SPO_EXP);
+        notApplied("--discopop-tau", discopopTau, PreferenceLossConfig.DEFAULT_DISCOPOP_TAU, types,
+                t -> t == LossType.DISCOPOP);
+        notApplied("--simpo-gamma", simpoGamma, PreferenceLossConfig.DEFAULT_SIMPO_GAMMA, types,
+                t -> t == LossType.SIMPO);
+    }
+
+    private void notApplied(String option, double value, double unset, List<LossType> types,
+                            java.util.function.Predicate<LossType> reads) {
+        if (value == unset || types.stream().anyMatch(reads)) {
+            return;
+        }
+        StringBuilder users = new StringBuilder();
+        for (LossType t : LossType.values()) {
+            if (reads.test(t)) {
+                users.append(users.length() == 0 ? "" : ", ").append(t.id());
+            }
+        }
+        throw new IllegalArgumentException(option + " " + value + " does not apply: the " + lossLabel()
+                + " loss does not use it (it applies to " + users + ")");
     }
 
     static void positive(String name, int v) {
