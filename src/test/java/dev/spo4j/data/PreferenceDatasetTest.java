@@ -11,6 +11,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -154,6 +155,24 @@ class PreferenceDatasetTest {
                 .getBytes(StandardCharsets.ISO_8859_1));
         e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(latin1));
         assertTrue(e.getMessage().startsWith(latin1 + ":1: not valid UTF-8"), e.getMessage());
+
+        // a bad byte deep in a file is reported on its own line (a reader that decodes ahead named line 226 for
+        // 250), and the lines after it are still checked
+        java.io.ByteArrayOutputStream deep = new java.io.ByteArrayOutputStream();
+        byte[] good = ("{\"prompt\": \"" + "p".repeat(60) + "\", \"chosen\": \"c\", \"rejected\": \"r\"}\n")
+                .getBytes(StandardCharsets.UTF_8);
+        for (int i = 1; i <= 260; i++) {
+            deep.writeBytes(i == 250 ? "{\"prompt\": \"caf\u00e9\", \"chosen\": \"c\", \"rejected\": \"r\"}\r\n"
+                    .getBytes(StandardCharsets.ISO_8859_1) : i == 255 ? "{\"prompt\": 1}\n".getBytes(StandardCharsets.UTF_8) : good);
+        }
+        Path bad250 = dir.resolve("bad250.jsonl");
+        Files.write(bad250, deep.toByteArray());
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(bad250));
+        assertTrue(e.getMessage().startsWith(bad250 + ":250: not valid UTF-8 text (byte 16 of the line)"), e.getMessage());
+        assertTrue(e.getMessage().contains(bad250 + ":255: "), "later lines still checked: " + e.getMessage());
+        Files.write(bad250, Arrays.copyOf(deep.toByteArray(), 249 * good.length + 1));  // no final newline
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(bad250));
+        assertTrue(e.getMessage().startsWith(bad250 + ":250: "), e.getMessage());
 
         e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(dir));
         assertTrue(e.getMessage().contains("is a directory"), e.getMessage());
