@@ -110,6 +110,11 @@ class RunSafetyTest {
         Outcome done = cli("train", "--resume", moved.toString());
         assertEquals(2, done.code(), done.err());
         assertTrue(done.err().contains("already finished") && done.err().contains("step 3"), done.err());
+        // said first, and alone: no "resumed from ... at step 3", no reference pass, no loss NaN
+        for (String said : List.of(done.err(), done.out())) {
+            assertFalse(said.contains("resumed from") || said.contains("reference log-probs") || said.contains("NaN"),
+                    said);
+        }
 
         Outcome other = cli("train", "--resume", moved.toString(), "--max-steps", "4", "--beta", "0.5", "--out", "x");
         assertEquals(2, other.code(), other.err());
