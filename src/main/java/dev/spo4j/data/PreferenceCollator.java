@@ -2,6 +2,7 @@ package dev.spo4j.data;
 
 import dev.spo4j.kernels.Tensors;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import org.bytedeco.pytorch.Tensor;
 
@@ -11,7 +12,8 @@ import org.bytedeco.pytorch.Tensor;
  * pair, truncation cuts the prompt from the left first, then each completion from the right,
  * and a pair that would be left with a completion without a scored token (L too small for
  * BOS plus a token, or an empty prompt without BOS and a one-token completion) is rejected
- * with an {@link IllegalArgumentException} naming the pair's source. Rows are padded to the
+ * with an {@link IllegalArgumentException} naming the pair's source and the limits; so is a pair whose
+ * completions differ but become identical after truncation (it would train at zero margin). Rows are padded to the
  * longest row of the batch, not to L.
  *
  * <p>Given the model's vocabulary size V, every token id of a pair (prompt and both
@@ -26,6 +28,8 @@ public final class PreferenceCollator {
     private final int maxLength;
     private final long vocabSize;
     private Limits limits = Limits.NONE;
+    /** The model's max_position_embeddings, or 0 when rows are not checked against it. */
+    private int maxPositions;
 
     /**
      * How pairs become tokens beyond maxLength: {@code templated} when the texts were rendered
@@ -46,6 +50,19 @@ public final class PreferenceCollator {
     /** Sets the limits and the templated flag; returns this collator. */
     public PreferenceCollator withLimits(Limits l) {
         this.limits = l;
+        return this;
+    }
+
+    /**
+     * Checks every row against the model's context: a pair whose longer row (after truncation)
+     * is longer than {@code maxPositionEmbeddings} is rejected when tokenized, naming the pair.
+     * Returns this collator.
+     */
+    public PreferenceCollator withMaxPositions(int maxPositionEmbeddings) {
+        if (maxPositionEmbeddings < 1) {
+            throw new IllegalArgumentException("max_position_embeddings is " + maxPositionEmbeddings + " (expected >= 1)");
+        }
+        this.maxPositions = maxPositionEmbeddings;
         return this;
     }
 
@@ -125,6 +142,18 @@ public final class PreferenceCollator {
         TokenizedPair p = new TokenizedPair(pair, t.prompt(), t.completions()[0], t.completions()[1], t.truncated() || cut);
         requireScored(p, true);
         requireScored(p, false);
+        if (Arrays.equals(p.chosen(), p.rejected()) && !Arrays.equals(c0, r0)) {
+            throw new IllegalArgumentException(pair.source() + ": the chosen and rejected completions differ, but "
+                    + "not within " + limitsText() + ": after truncation both are the same " + p.chosen().length
+                    + " token(s), so the pair would train at zero margin (raise the limits, or drop the pair)");
+        }
+        int row = p.prompt().length + Math.max(p.chosen().length, p.rejected().length);
+        if (maxPositions > 0 && row > maxPositions) {
+            throw new IllegalArgumentException(pair.source() + ": a row of " + row + " tokens (" + p.prompt().length
+                    + " prompt + " + Math.max(p.chosen().length, p.rejected().length) + " completion, within "
+                    + limitsText() + ") is longer than the model's max_position_embeddings " + maxPositions
+                    + " (give --max-length " + maxPositions + " or less)");
+        }
         if (vocabSize > 0) {
             requireInVocabulary(p, "prompt", p.prompt());
             requireInVocabulary(p, "chosen completion", p.chosen());
@@ -190,12 +219,25 @@ public final class PreferenceCollator {
             String which = chosenRow ? "chosen" : "rejected";
             int tokens = chosenRow ? t.chosen().length : t.rejected().length;
             String why = tokens == 0
-                    ? (t.truncated() ? "maxLength " + maxLength + " leaves it no room after "
+                    ? (t.truncated() ? limitsText() + " leave it no room after "
                             + t.prompt().length + " prompt token(s)" : "it encodes to no tokens")
                     : "it is the first token of its row (empty prompt and no BOS), so none can be scored";
             throw new IllegalArgumentException(t.pair().source() + ": the " + which + " completion has no "
                     + "scored token: " + why);
         }
+    }
+
+    /** The limits in words, for messages: max length, and the prompt and completion limits when set. */
+    private String limitsText() {
+        StringBuilder b = new StringBuilder("max length ").append(maxLength == Integer.MAX_VALUE ? "none" : maxLength);
+        if (limits.maxPromptLength() > 0) {
+            b.append(", max prompt length ").append(limits.maxPromptLength()).append(" (")
+                    .append(limits.mode().name().toLowerCase(java.util.Locale.ROOT)).append(')');
+        }
+        if (limits.maxCompletionLength() > 0) {
+            b.append(", max completion length ").append(limits.maxCompletionLength());
+        }
+        return b.toString();
     }
 
     private void requireInVocabulary(TokenizedPair t, String part, long[] ids) {

@@ -6,17 +6,12 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonPrimitive;
-import com.google.gson.Strictness;
-import com.google.gson.TypeAdapter;
-import com.google.gson.stream.JsonReader;
-import com.google.gson.stream.JsonToken;
+import dev.spo4j.io.StrictJson;
+import dev.spo4j.io.Utf8Lines;
 import dev.spo4j.io.AtomicFiles;
-import java.io.BufferedReader;
 import java.io.IOException;
-import java.io.StringReader;
 import java.io.UncheckedIOException;
 import java.io.Writer;
-import java.nio.charset.CharacterCodingException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -77,7 +72,6 @@ public final class PreferenceDataset {
     private static final int MAX_REPORTED_PROBLEMS = 10;
 
     private static final Gson GSON = new GsonBuilder().disableHtmlEscaping().create();
-    private static final TypeAdapter<JsonElement> ELEMENTS = GSON.getAdapter(JsonElement.class);
 
     private PreferenceDataset() {}
 
@@ -210,32 +204,25 @@ public final class PreferenceDataset {
             throw new IllegalArgumentException(jsonl + ": is a directory (expected a JSONL file)");
         }
         List<Line> out = new ArrayList<>();
-        int lineNo = 0;
-        try (BufferedReader r = Files.newBufferedReader(jsonl, StandardCharsets.UTF_8)) {
-            String text;
-            while (true) {
-                try {
-                    text = r.readLine();
-                } catch (CharacterCodingException e) {
-                    problems.add(jsonl + ":" + (lineNo + 1), "not valid UTF-8 text");
-                    break;
-                }
+        try {
+            // each line decoded on its own: a bad byte is reported on its line, and the rest is still checked
+            Utf8Lines.read(jsonl, (lineNo, text, badByte) -> {
                 if (text == null) {
-                    break;
+                    problems.add(jsonl + ":" + lineNo, "not valid UTF-8 text (byte " + (badByte + 1) + " of the line)");
+                    return;
                 }
-                lineNo++;
                 if (lineNo == 1 && text.startsWith("\uFEFF")) {
                     text = text.substring(1);  // a byte-order mark some editors write
                 }
                 if (text.isBlank()) {
-                    continue;
+                    return;
                 }
                 String source = jsonl + ":" + lineNo;
                 JsonObject o = parseObject(text, source, problems);
                 if (o != null) {
                     out.add(new Line(source, o));
                 }
-            }
+            });
         } catch (NoSuchFileException e) {
             throw new IllegalArgumentException(jsonl + ": no such file", e);
         } catch (IOException e) {
@@ -247,14 +234,11 @@ public final class PreferenceDataset {
     private static JsonObject parseObject(String text, String source, Problems problems) {
         JsonElement e;
         try {
-            JsonReader reader = new JsonReader(new StringReader(text));
-            reader.setStrictness(Strictness.STRICT);
-            e = ELEMENTS.read(reader);
-            if (reader.peek() != JsonToken.END_DOCUMENT) {
-                problems.add(source, "malformed JSON: unexpected text after the object");
-                return null;
-            }
-        } catch (IOException | JsonParseException | IllegalStateException ex) {
+            e = StrictJson.parse(text);  // strict syntax, and a key given twice is refused (Gson keeps the last)
+        } catch (StrictJson.DuplicateKeyException ex) {
+            problems.add(source, ex.getMessage() + " (a key may occur once)");
+            return null;
+        } catch (JsonParseException | IllegalStateException ex) {
             problems.add(source, "malformed JSON: " + firstLine(ex.getMessage()));
             return null;
         }

@@ -4,15 +4,9 @@ import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
-import com.google.gson.Strictness;
-import com.google.gson.internal.Streams;
-import com.google.gson.stream.JsonReader;
-import com.google.gson.stream.JsonToken;
+import dev.spo4j.io.StrictJson;
 import java.io.IOException;
-import java.io.StringReader;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -75,13 +69,18 @@ public final class PreferenceFormats {
      * model has none: conversational records are then an error).
      */
     public static Loaded read(Path file, ChatTemplate template) {
-        List<String> lines;
+        List<String> lines = new ArrayList<>();
         try {
-            lines = Files.readAllLines(file, StandardCharsets.UTF_8);
+            // each line decoded on its own, so that a bad byte is reported on its line
+            dev.spo4j.io.Utf8Lines.read(file, (lineNo, text, badByte) -> {
+                if (text == null) {
+                    throw new IllegalArgumentException(file + ":" + lineNo + ": not valid UTF-8 text (byte "
+                            + (badByte + 1) + " of the line)");
+                }
+                lines.add(lineNo == 1 && text.startsWith("\uFEFF") ? text.substring(1) : text);
+            });
         } catch (java.nio.file.NoSuchFileException e) {
             throw new IllegalArgumentException(file + ": no such file");
-        } catch (java.nio.charset.MalformedInputException e) {
-            throw new IllegalArgumentException(file + ": not UTF-8 text");
         } catch (IOException e) {
             throw new UncheckedIOException(file + ": " + e.getMessage(), e);
         }
@@ -202,17 +201,14 @@ public final class PreferenceFormats {
 
     private static JsonObject parseObject(String text) {
         try {
-            JsonReader reader = new JsonReader(new StringReader(text));
-            reader.setStrictness(Strictness.STRICT);
-            JsonElement e = Streams.parse(reader);
-            if (reader.peek() != JsonToken.END_DOCUMENT) {
-                throw new IllegalArgumentException("text after the JSON object");
-            }
+            JsonElement e = StrictJson.parse(text);  // strict syntax, and a key given twice is refused
             if (!e.isJsonObject()) {
                 throw new IllegalArgumentException("expected a JSON object, got " + abbreviate(e.toString()));
             }
             return e.getAsJsonObject();
-        } catch (JsonParseException | IOException e) {
+        } catch (StrictJson.DuplicateKeyException e) {
+            throw new IllegalArgumentException(e.getMessage() + " (a key may occur once)");
+        } catch (JsonParseException e) {
             throw new IllegalArgumentException("malformed JSON: " + e.getMessage());
         }
     }

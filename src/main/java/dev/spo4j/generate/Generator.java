@@ -1,6 +1,7 @@
 package dev.spo4j.generate;
 
 import dev.spo4j.data.TextTokenizer;
+import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.model.LlamaModel;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -75,6 +76,7 @@ public final class Generator {
             }
             maxLen = Math.max(maxLen, p.length);
         }
+        requireFitsContext(model, prompts, cfg);
         if (n == 0) {
             return List.of();
         }
@@ -116,6 +118,7 @@ public final class Generator {
                         continue;
                     }
                     System.arraycopy(last, (int) (i * vocab), row, 0, (int) vocab);
+                    requireFinite(row, i, lens[i] - prompts.get(i).length);
                     int tok = pick(row, cfg, rnd);
                     if (isEos(tok, eosIds)) {
                         done[i] = true;
@@ -183,6 +186,7 @@ public final class Generator {
             seqs[i] = Arrays.copyOf(p, p.length + cfg.maxNewTokens());
             lens[i] = p.length;
         }
+        requireFitsContext(model, prompts, cfg);
         Device device = model.parameterList().get(0).device();
         float[] row = new float[(int) vocab];
         try (NoGradGuard ng = new NoGradGuard()) {
@@ -222,6 +226,7 @@ public final class Generator {
                 for (int r = 0; r < live.size(); r++) {
                     int i = live.get(r);
                     System.arraycopy(last, (int) (r * vocab), row, 0, (int) vocab);
+                    requireFinite(row, i, lens[i] - prompts.get(i).length);
                     int tok = pick(row, cfg, rnd);
                     if (isEos(tok, eosIds)) {
                         done[i] = true;
@@ -290,6 +295,43 @@ public final class Generator {
             out.add(tok.decode(s.tokens()));
         }
         return out;
+    }
+
+    /**
+     * Every prompt plus maxNewTokens must fit the model's context (max_position_embeddings):
+     * positions beyond it were never trained (and RoPE scaling is defined up to it).
+     */
+    static void requireFitsContext(LlamaModel model, List<long[]> prompts, GenerationConfig cfg) {
+        int context = model.config().maxPositionEmbeddings();
+        for (int i = 0; i < prompts.size(); i++) {
+            long need = (long) prompts.get(i).length + cfg.maxNewTokens();
+            if (need > context) {
+                throw new IllegalArgumentException("prompt " + i + " has " + prompts.get(i).length + " tokens; with "
+                        + cfg.maxNewTokens() + " new tokens that is " + need + " positions, more than the model's "
+                        + "max_position_embeddings " + context + " (shorten the prompt or lower --max-new-tokens)");
+            }
+        }
+    }
+
+    /**
+     * A row of logits must be finite or -inf (a masked token): a NaN or +inf logit (NaN weights,
+     * an overflow) is an error, not a token sampled from garbage (arg-max of NaNs is token 0, and
+     * softmax of +inf is NaN).
+     */
+    static void requireFinite(float[] logits, int prompt, int newToken) {
+        boolean any = false;
+        for (int j = 0; j < logits.length; j++) {
+            float z = logits[j];
+            if (Float.isNaN(z) || z == Float.POSITIVE_INFINITY) {
+                throw new NonFiniteLogitsException("generation: prompt " + prompt + ", new token " + newToken
+                        + ": logit " + j + " is " + z + " (non-finite logits: are the model's weights finite?)");
+            }
+            any |= z != Float.NEGATIVE_INFINITY;
+        }
+        if (!any) {
+            throw new NonFiniteLogitsException("generation: prompt " + prompt + ", new token " + newToken
+                    + ": every logit is -inf (no token can be sampled)");
+        }
     }
 
     /** The next token for one row of logits (modified in place). */

@@ -4,7 +4,7 @@ import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
-import com.google.gson.JsonParser;
+import dev.spo4j.io.StrictJson;
 import dev.spo4j.io.AtomicFiles;
 import java.io.IOException;
 import java.lang.ref.Reference;
@@ -150,11 +150,14 @@ public final class SafeTensors {
         }
         JsonObject root;
         try {
-            JsonElement e = JsonParser.parseString(json);
+            JsonElement e = StrictJson.parse(json);
             if (!e.isJsonObject()) {
                 throw new IllegalArgumentException(file + ": header is not a JSON object");
             }
             root = e.getAsJsonObject();
+        } catch (StrictJson.DuplicateKeyException e) {
+            throw new IllegalArgumentException(file + ": header has a " + e.getMessage()
+                    + " (each tensor and metadata key may occur once)", e);
         } catch (JsonParseException e) {
             throw new IllegalArgumentException(file + ": header is not valid JSON (" + e.getMessage() + ")", e);
         }

@@ -291,6 +291,7 @@ public final class TrainConfig {
             throw new IllegalArgumentException("--ref-model " + refModel + " does not apply: the " + lossLabel()
                     + " loss is reference-free (it runs no reference model)");
         }
+        requireApplies(lc);
         optim.validate();
         if (adapter != null && !java.nio.file.Files.isDirectory(java.nio.file.Path.of(adapter))) {
             throw new IllegalArgumentException("adapter folder " + adapter + " does not exist");
@@ -325,6 +326,44 @@ public final class TrainConfig {
         }
     }
 
+    /**
+     * A loss option set away from its default for a loss (or mix of losses) that does not read it
+     * is refused by name: it would be ignored silently.
+     */
+    private void requireApplies(PreferenceLossConfig lc) {
+        List<LossType> types = new java.util.ArrayList<>();
+        for (PreferenceLossConfig.WeightedLoss w : lc.mix()) {
+            types.add(w.type());
+        }
+        if (types.isEmpty()) {
+            types.add(lc.type());
+        }
+        notApplied("--label-smoothing", labelSmoothing, 0.0, types, LossType::usesLabelSmoothing);
+        notApplied("--margin", margin, PreferenceLossConfig.DEFAULT_MARGIN, types, LossType::usesMargin);
+        notApplied("--reward-scale", rewardScale, PreferenceLossConfig.DEFAULT_REWARD_SCALE, types, LossType::usesMargin);
+        notApplied("--margin-floor", marginFloor, PreferenceLossConfig.DEFAULT_MARGIN_FLOOR, types,
+                t -> t == LossType.SPO_EXP);
+        notApplied("--discopop-tau", discopopTau, PreferenceLossConfig.DEFAULT_DISCOPOP_TAU, types,
+                t -> t == LossType.DISCOPOP);
+        notApplied("--simpo-gamma", simpoGamma, PreferenceLossConfig.DEFAULT_SIMPO_GAMMA, types,
+                t -> t == LossType.SIMPO);
+    }
+
+    private void notApplied(String option, double value, double unset, List<LossType> types,
+                            java.util.function.Predicate<LossType> reads) {
+        if (value == unset || types.stream().anyMatch(reads)) {
+            return;
+        }
+        StringBuilder users = new StringBuilder();
+        for (LossType t : LossType.values()) {
+            if (reads.test(t)) {
+                users.append(users.length() == 0 ? "" : ", ").append(t.id());
+            }
+        }
+        throw new IllegalArgumentException(option + " " + value + " does not apply: the " + lossLabel()
+                + " loss does not use it (it applies to " + users + ")");
+    }
+
     static void positive(String name, int v) {
         if (v < 1) {
             throw new IllegalArgumentException(name + " = " + v + " (expected >= 1)");
@@ -351,12 +390,15 @@ public final class TrainConfig {
      * The collator {@code train} tokenizes pairs with, for the model in {@code modelDir}: the
      * token rule for {@code templated} (chat-template rendered) or plain-text pairs, the length
      * limits and truncation mode of these settings, and token ids checked against the vocabulary
-     * size of the folder's config.json. {@code logps} uses the same one.
+     * size and context length (max_position_embeddings) of the folder's config.json.
+     * {@code logps} and {@code tokenize} use the same one.
      */
     public dev.spo4j.data.PreferenceCollator collator(dev.spo4j.data.TextTokenizer tokenizer, java.nio.file.Path modelDir,
                                                       boolean templated) throws java.io.IOException {
-        long vocab = dev.spo4j.model.ModelConfig.read(modelDir.resolve(dev.spo4j.model.ModelFolder.CONFIG)).vocabSize();
-        return new dev.spo4j.data.PreferenceCollator(tokenizer, maxLength, vocab).withLimits(limits(templated));
+        dev.spo4j.model.ModelConfig mc = dev.spo4j.model.ModelConfig.read(modelDir.resolve(dev.spo4j.model.ModelFolder.CONFIG));
+        // every row is checked against the vocabulary and the model's context before the first forward
+        return new dev.spo4j.data.PreferenceCollator(tokenizer, maxLength, mc.vocabSize()).withLimits(limits(templated))
+                .withMaxPositions(mc.maxPositionEmbeddings());
     }
 
     /** The collator's limits from {@link #maxPromptLength}, {@link #maxCompletionLength}, {@link #truncationMode}. */

@@ -349,6 +349,12 @@ public final class Trainer {
             }
             train = trainPairs;
             eval = eval == null ? List.of() : eval;
+            if (checkpoint != null && resumed.step >= totalSteps(train.size())) {
+                // before anything is loaded or printed: nothing is left to do
+                throw new IllegalArgumentException("the run in " + runDir + " already finished: its checkpoint "
+                        + checkpoint.getFileName() + " is at step " + resumed.step + " of " + totalSteps(train.size())
+                        + "; give --max-steps above " + resumed.step + " to train it further");
+            }
             try (TextTokenizer tokenizer = TextTokenizer.load(modelDir)) {
                 // token ids checked against the model's vocabulary when tokenized, so that the
                 // loss kernels can skip their own (synchronising, on CUDA) target check
@@ -378,11 +384,6 @@ public final class Trainer {
                     refs = ReferenceLogProbs.forRun(cfg, runDir, modelDir, collator, train, eval, threads, device,
                             checkpoint != null, dp, console, null, precision);
                     total = prepare(modelDir, checkpoint, resumed);
-                }
-                if (checkpoint != null && step >= total) {
-                    throw new IllegalArgumentException("the run in " + runDir + " already finished: its checkpoint "
-                            + checkpoint.getFileName() + " is at step " + step + " of " + total
-                            + "; give --max-steps above " + step + " to train it further");
                 }
                 LrSchedule schedule = cfg.optim.schedule(total);
                 ParameterHashes hashes = ParameterHashes.fromEnvironment(rank);
@@ -431,6 +432,13 @@ public final class Trainer {
             }
         }
 
+        /** The run's optimiser steps: --max-steps, or the epochs over {@code pairs} in global batches. */
+        private int totalSteps(int pairs) {
+            int batchesPerEpoch = (pairs + cfg.batchSize * world - 1) / (cfg.batchSize * world);
+            int stepsPerEpoch = (batchesPerEpoch + cfg.gradAccum - 1) / cfg.gradAccum;
+            return cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
+        }
+
         /** Loads the policy and AdamW (from the checkpoint when resuming), lays out the batches; returns the total steps. */
         private int prepare(Path modelDir, Path checkpoint, Checkpoints.State resumed) throws IOException {
             torch.manual_seed(cfg.seed);
@@ -469,8 +477,7 @@ public final class Trainer {
             }
             // One global batch = batchSize pairs per rank x world size, from the same seeded order on every rank.
             batches = new Batches<>(indices, cfg.batchSize * world, cfg.seed);
-            int stepsPerEpoch = (batches.batchesPerEpoch() + cfg.gradAccum - 1) / cfg.gradAccum;
-            int total = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.epochs * stepsPerEpoch;
+            int total = totalSteps(train.size());
             objective = new PreferenceObjective(cfg.lossConfig(), cfg.lossImpl, cfg.sftWeight, threads,
                     cfg.lmHeadChunkBytes());
             if (checkpoint != null && resumed.lossState != null) {  // bco-pair's running mean

@@ -256,6 +256,42 @@ class PreferenceCollatorTest {
     }
 
     @Test
+    void rowsLongerThanTheModelsContextAreRefusedNamingThePair() {
+        // BOS + 6 prompt tokens + 6 chosen tokens (EOS included) = 13
+        PreferencePair p = PreferencePair.of("tell me about a dog .", "the dog is good .", "bad !").withSource("d.jsonl:3");
+        assertEquals(13, new PreferenceCollator(tok).withMaxPositions(13).tokenize(p).chosenLength());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new PreferenceCollator(tok, 64).withMaxPositions(12).tokenize(p));
+        assertTrue(e.getMessage().startsWith("d.jsonl:3: a row of 13 tokens (7 prompt + 6 completion, within max length 64)")
+                && e.getMessage().contains("max_position_embeddings 12") && e.getMessage().contains("--max-length 12"),
+                e.getMessage());
+        // truncated to the context, the pair is taken
+        assertEquals(12, new PreferenceCollator(tok, 12).withMaxPositions(12).tokenize(p).chosenLength());
+        assertThrows(IllegalArgumentException.class, () -> new PreferenceCollator(tok).withMaxPositions(0));
+    }
+
+    @Test
+    void completionsMadeIdenticalByTruncationAreRefusedNamingTheLineAndTheLimits() {
+        // "the dog ." and "the cat ." share their first token: L = 2 (BOS + one token) makes them equal
+        PreferencePair p = PreferencePair.of("tell me .", "the dog .", "the cat .").withSource("data.jsonl:7");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new PreferenceCollator(tok, 2).tokenize(p));
+        assertTrue(e.getMessage().startsWith("data.jsonl:7: the chosen and rejected completions differ"), e.getMessage());
+        assertTrue(e.getMessage().contains("max length 2") && e.getMessage().contains("zero margin"), e.getMessage());
+        // the same through --max-completion-length, named with it
+        PreferenceCollator byCompletion = new PreferenceCollator(tok, 64).withLimits(new PreferenceCollator.Limits(
+                false, 0, 1, TokenRule.PromptTruncation.KEEP_END));
+        e = assertThrows(IllegalArgumentException.class, () -> byCompletion.tokenize(p));
+        assertTrue(e.getMessage().contains("max length 64, max completion length 1"), e.getMessage());
+        // one token more tells them apart: accepted
+        assertFalse(java.util.Arrays.equals(new PreferenceCollator(tok, 3).tokenize(p).chosen(),
+                new PreferenceCollator(tok, 3).tokenize(p).rejected()));
+        // a pair whose completions were equal to begin with is not this error (the data says so)
+        PreferencePair same = PreferencePair.of("tell me .", "the dog .", "the dog .");
+        assertArrayEquals(new PreferenceCollator(tok, 2).tokenize(same).chosen(), ids("the"));
+    }
+
+    @Test
     void withoutBosOnePromptTokenIsKeptAndAnEmptyPromptCannotScoreItsFirstToken(@TempDir Path dir)
             throws IOException {
         SyntheticPreferences.writeTokenizer(dir);

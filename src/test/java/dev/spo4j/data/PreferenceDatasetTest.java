@@ -11,6 +11,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -95,6 +96,8 @@ class PreferenceDatasetTest {
         "only one score         | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"score_chosen\": 1} | field \"score_rejected\" is missing but \"score_chosen\" is present",
         "only one ref logp      | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is missing but \"ref_rejected_logps\" is present",
         "boolean ref logp       | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_chosen_logps\": true, \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is a boolean (true) (expected a finite number)",
+        "duplicate key          | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"chosen\": \"d\"} | duplicate key \"chosen\"",
+        "duplicate score        | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"score_chosen\": 1, \"score_rejected\": 0, \"score_chosen\": 2} | duplicate key \"score_chosen\"",
         "negative infinite logp | {\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"ref_chosen_logps\": -1e400, \"ref_rejected_logps\": -2} | field \"ref_chosen_logps\" is -1e400, which is not a finite number",
     })
     void badRecordIsReportedWithFileLineAndField(String name, String line, String expected) throws IOException {
@@ -152,6 +155,24 @@ class PreferenceDatasetTest {
                 .getBytes(StandardCharsets.ISO_8859_1));
         e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(latin1));
         assertTrue(e.getMessage().startsWith(latin1 + ":1: not valid UTF-8"), e.getMessage());
+
+        // a bad byte deep in a file is reported on its own line (a reader that decodes ahead named line 226 for
+        // 250), and the lines after it are still checked
+        java.io.ByteArrayOutputStream deep = new java.io.ByteArrayOutputStream();
+        byte[] good = ("{\"prompt\": \"" + "p".repeat(60) + "\", \"chosen\": \"c\", \"rejected\": \"r\"}\n")
+                .getBytes(StandardCharsets.UTF_8);
+        for (int i = 1; i <= 260; i++) {
+            deep.writeBytes(i == 250 ? "{\"prompt\": \"caf\u00e9\", \"chosen\": \"c\", \"rejected\": \"r\"}\r\n"
+                    .getBytes(StandardCharsets.ISO_8859_1) : i == 255 ? "{\"prompt\": 1}\n".getBytes(StandardCharsets.UTF_8) : good);
+        }
+        Path bad250 = dir.resolve("bad250.jsonl");
+        Files.write(bad250, deep.toByteArray());
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(bad250));
+        assertTrue(e.getMessage().startsWith(bad250 + ":250: not valid UTF-8 text (byte 16 of the line)"), e.getMessage());
+        assertTrue(e.getMessage().contains(bad250 + ":255: "), "later lines still checked: " + e.getMessage());
+        Files.write(bad250, Arrays.copyOf(deep.toByteArray(), 249 * good.length + 1));  // no final newline
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(bad250));
+        assertTrue(e.getMessage().startsWith(bad250 + ":250: "), e.getMessage());
 
         e = assertThrows(IllegalArgumentException.class, () -> PreferenceDataset.read(dir));
         assertTrue(e.getMessage().contains("is a directory"), e.getMessage());
@@ -212,8 +233,8 @@ class PreferenceDatasetTest {
         assertEquals(-4.0, pairs.get(1).refRejectedLogps());
 
         // in place, and wrong counts or non-finite values rejected before anything is written
-        PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {1, 2}, new double[] {3, 4});
-        assertEquals(2.0, PreferenceDataset.read(out).get(1).refChosenLogps());
+        PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {-1, -2}, new double[] {-3, -4});
+        assertEquals(-2.0, PreferenceDataset.read(out).get(1).refChosenLogps());
         String before = Files.readString(out);
         assertThrows(IllegalArgumentException.class,
                 () -> PreferenceDataset.writeWithReferenceLogps(out, out, new double[] {1}, new double[] {3}));

@@ -107,6 +107,22 @@ class PreferenceFormatsTest {
         e = assertThrows(IllegalArgumentException.class, () -> PreferenceFormats.read(h, raising));
         assertTrue(e.getMessage().startsWith(h + ":1: the chat template raised: a system message must come first"),
                 e.getMessage());
+
+        // bytes that are not UTF-8: named on their line, not the line a reader decoded ahead to
+        Path latin = dir.resolve("latin.jsonl");
+        Files.write(latin, (conv + "\n" + conv + "\n" + conv.replace("\"q\"", "\"caf\u00e9\"") + "\n")
+                .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceFormats.read(latin, SIMPLE));
+        assertTrue(e.getMessage().startsWith(latin + ":3: not valid UTF-8 text"), e.getMessage());
+
+        // a key twice, in the record or inside a message: named, with file:line (Gson alone keeps the last)
+        Path d = file(conv, conv.replace("\"rejected\": [", "\"chosen\": [], \"rejected\": ["));
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceFormats.read(d, SIMPLE));
+        assertTrue(e.getMessage().startsWith(d + ":2: duplicate key \"chosen\""), e.getMessage());
+        Path m = file(conv.replace("\"content\": \"q\"", "\"content\": \"q\", \"content\": \"x\""));
+        e = assertThrows(IllegalArgumentException.class, () -> PreferenceFormats.read(m, SIMPLE));
+        assertTrue(e.getMessage().startsWith(m + ":1: duplicate key \"content\" in the object at $.prompt[0]"),
+                e.getMessage());
     }
 
     @Test

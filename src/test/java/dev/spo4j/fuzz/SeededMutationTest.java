@@ -25,7 +25,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Seeded mutation fuzzing of the readers of user files: the JSONL pair reader, the safetensors
- * reader, config.json and trainer_state.json. Each starts from a valid file, applies a few
+ * reader, config.json, trainer_state.json, conversational records through a chat template, and
+ * the chat template's source. Each starts from a valid file, applies a few
  * random byte-level mutations (flips, interesting bytes, deletions, duplications, insertions,
  * truncation) and requires the reader to either succeed or throw a user error
  * (IllegalArgumentException, or an I/O exception) whose message names the file; anything else
@@ -162,5 +163,55 @@ class SeededMutationTest {
         Path ck = Files.createDirectories(tmp.resolve("step-0000003"));
         fuzz("trainer_state.json", valid.getBytes(StandardCharsets.UTF_8), ck, "trainer_state.json",
                 f -> Checkpoints.config(f.getParent(), Checkpoints.readState(f.getParent())));
+    }
+
+    /** A template with what real ones use: a system branch, a loop, conditions, raise_exception, a generation prompt. */
+    static final String TEMPLATE = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+            + "{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}{% else %}{% set sys = '' %}"
+            + "{% set rest = messages %}{% endif %}{% if sys %}<|sys|>{{ sys | trim }}<|end|>{% endif %}"
+            + "{% for m in rest %}{% if m['role'] not in ['user', 'assistant'] %}"
+            + "{{ raise_exception('unknown role ' + m['role']) }}{% endif %}"
+            + "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+            + "{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+    @Test
+    void conversationalRecordsThroughTheChatTemplate(@TempDir Path tmp) throws IOException {
+        dev.spo4j.data.ChatTemplate template = dev.spo4j.data.ChatTemplate.of(TEMPLATE, Map.of("bos_token", "<s>"));
+        String valid = String.join("\n",
+                "{\"prompt\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"2+2?\"}], "
+                        + "\"chosen\": [{\"role\": \"assistant\", \"content\": \"4\"}], "
+                        + "\"rejected\": [{\"role\": \"assistant\", \"content\": \"5\"}], \"score_chosen\": 1, \"score_rejected\": 0}",
+                "{\"chosen\": [{\"role\": \"user\", \"content\": \"Hi \u00e9\"}, {\"role\": \"assistant\", \"content\": \"Hello\"}], "
+                        + "\"rejected\": [{\"role\": \"user\", \"content\": \"Hi \u00e9\"}, {\"role\": \"assistant\", \"content\": \"No\"}]}")
+                + "\n";
+        // the valid file reads: the fuzz starts from an accepted input
+        dev.spo4j.data.PreferenceFormats.read(writeValid(tmp, valid), template);
+        int[] counts = fuzz("conversational", valid.getBytes(StandardCharsets.UTF_8), tmp, "chat.jsonl",
+                f -> dev.spo4j.data.PreferenceFormats.read(f, template));
+        org.junit.jupiter.api.Assertions.assertTrue(counts[0] > 0 && counts[1] > 0,
+                "mutations both pass and fail: " + Arrays.toString(counts));
+    }
+
+    @Test
+    void chatTemplateSource(@TempDir Path tmp) throws IOException {
+        List<Map<String, Object>> messages = List.of(Map.of("role", "system", "content", "Be brief."),
+                Map.of("role", "user", "content", "2+2?"), Map.of("role", "assistant", "content", "4"));
+        // a mutated template either renders or fails as a TemplateException (an IllegalArgumentException)
+        int[] counts = fuzz("chat template", TEMPLATE.getBytes(StandardCharsets.UTF_8), tmp, "chat_template.jinja", f -> {
+            String source = Files.readString(f, StandardCharsets.ISO_8859_1);
+            try {
+                dev.spo4j.data.ChatTemplate.of(source, Map.of("bos_token", "<s>")).render(messages, true);
+            } catch (dev.spo4j.data.ChatTemplate.TemplateException e) {
+                throw new IllegalArgumentException(f.getFileName() + ": " + e.getMessage(), e);
+            }
+        });
+        org.junit.jupiter.api.Assertions.assertTrue(counts[0] > 0 && counts[1] > 0,
+                "mutations both pass and fail: " + Arrays.toString(counts));
+    }
+
+    private static Path writeValid(Path dir, String text) throws IOException {
+        Path f = dir.resolve("valid-chat.jsonl");
+        Files.writeString(f, text);
+        return f;
     }
 }

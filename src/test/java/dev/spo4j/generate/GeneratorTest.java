@@ -205,6 +205,47 @@ class GeneratorTest {
                 () -> Generator.generate(model, List.of(new long[] {1, V}), null, GenerationConfig.greedy(2)));
     }
 
+    @Test
+    void promptPlusNewTokensMustFitTheModelsContext() {
+        long[] long60 = new long[60];
+        Arrays.fill(long60, 4);
+        long60[0] = 1;
+        // 60 + 5 > max_position_embeddings 64: refused before any forward, in both paths
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Generator.generate(model, List.of(PROMPTS.get(0), long60), null, GenerationConfig.greedy(5)));
+        assertTrue(e.getMessage().startsWith("prompt 1 has 60 tokens; with 5 new tokens that is 65 positions")
+                && e.getMessage().contains("max_position_embeddings 64"), e.getMessage());
+        assertThrows(IllegalArgumentException.class,
+                () -> Generator.generateRecomputing(model, List.of(long60), GenerationConfig.greedy(5)));
+        assertEquals(4, Generator.generate(model, List.of(long60), null, GenerationConfig.greedy(4)).get(0).tokens().length);
+    }
+
+    @Test
+    void nonFiniteLogitsAreAnErrorNotEmptyCompletions() {
+        ModelConfig c = model.config();
+        LlamaModel nan = new LlamaModel(c);
+        try (NoGradGuard ng = new NoGradGuard()) {
+            nan.parameterList().get(0).fill_(new org.bytedeco.pytorch.Scalar(Double.NaN));
+        }
+        for (GenerationConfig g : List.of(GenerationConfig.greedy(3), new GenerationConfig(1.0, 5, 0.9, 3, 1))) {
+            dev.spo4j.kernels.NonFiniteLogitsException e = assertThrows(dev.spo4j.kernels.NonFiniteLogitsException.class,
+                    () -> Generator.generate(nan, PROMPTS, null, g));
+            assertTrue(e.getMessage().startsWith("generation: prompt 0, new token 0: logit 0 is NaN"), e.getMessage());
+            assertThrows(dev.spo4j.kernels.NonFiniteLogitsException.class,
+                    () -> Generator.generateRecomputing(nan, PROMPTS, g));
+        }
+        float[] inf = new float[V];
+        inf[3] = Float.POSITIVE_INFINITY;
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> Generator.requireFinite(inf, 2, 7)).getMessage()
+                .contains("prompt 2, new token 7: logit 3 is Infinity"));
+        float[] masked = new float[V];
+        Arrays.fill(masked, Float.NEGATIVE_INFINITY);
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> Generator.requireFinite(masked, 0, 0)).getMessage()
+                .contains("every logit is -inf"));
+        masked[5] = 0;
+        Generator.requireFinite(masked, 0, 0);  // -inf beside a finite logit is a masked token: fine
+    }
+
     private static boolean contains(long[] a, int before, long v) {
         for (int k = 0; k < before; k++) {
             if (a[k] == v) {

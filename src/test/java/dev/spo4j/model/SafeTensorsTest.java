@@ -231,6 +231,13 @@ class SafeTensorsTest {
                 + "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8), "overlap");
         assertRejected(withHeader("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8), "gap");
         assertRejected(withHeader("{\"__metadata__\":{\"k\":1}}", 0), "__metadata__");
+        // a tensor or a metadata key given twice (a JSON parser keeps the last: the first would be lost)
+        assertRejected(withHeader("{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                + "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4), "duplicate key \"t\"");
+        assertRejected(withHeader("{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0),
+                "duplicate key \"k\"", "$.__metadata__");
+        assertRejected(withHeader("{\"t\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
+                "duplicate key \"dtype\"", "$.t");
         // a header length larger than the file
         Path f = tmp.resolve("huge.safetensors");
         Files.write(f, ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(1L << 40).array());

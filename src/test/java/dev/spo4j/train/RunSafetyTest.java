@@ -110,6 +110,11 @@ class RunSafetyTest {
         Outcome done = cli("train", "--resume", moved.toString());
         assertEquals(2, done.code(), done.err());
         assertTrue(done.err().contains("already finished") && done.err().contains("step 3"), done.err());
+        // said first, and alone: no "resumed from ... at step 3", no reference pass, no loss NaN
+        for (String said : List.of(done.err(), done.out())) {
+            assertFalse(said.contains("resumed from") || said.contains("reference log-probs") || said.contains("NaN"),
+                    said);
+        }
 
         Outcome other = cli("train", "--resume", moved.toString(), "--max-steps", "4", "--beta", "0.5", "--out", "x");
         assertEquals(2, other.code(), other.err());
@@ -218,6 +223,39 @@ class RunSafetyTest {
                 () -> PreferencePair.of("p", "a", "b").withSource("d.jsonl:3").withReferenceLogps(5.0, -1.0));
         assertTrue(e.getMessage().contains("d.jsonl:3") && e.getMessage().contains("ref_chosen_logps")
                 && e.getMessage().contains("<= 0"), e.getMessage());
+    }
+
+    @Test
+    void lossOptionsThatDoNotApplyAreRefusedByName(@TempDir Path tmp) {
+        Path run = tmp.resolve("run");
+        Outcome o = cli(tiny(run, "--loss", "spo", "--label-smoothing", "0.2"));
+        assertEquals(2, o.code(), o.err());
+        assertTrue(o.err().contains("--label-smoothing 0.2 does not apply: the spo loss does not use it")
+                && o.err().contains("dpo"), o.err());
+        assertFalse(Files.exists(run), "refused before the run folder is made");
+        for (List<String> bad : List.of(List.of("--loss", "dpo", "--margin", "2"), List.of("--loss", "dpo", "--reward-scale", "3"),
+                List.of("--loss", "spo", "--simpo-gamma", "1"), List.of("--loss", "dpo", "--margin-floor", "0.5"),
+                List.of("--loss", "dpo", "--discopop-tau", "0.1"))) {
+            TrainConfig c = configOf(bad);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, c::validate);
+            assertTrue(e.getMessage().startsWith(bad.get(2) + " ") && e.getMessage().contains("does not apply"),
+                    e.getMessage());
+        }
+        // what the loss reads is accepted, in a mix when one term reads it, and defaults given explicitly pass
+        for (List<String> good : List.of(List.of("--loss", "dpo", "--label-smoothing", "0.2"),
+                List.of("--loss", "spo", "--margin", "2", "--reward-scale", "3"),
+                List.of("--loss-weights", "spo=1,dpo=0.5", "--label-smoothing", "0.1"),
+                List.of("--loss", "spo-exp", "--margin-floor", "0.5"), List.of("--loss", "simpo", "--simpo-gamma", "1"),
+                List.of("--loss", "dpo", "--margin", "1.0", "--label-smoothing", "0"))) {
+            configOf(good).validate();
+        }
+    }
+
+    private static TrainConfig configOf(List<String> args) {
+        TrainConfig c = new TrainConfig();
+        new picocli.CommandLine(c).registerConverter(dev.spo4j.loss.LossType.class, dev.spo4j.loss.LossType::parse)
+                .parseArgs(args.toArray(new String[0]));
+        return c;
     }
 
     @Test
