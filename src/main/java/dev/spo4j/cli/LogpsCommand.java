@@ -38,14 +38,8 @@ final class LogpsCommand implements Callable<Integer> {
     Path out;
     @Option(names = "--batch-size", defaultValue = "8", description = "(default: ${DEFAULT-VALUE})")
     int batchSize;
-    @Option(names = "--max-length", defaultValue = "512", description = "as train's (default: ${DEFAULT-VALUE})")
-    int maxLength;
-    @Option(names = "--max-prompt-length", defaultValue = "0", description = "as train's; 0 = no limit (default: ${DEFAULT-VALUE})")
-    int maxPromptLength;
-    @Option(names = "--max-completion-length", defaultValue = "0", description = "as train's; 0 = no limit (default: ${DEFAULT-VALUE})")
-    int maxCompletionLength;
-    @Option(names = "--truncation-mode", defaultValue = "keep_end", description = "keep_end | keep_start (default: ${DEFAULT-VALUE})")
-    String truncationMode;
+    @Mixin
+    LengthOptions lengthOptions;
     @Option(names = "--threads", defaultValue = "0", description = "0 = LibTorch's default (default: ${DEFAULT-VALUE})")
     int threads;
     @Option(names = "--lm-head", defaultValue = "fused", description = "fused (log-probs from the hidden states, one "
@@ -68,12 +62,7 @@ final class LogpsCommand implements Callable<Integer> {
         if (lmHeadChunkMb < 1) {
             throw new IllegalArgumentException("--lm-head-chunk-mb = " + lmHeadChunkMb + " (expected >= 1)");
         }
-        TrainConfig lengths = new TrainConfig();
-        lengths.maxLength = maxLength;
-        lengths.maxPromptLength = maxPromptLength;
-        lengths.maxCompletionLength = maxCompletionLength;
-        lengths.truncationMode = truncationMode;
-        lengths.validateLengths();
+        TrainConfig lengths = lengthOptions.config();  // the length options as train reads them
         if (!Files.isDirectory(model)) {
             throw new IllegalArgumentException("model folder " + model + " does not exist");
         }

@@ -34,25 +34,14 @@ final class TokenizeCommand implements Callable<Integer> {
     Path data;
     @Option(names = "--out", required = true, paramLabel = "FILE", description = "output JSONL (written atomically)")
     Path out;
-    @Option(names = "--max-length", defaultValue = "512", description = "as train's (default: ${DEFAULT-VALUE})")
-    int maxLength;
-    @Option(names = "--max-prompt-length", defaultValue = "0", description = "as train's; 0 = no limit (default: ${DEFAULT-VALUE})")
-    int maxPromptLength;
-    @Option(names = "--max-completion-length", defaultValue = "0", description = "as train's; 0 = no limit (default: ${DEFAULT-VALUE})")
-    int maxCompletionLength;
-    @Option(names = "--truncation-mode", defaultValue = "keep_end", description = "keep_end | keep_start (default: ${DEFAULT-VALUE})")
-    String truncationMode;
+    @Mixin
+    LengthOptions lengthOptions;
     @Mixin
     VerboseOption verbose;
 
     @Override
     public Integer call() throws java.io.IOException {
-        TrainConfig lengths = new TrainConfig();   // the length options as train reads them
-        lengths.maxLength = maxLength;
-        lengths.maxPromptLength = maxPromptLength;
-        lengths.maxCompletionLength = maxCompletionLength;
-        lengths.truncationMode = truncationMode;
-        lengths.validateLengths();
+        TrainConfig lengths = lengthOptions.config();  // the length options as train reads them
         if (!java.nio.file.Files.isDirectory(model)) {
             throw new IllegalArgumentException("model folder " + model + " does not exist");
         }
