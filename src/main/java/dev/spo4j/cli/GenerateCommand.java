@@ -11,7 +11,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
-import org.bytedeco.pytorch.global.torch;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -64,7 +63,7 @@ final class GenerateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--num-samples = " + numSamples + " (expected >= 1)");
         }
         if (threads > 0) {
-            torch.set_num_threads(threads);
+            dev.spo4j.kernels.OpenMp.setThreads(threads);
         }
         List<String> texts = new ArrayList<>();
         if (prompts.prompt != null) {

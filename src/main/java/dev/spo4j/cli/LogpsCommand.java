@@ -69,7 +69,7 @@ final class LogpsCommand implements Callable<Integer> {
         // everything is read and tokenized (and a bad record named) before the model is loaded
         PreferenceFormats.Loaded loaded = PreferenceFormats.read(data, ChatTemplate.forModel(model));
         if (threads > 0) {
-            torch.set_num_threads(threads);
+            dev.spo4j.kernels.OpenMp.setThreads(threads);
         }
         long truncated;
         try (TextTokenizer tok = TextTokenizer.load(model)) {

@@ -179,7 +179,7 @@ public final class Experiment {
     public static Result run(ExperimentConfig cfg, Path out, PrintStream console) {
         cfg.validate();
         long t0 = System.nanoTime();
-        torch.set_num_threads(cfg.threads);
+        dev.spo4j.kernels.OpenMp.setThreads(cfg.threads);
         try {
             out = out.toAbsolutePath();
             Files.createDirectories(out);

@@ -106,7 +106,7 @@ public final class SftTrainer {
         cfg.validate();
         long t0 = System.nanoTime();
         int threads = cfg.threads > 0 ? cfg.threads : torch.get_num_threads();
-        torch.set_num_threads(threads);
+        dev.spo4j.kernels.OpenMp.setThreads(threads);
         List<long[][]> rows = new ArrayList<>(data.size());
         for (SftExample e : data) {
             rows.add(tokenize(tok, e, cfg.maxLength));

@@ -194,7 +194,7 @@ public final class Trainer {
         }
         Device device = device(dist.isDistributed() && cfg.device.equals("cuda") ? "cuda:" + dist.localRank() : cfg.device);
         int threads = threadCount(cfg, console);
-        torch.set_num_threads(threads);
+        dev.spo4j.kernels.OpenMp.setThreads(threads);
         if (cfg.out != null && cfg.out.isBlank()) {
             throw new IllegalArgumentException("--out '" + cfg.out + "' is empty (expected a folder for the run)");
         }
