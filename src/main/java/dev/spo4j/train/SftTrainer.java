@@ -108,8 +108,15 @@ public final class SftTrainer {
         int threads = cfg.threads > 0 ? cfg.threads : torch.get_num_threads();
         dev.spo4j.kernels.OpenMp.setThreads(threads);
         List<long[][]> rows = new ArrayList<>(data.size());
+        int positions = model.config().maxPositionEmbeddings();
         for (SftExample e : data) {
-            rows.add(tokenize(tok, e, cfg.maxLength));
+            long[][] r = tokenize(tok, e, cfg.maxLength);
+            if (r[0].length + r[1].length > positions) {  // before the first forward, as train checks its pairs
+                throw new IllegalArgumentException("an SFT example is " + (r[0].length + r[1].length) + " tokens after "
+                        + "truncation to --max-length " + cfg.maxLength + ", more than the model's "
+                        + "max_position_embeddings " + positions + " (give --max-length " + positions + " or less): " + e);
+            }
+            rows.add(r);
         }
         torch.manual_seed(cfg.seed);
         // trained: the adapters when attached, else the model's parameters (fp32 masters of a bf16 copy with --dtype bf16)

@@ -52,5 +52,18 @@ class SftTrainerTest {
         Files.writeString(tmp.resolve("bad.jsonl"), "{\"prompt\": \"x\"}\n");
         assertThrows(IllegalArgumentException.class, () -> SftExample.read(tmp.resolve("bad.jsonl")));
         assertTrue(SyntheticPreferences.vocabSize() > 0);
+
+        // an example longer than the model's context (256 positions) is refused before any step
+        String longAnswer = "the cat is very good ! ".repeat(60);
+        try (TextTokenizer tok = TextTokenizer.load(init)) {
+            LlamaModel m = ModelFolder.load(init);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> SftTrainer.train(m, tok,
+                    List.of(new SftExample("describe the cat .", longAnswer)), c, null));
+            assertTrue(e.getMessage().contains("max_position_embeddings 256"), e.getMessage());
+            c.maxLength = 256;  // within the context: trains
+            c.maxSteps = 1;
+            assertEquals(1, SftTrainer.train(m, tok, List.of(new SftExample("describe the cat .", longAnswer)), c, null)
+                    .rows().size());
+        }
     }
 }
