@@ -19,7 +19,7 @@ import picocli.CommandLine.Option;
                 "--out. Reproducible from --seed on the same machine with a fixed --threads (config.json records the",
                 "CPU, SIMD path and versions)."})
 final class ExperimentCommand implements Callable<Integer> {
-    @Option(names = "--quick", description = "the quick setting: every arm at 2 betas, 1 seed, 150 steps, 512 pairs (a smoke test, a few minutes on 2 cores)")
+    @Option(names = "--quick", description = "the quick setting: every arm at 2 betas, 1 seed, 100 steps, 512 pairs (a smoke test, a few minutes on 2 cores)")
     boolean quick;
     @Option(names = "--out", defaultValue = "runs/experiment", paramLabel = "DIR", description = "(default: ${DEFAULT-VALUE})")
     Path out;
@@ -38,6 +38,12 @@ final class ExperimentCommand implements Callable<Integer> {
     java.util.List<String> arms;
     @Option(names = "--betas", split = ",", paramLabel = "BETA", description = "the betas (default: the preset's)")
     java.util.List<Double> betas;
+    @Option(names = "--lr", description = "the preference runs' learning rate (default: the preset's, 1e-3)")
+    Double lr;
+    @Option(names = "--lr-check", split = ",", paramLabel = "FACTOR", description = "the learning-rate check: every arm "
+            + "once more at seed 0 and beta 0.2 with lr times each factor; 0 turns it off (default: the preset's: 0.3,3 "
+            + "in the full setting, none in --quick)")
+    java.util.List<Double> lrCheck;
     @Option(names = "--replot", paramLabel = "DIR", description = "only rewrite summary.json, table.md and the plots of a finished run folder")
     java.nio.file.Path replot;
     @Mixin
@@ -65,6 +71,12 @@ final class ExperimentCommand implements Callable<Integer> {
         }
         if (betas != null) {
             c.betas = betas;
+        }
+        if (lr != null) {
+            c.lr = lr;
+        }
+        if (lrCheck != null) {
+            c.lrCheckFactors = lrCheck.equals(java.util.List.of(0.0)) ? java.util.List.of() : lrCheck;
         }
         Experiment.run(c, out, System.out);
         return 0;

@@ -191,6 +191,9 @@ public final class ExperimentConfig {
                 throw new IllegalArgumentException("experiment: beta " + b + " must be finite and > 0");
             }
         }
+        if (!(lr > 0 && lr < Double.POSITIVE_INFINITY)) {
+            throw new IllegalArgumentException("experiment: learning rate " + lr + " must be finite and > 0");
+        }
         for (double f : lrCheckFactors) {
             if (!(f > 0 && f < Double.POSITIVE_INFINITY)) {
                 throw new IllegalArgumentException("experiment: learning-rate factor " + f + " must be finite and > 0");

@@ -2,6 +2,7 @@ package dev.spo4j.experiment;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonObject;
@@ -106,6 +107,25 @@ class ExperimentTest {
         assertEquals(3.0, ExperimentSummary.goldAtKl(run, 2.0), 1e-12);
         assertEquals(1.5, ExperimentSummary.goldAtKl(run, 0.5), 1e-12);
         assertTrue(Double.isNaN(ExperimentSummary.goldAtKl(run, 4.0)));
+    }
+
+    @Test
+    void badSettingsAreRejectedWithTheValue() {
+        ExperimentConfig c = ExperimentConfig.toy();
+        c.lr = Double.NaN;
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, c::validate);
+        assertTrue(e.getMessage().contains("learning rate NaN"), e.getMessage());
+        c = ExperimentConfig.toy();
+        c.betas = List.of(0.1, -1.0);
+        e = assertThrows(IllegalArgumentException.class, c::validate);
+        assertTrue(e.getMessage().contains("beta -1.0"), e.getMessage());
+        c = ExperimentConfig.toy();
+        c.lrCheckFactors = List.of(0.0);
+        e = assertThrows(IllegalArgumentException.class, c::validate);
+        assertTrue(e.getMessage().contains("factor 0.0"), e.getMessage());
+        c = ExperimentConfig.toy();
+        c.arms = List.of("spo", "dpo-n99");
+        assertThrows(IllegalArgumentException.class, c::validate);
     }
 
     private static Experiment.Measurement m(int step, double kl, double gold) {
