@@ -33,10 +33,8 @@ final class ModelOptions {
     /** The model folder's model in the chosen dtype, with the adapter attached when given. */
     LlamaModel load(Path model) throws IOException {
         check(model);
-        LlamaModel m = ModelFolder.load(model);
-        if (dtype != null && Precision.parse(dtype) != Precision.FP32) {
-            m.to(Precision.parse(dtype).scalarType(), false);
-        }
+        LlamaModel m = ModelFolder.load(model, dtype == null ? Precision.FP32.scalarType()
+                : Precision.parse(dtype).scalarType());
         if (adapter != null) {
             LoraAdapters.load(m, adapter);
         }

@@ -3,6 +3,7 @@ package dev.spo4j.kernels;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.LongPointer;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Device;
 import org.bytedeco.pytorch.DeviceOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -16,6 +17,28 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  */
 public final class Tensors {
     private Tensors() {}
+
+    /**
+     * Runs {@code body} in its own {@link PointerScope} and returns its result alive, handed to
+     * the enclosing scope (if any; else to the garbage collector). Every other tensor handle the
+     * body creates is released on return, so LibTorch frees its memory as soon as nothing else
+     * (autograd's saved tensors, a cache) holds it. Without this, a loop of ops inside one
+     * caller's scope keeps every iteration's temporaries until that scope closes: a forward over
+     * 24 decoder layers would hold all 24 layers' activations even without autograd.
+     */
+    public static Tensor scoped(java.util.function.Supplier<Tensor> body) {
+        Tensor out;
+        try (PointerScope s = new PointerScope()) {
+            out = body.get();
+            out.retainReference();  // survives s.close(), which releases one reference of each handle
+        }
+        PointerScope outer = PointerScope.getInnerScope();
+        if (outer != null) {
+            outer.attach(out);  // the enclosing scope owns it now
+            out.releaseReference();
+        }
+        return out;
+    }
 
     /** Options for a new tensor of {@code dtype} on {@code device}. */
     public static TensorOptions options(ScalarType dtype, Device device) {

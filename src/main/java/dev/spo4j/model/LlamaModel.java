@@ -1,5 +1,7 @@
 package dev.spo4j.model;
 
+import dev.spo4j.kernels.Tensors;
+
 import org.bytedeco.pytorch.DoubleOptional;
 import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.Module;
@@ -63,6 +65,8 @@ public final class LlamaModel extends Module {
     static final double MASK_VALUE = -Float.MAX_VALUE;
 
     private final ModelConfig config;
+    private final ScalarType initDtype;  // the parameters' dtype when built
+    private final boolean randomInit;
     private final Tensor embed;
     private final Layer[] layers;
     private final Tensor finalNorm;
@@ -103,9 +107,21 @@ public final class LlamaModel extends Module {
      * Seed with {@code torch.manual_seed} before constructing for reproducibility.
      */
     public LlamaModel(ModelConfig config) {
+        this(config, ScalarType.Float, true);
+    }
+
+    /**
+     * A model whose parameters are {@code dtype} CPU tensors. {@code randomInit}: drawn as Hugging
+     * Face initialises (in fp32, then cast, so the draws match the fp32 model's); otherwise left
+     * uninitialised for {@link #loadStateDict} to fill: no fp32 copy is made and no page is
+     * touched before the weights arrive (a bf16 model loads at its own size, not three times it).
+     */
+    public LlamaModel(ModelConfig config, ScalarType dtype, boolean randomInit) {
         super("LlamaForCausalLM");
         retainReference();
         this.config = config;
+        this.initDtype = dtype;
+        this.randomInit = randomInit;
         this.invFreq = config.ropeInverseFrequencies();
         int h = config.hiddenSize(), v = config.vocabSize(), inter = config.intermediateSize();
         double std = config.initializerRange();
@@ -170,18 +186,21 @@ public final class LlamaModel extends Module {
         return t;
     }
 
-    private static Tensor normal(double std, long... shape) {
+    private Tensor normal(double std, long... shape) {
+        if (!randomInit) {
+            return torch.empty(shape, new TensorOptions(initDtype), null);
+        }
         Tensor t = torch.empty(shape, new TensorOptions(ScalarType.Float), null);
         t.normal_(0.0, std, new GeneratorOptional());
-        return t;
+        return initDtype == ScalarType.Float ? t : t.to(initDtype);
     }
 
-    private static Tensor zeros(long n) {
-        return torch.zeros(new long[] {n}, new TensorOptions(ScalarType.Float));
+    private Tensor zeros(long n) {
+        return torch.zeros(new long[] {n}, new TensorOptions(initDtype));
     }
 
-    private static Tensor ones(long n) {
-        return torch.ones(new long[] {n}, new TensorOptions(ScalarType.Float));
+    private Tensor ones(long n) {
+        return torch.ones(new long[] {n}, new TensorOptions(initDtype));
     }
 
     /** The architecture this model was built from. */
@@ -236,7 +255,7 @@ public final class LlamaModel extends Module {
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
         for (int i = 0; i < layers.length; i++) {
-            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, null);
+            x = scopedLayer(i, x, cosSin[0], cosSin[1], masking, b, t, null);
         }
         return rmsNorm(x, finalNorm);
     }
@@ -298,7 +317,7 @@ public final class LlamaModel extends Module {
         Tensor[] cosSin = rope(t, dtype, inputIds);
         Masking masking = masking(inputIds, attentionMask, b, t, dtype);
         for (int i = 0; i < layers.length; i++) {
-            x = layer(i, x, cosSin[0], cosSin[1], masking, b, t, cache);
+            x = scopedLayer(i, x, cosSin[0], cosSin[1], masking, b, t, cache);
         }
         return rmsNorm(x, finalNorm);
     }
@@ -338,7 +357,7 @@ public final class LlamaModel extends Module {
         Masking masking = new Masking(false, cache.additive, attention == Attention.EAGER ? blocked : null);
         try {
             for (int i = 0; i < layers.length; i++) {
-                x = layer(i, x, cos, sin, masking, b, 1, cache);
+                x = scopedLayer(i, x, cos, sin, masking, b, 1, cache);
             }
         } finally {
             cache.slots = null;
@@ -417,7 +436,7 @@ public final class LlamaModel extends Module {
                         if (replay) {
                             rngStates[i] = torch.getDefaultCPUGenerator().get_state();
                         }
-                        x = layer(i, x, cos, sin, masking, b, t, null);
+                        x = scopedLayer(i, x, cos, sin, masking, b, t, null);
                     }
                 } finally {
                     if (replay) {
@@ -461,10 +480,15 @@ public final class LlamaModel extends Module {
                 if (rngStates != null) {
                     torch.getDefaultCPUGenerator().set_state(rngStates[i]);
                 }
-                Tensor y = layer(i, xi, cos, sin, masking, b, t, null);
-                y.backward(g, new org.bytedeco.pytorch.BoolOptional(), false,
-                        new org.bytedeco.pytorch.TensorArrayRefOptional());
-                g = xi.grad();
+                Tensor up = g;
+                int layer = i;
+                // the recomputed layer's activations are freed as soon as its backward has run
+                g = Tensors.scoped(() -> {
+                    Tensor y = layer(layer, xi, cos, sin, masking, b, t, null);
+                    y.backward(up, new org.bytedeco.pytorch.BoolOptional(), false,
+                            new org.bytedeco.pytorch.TensorArrayRefOptional());
+                    return xi.grad();
+                });
                 inputs[i] = null;
             }
             if (rngAfter != null) {
@@ -524,6 +548,16 @@ public final class LlamaModel extends Module {
             return -65504.0;
         }
         return -Float.MAX_VALUE;
+    }
+
+    /**
+     * {@link #layer} in its own pointer scope ({@link Tensors#scoped}): its temporaries are
+     * released on return, so a forward without autograd holds one layer's activations at a
+     * time, and with autograd only what autograd saves.
+     */
+    private Tensor scopedLayer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,
+                               KvCache cache) {
+        return Tensors.scoped(() -> layer(index, x, cos, sin, masking, b, t, cache));
     }
 
     private Tensor layer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,

@@ -46,17 +46,28 @@ public final class ModelFolder {
 
     /** Reads config.json and the weights of a folder into a new fp32 CPU model. */
     public static LlamaModel load(Path dir) throws IOException {
+        return load(dir, ScalarType.Float);
+    }
+
+    /**
+     * Reads config.json and the weights of a folder into a new CPU model whose parameters are
+     * {@code dtype}: each tensor is converted as it is copied in, so the peak is the file's
+     * tensors plus the model, with no fp32 copy on the way to bf16.
+     */
+    public static LlamaModel load(Path dir, ScalarType dtype) throws IOException {
         Path config = dir.resolve(CONFIG);
         if (!Files.isRegularFile(config)) {
             throw new IllegalArgumentException(dir + ": no " + CONFIG);
         }
         ModelConfig c = ModelConfig.read(config);
         Map<String, Tensor> weights = readWeights(dir);
-        LlamaModel m = new LlamaModel(c);
+        LlamaModel m = new LlamaModel(c, dtype, false);
         try {
             m.loadStateDict(weights);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(dir + ": " + e.getMessage(), e);
+        } finally {
+            weights.values().forEach(Tensor::close);  // the file's copy goes now, not at the next GC
         }
         return m;
     }

@@ -120,7 +120,7 @@ public final class ReferenceLogProbs {
                 Path refDir = cfg.refModel != null ? Path.of(cfg.refModel) : modelDir;
                 console.println("spo4j: reference log-probs from " + (cfg.refModel != null ? refDir
                         : "the initial policy (frozen)") + " for " + set.size() + " pairs");
-                reference = ModelFolder.load(refDir);
+                reference = ModelFolder.load(refDir, precision.scalarType());
                 reference.to(device, precision.scalarType(), false);  // the policy's precision
                 for (Tensor p : reference.parameterList()) {
                     p.set_requires_grad(false);

@@ -27,6 +27,7 @@ import org.bytedeco.pytorch.AdamW;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * Supervised fine-tuning: next-token cross-entropy on prompt + completion, scored on the
@@ -69,10 +70,11 @@ public final class SftTrainer {
         Path runDir = Path.of(cfg.out == null ? "runs/sft" : cfg.out).toAbsolutePath();
         try (TextTokenizer tok = TextTokenizer.load(Path.of(cfg.model))) {
             Files.createDirectories(runDir);
-            LlamaModel model = ModelFolder.load(Path.of(cfg.model));
+            // a LoRA base is frozen in the run's dtype (fp32 adapters); a full fine-tune starts from fp32 masters
+            LlamaModel model = ModelFolder.load(Path.of(cfg.model),
+                    cfg.loraConfig() != null ? cfg.precision().scalarType() : ScalarType.Float);
             LoraAdapters adapters = null;
-            if (cfg.loraConfig() != null) {  // a frozen base in the run's dtype, fp32 adapters
-                model.to(cfg.precision().scalarType(), false);
+            if (cfg.loraConfig() != null) {
                 torch.manual_seed(cfg.seed);
                 adapters = LoraAdapters.create(model, cfg.loraConfig());
             }

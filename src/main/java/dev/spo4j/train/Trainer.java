@@ -443,8 +443,8 @@ public final class Trainer {
         private int prepare(Path modelDir, Path checkpoint, Checkpoints.State resumed) throws IOException {
             torch.manual_seed(cfg.seed);
             if (cfg.lora()) {  // a frozen base and fp32 adapters: new, the --adapter's, or the checkpoint's
-                policy = ModelFolder.load(modelDir);
-                policy.to(device, precision.scalarType(), false);  // frozen: no master copy needed
+                policy = ModelFolder.load(modelDir, precision.scalarType());  // frozen: no master copy needed
+                policy.to(device, precision.scalarType(), false);
                 adapters = checkpoint != null ? LoraAdapters.load(policy, checkpoint.resolve(Checkpoints.ADAPTER))
                         : cfg.adapter != null ? LoraAdapters.load(policy, Path.of(cfg.adapter))
                         : LoraAdapters.create(policy, cfg.loraConfig());

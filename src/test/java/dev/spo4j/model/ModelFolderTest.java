@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
@@ -78,6 +79,22 @@ class ModelFolderTest {
                 "the model is not changed");
         assertEquals("float32", ModelFolder.torchDtypeOf(LLAMA));
         assertThrows(IllegalArgumentException.class, () -> ModelFolder.save(a, tmp.resolve("x"), null, "int8"));
+    }
+
+    @Test
+    void loadingInBf16EqualsLoadingInFp32ThenCasting() throws IOException {
+        for (Path fixture : List.of(LLAMA, QWEN2)) {
+            LlamaModel direct = ModelFolder.load(fixture, ScalarType.BFloat16);
+            LlamaModel viaFp32 = ModelFolder.load(fixture);
+            viaFp32.to(ScalarType.BFloat16, false);
+            Map<String, Tensor> a = direct.stateDict(), b = viaFp32.stateDict();
+            assertEquals(b.keySet(), a.keySet());
+            for (Map.Entry<String, Tensor> kv : b.entrySet()) {
+                Tensor t = a.get(kv.getKey());
+                assertEquals(ScalarType.BFloat16, t.scalar_type().intern(), kv.getKey());
+                assertTrue(torch.equal(t, kv.getValue()), fixture + ": " + kv.getKey());
+            }
+        }
     }
 
     @Test
