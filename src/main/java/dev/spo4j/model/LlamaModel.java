@@ -750,6 +750,35 @@ public final class LlamaModel extends Module {
      * accepted and ignored; a different one is an error, since the tie would silently drop it.
      */
     public void loadStateDict(Map<String, Tensor> weights) {
+        checkStateDict(weights);
+        try (NoGradGuard guard = new NoGradGuard()) {
+            for (Map.Entry<String, Tensor> kv : params.entrySet()) {
+                kv.getValue().copy_(weights.get(kv.getKey()));  // returns a view of the receiver: not kept
+            }
+        }
+    }
+
+    /**
+     * Copies one checked tensor into the parameter of that name (converting its dtype); a name
+     * that is not a parameter (a tied checkpoint's equal lm_head.weight) is skipped. For
+     * streaming loads after {@link #checkStateDict}.
+     */
+    public void copyParameter(String name, Tensor value) {
+        Tensor p = params.get(name);
+        if (p != null) {
+            try (NoGradGuard guard = new NoGradGuard()) {
+                p.copy_(value);
+            }
+        }
+    }
+
+    /**
+     * Throws IllegalArgumentException, listing every problem, unless {@code weights} has
+     * exactly this model's parameter names with their shapes and floating dtypes (the tensors
+     * may be meta tensors: only their metadata is read, except for a tied model's
+     * lm_head.weight, which must equal the embedding).
+     */
+    public void checkStateDict(Map<String, Tensor> weights) {
         List<String> problems = new ArrayList<>();
         TreeSet<String> missing = new TreeSet<>(params.keySet());
         missing.removeAll(weights.keySet());
@@ -790,11 +819,6 @@ public final class LlamaModel extends Module {
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException("state dict does not match " + config + ": "
                     + String.join("; ", problems));
-        }
-        try (NoGradGuard guard = new NoGradGuard()) {
-            for (Map.Entry<String, Tensor> kv : params.entrySet()) {
-                kv.getValue().copy_(weights.get(kv.getKey()));  // returns a view of the receiver: not kept
-            }
         }
     }
 }

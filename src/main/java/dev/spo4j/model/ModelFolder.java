@@ -60,16 +60,47 @@ public final class ModelFolder {
             throw new IllegalArgumentException(dir + ": no " + CONFIG);
         }
         ModelConfig c = ModelConfig.read(config);
-        Map<String, Tensor> weights = readWeights(dir);
         LlamaModel m = new LlamaModel(c, dtype, false);
+        Map<String, Tensor> described = weights(dir, SafeTensors::describe);  // names, dtypes, shapes: no data
+        boolean tiedHead = c.tieWordEmbeddings() && described.containsKey("lm_head.weight");
         try {
-            m.loadStateDict(weights);
+            if (tiedHead) {  // the check that lm_head equals the embedding needs both tensors' data at once
+                Map<String, Tensor> weights = readWeights(dir);
+                try {
+                    m.loadStateDict(weights);
+                } finally {
+                    weights.values().forEach(Tensor::close);  // the file's copy goes now, not at the next GC
+                }
+            } else {
+                m.checkStateDict(described);
+                for (Path file : weightFiles(dir)) {  // one tensor in memory at a time besides the model
+                    SafeTensors.forEach(file, m::copyParameter);
+                }
+            }
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(dir + ": " + e.getMessage(), e);
         } finally {
-            weights.values().forEach(Tensor::close);  // the file's copy goes now, not at the next GC
+            described.values().forEach(Tensor::close);
         }
         return m;
+    }
+
+    /** The folder's safetensors files: model.safetensors, or the shards of the index in order. */
+    private static List<Path> weightFiles(Path dir) throws IOException {
+        Path single = dir.resolve(WEIGHTS);
+        if (Files.isRegularFile(single)) {
+            return List.of(single);
+        }
+        List<Path> files = new java.util.ArrayList<>();
+        for (String shard : new LinkedHashSet<>(weightMap(dir.resolve(INDEX)).values())) {
+            files.add(dir.resolve(shard).normalize());
+        }
+        return files;
+    }
+
+    /** A safetensors reader: all of a file's tensors by name. */
+    private interface Reader {
+        Map<String, Tensor> read(Path file) throws IOException;
     }
 
     /**
@@ -77,9 +108,13 @@ public final class ModelFolder {
      * model.safetensors.index.json (each tensor must be in the shard the index names).
      */
     public static Map<String, Tensor> readWeights(Path dir) throws IOException {
+        return weights(dir, SafeTensors::read);
+    }
+
+    private static Map<String, Tensor> weights(Path dir, Reader reader) throws IOException {
         Path single = dir.resolve(WEIGHTS);
         if (Files.isRegularFile(single)) {
-            return SafeTensors.read(single);
+            return reader.read(single);
         }
         Path index = dir.resolve(INDEX);
         if (!Files.isRegularFile(index)) {
@@ -93,7 +128,7 @@ public final class ModelFolder {
             if (!file.startsWith(dir.normalize()) || !Files.isRegularFile(file)) {
                 throw new IllegalArgumentException(index + ": shard '" + shard + "' not found in " + dir);
             }
-            for (Map.Entry<String, Tensor> kv : SafeTensors.read(file).entrySet()) {
+            for (Map.Entry<String, Tensor> kv : reader.read(file).entrySet()) {
                 String listed = weightMap.get(kv.getKey());
                 if (listed == null) {
                     throw new IllegalArgumentException(file + ": tensor '" + kv.getKey()

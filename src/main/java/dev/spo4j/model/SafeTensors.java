@@ -106,6 +106,41 @@ public final class SafeTensors {
         }
     }
 
+    /**
+     * The file's tensors without their data: meta-device tensors of each entry's dtype and
+     * shape (file order), for checking a state dict before any data is read.
+     */
+    public static Map<String, Tensor> describe(Path file) throws IOException {
+        checkByteOrder();
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            Map<String, Tensor> out = new LinkedHashMap<>();
+            for (Entry e : header(file, ch).entries()) {
+                out.put(e.name(), torch.empty(e.shape(), new TensorOptions(e.dtype().scalarType)
+                        .device(new org.bytedeco.pytorch.DeviceOptional(new org.bytedeco.pytorch.Device("meta"))), null));
+            }
+            return out;
+        }
+    }
+
+    /**
+     * Reads the file's tensors one at a time, in file order: each is handed to {@code consumer}
+     * and freed when it returns, so the memory needed is that of the largest tensor, not the file.
+     */
+    public static void forEach(Path file, java.util.function.BiConsumer<String, Tensor> consumer) throws IOException {
+        checkByteOrder();
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            Header h = header(file, ch);
+            for (Entry e : h.entries()) {
+                Tensor t = readTensor(file, ch, h.dataStart(), e, CHUNK);
+                try {
+                    consumer.accept(e.name(), t);
+                } finally {
+                    t.close();
+                }
+            }
+        }
+    }
+
     /** The names of the file's tensors (file order), without reading their data. */
     public static List<String> names(Path file) throws IOException {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {

@@ -79,6 +79,25 @@ class SafeTensorsTest {
             assertTrue(b.is_contiguous() && b.is_cpu(), kv.getKey());
         }
         assertEquals(Map.of("format", "pt", "note", "ünïcode ✓"), SafeTensors.metadata(f));
+
+        // describe: the same names, dtypes and shapes, no data; forEach: the same tensors, one at a time
+        Map<String, Tensor> meta = SafeTensors.describe(f);
+        assertEquals(SafeTensors.names(f), new java.util.ArrayList<>(meta.keySet()));  // file order
+        for (Map.Entry<String, Tensor> kv : in.entrySet()) {
+            Tensor m = meta.get(kv.getKey());
+            assertTrue(m.is_meta(), kv.getKey());
+            assertSame(kv.getValue().scalar_type().intern(), m.scalar_type().intern(), kv.getKey());
+            assertArrayEquals(LlamaModel.shape(kv.getValue()), LlamaModel.shape(m), kv.getKey());
+        }
+        java.util.List<String> seen = new java.util.ArrayList<>();
+        java.util.List<Tensor> handed = new java.util.ArrayList<>();
+        SafeTensors.forEach(f, (name, t) -> {
+            seen.add(name);
+            handed.add(t);
+            assertTrue(torch.equal(in.get(name), t), name);
+        });
+        assertEquals(SafeTensors.names(f), seen);
+        assertTrue(handed.stream().allMatch(t -> t.isNull()), "each tensor is freed once the consumer returns");
     }
 
     /** The >2 GiB path reads and writes in chunks; odd tiny chunks exercise the same code. */
