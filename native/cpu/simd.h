@@ -4,8 +4,23 @@
 // load time, so the library never needs -march=native and runs on any x86-64.
 //
 // What is here: a 16-lane float vector (vf), dtype loads/stores (fp32, bf16, fp16 with
-// round-to-nearest-even), a branch-free exp() accurate to ~2 ulp for x <= 0 (flushes to 0
-// below -87.3, so exp(-inf) == 0 exactly), and a static row-parallel for.
+// round-to-nearest-even), two branch-free exp()s for the kernels' x <= 0, and a static
+// row-parallel for.
+//
+// exp, per ISA (both: exp(-inf) == 0 exactly, NaN stays NaN, never NaN for -inf):
+//   x86-64-v4 (AVX-512; SPO4J_V4 functions, picked at run time by cpu_path()):
+//       vexp_avx512: n = roundscale(x log2 e), f = x log2 e - n in two FMAs (so f is exact to
+//       ~1 ulp of f at any |x|), 2^f by a degree-5 polynomial, then scalef(2^f, n) = 2^f * 2^n
+//       with no exponent-bit construction. Measured by `spo4j_harness check` against std::exp
+//       in double on [-104, 0]: max relative error 2.4e-7 (~2 ulp) down to -87.3 (the normal
+//       range); below it the result underflows gradually (denormals, as std::exp rounds them),
+//       and is exactly 0 below -103.98.
+//   x86-64-v3 / baseline (and the x86-64-v4 clone when the generic path is forced):
+//       vexp, with t = x log2 e rounded once to fp32 (so the error grows with |x|: 2.4e-7 near
+//       0, a few 1e-6 near -87; the harness prints the figure), 2^n built by shifting bits into
+//       the exponent field; flushes to 0 below -87.3 (no denormals).
+// SPO4J_CPU_PATH=generic in the environment (read once) or spo4j_debug_cpu_path(1) forces
+// the generic path on an AVX-512 machine, so that tests cover it and benchmarks can A/B it.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +34,17 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPO4J_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// The explicit AVX-512 path: functions compiled for x86-64-v4 only, called only after
+// cpu_path() said the CPU has it. `flatten` inlines the whole row loop into them, so that the
+// intrinsics of vexp_avx512 (which cannot be always_inline into the generic templates: GCC
+// refuses target-specific always_inline callees there) end up in code compiled for AVX-512.
+#define SPO4J_HAVE_V4_PATH 1
+#define SPO4J_V4 __attribute__((target("arch=x86-64-v4")))
+#define SPO4J_V4_FLATTEN __attribute__((target("arch=x86-64-v4"), flatten))
+#include <immintrin.h>
 #else
 #define SPO4J_CLONES
+#define SPO4J_HAVE_V4_PATH 0
 #endif
 #define SPO4J_INLINE static inline __attribute__((always_inline))
 
@@ -92,6 +116,49 @@ SPO4J_INLINE vf vexp(vf x) {
     vu scale = ((vu)s << 23) + 0x3f800000u;  // (n + 127) << 23: bits(s) = bits(shifter) + n
     return p * (vf)scale;
 }
+
+// The generic exp as a policy type for the row templates (vexp above).
+struct ExpGeneric {
+    SPO4J_INLINE vf exp(vf x) { return vexp(x); }
+};
+
+#if SPO4J_HAVE_V4_PATH
+// exp(x) on AVX-512 for the same arguments as vexp: t = x log2(e), n = roundscale(t) (nearest
+// integer, as a float), f = x log2(e) - n computed as fma(x, L_hi, -n) + x L_lo with
+// L_hi + L_lo = log2(e) to ~2^-48 (the first FMA is exact enough because x L_hi - n is small),
+// 2^f by the same degree-5 polynomial as vexp, and scalef(2^f, n) = 2^f * 2^n, which rounds
+// once, underflows gradually and needs no exponent-bit construction. x is clamped at -106
+// first: -inf becomes -106, whose n = -153 makes scalef round to exactly 0 (1.42 * 2^-153 <
+// 2^-150); NaN passes the clamp (the compare is false) and stays NaN through every step.
+// Not always_inline (see SPO4J_V4_FLATTEN): only SPO4J_V4 functions call it.
+SPO4J_V4 inline vf vexp_avx512(vf x) {
+    const vf lo = vf{} - 106.0f;
+    x = x < lo ? lo : x;
+    const __m512 xm = (__m512)x;
+    const __m512 t = _mm512_mul_ps(xm, _mm512_set1_ps(1.44269504088896341f));
+    // The mask forms with an all-ones mask compile to the plain instructions; the unmasked
+    // intrinsics trip GCC 12's -Wmaybe-uninitialized on their _mm512_undefined_ps().
+    const __m512 n = _mm512_mask_roundscale_ps(t, 0xffff, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fmsub_ps(xm, _mm512_set1_ps(1.4426950216293335f), n);  // L_hi = float(log2 e)
+    f = _mm512_fmadd_ps(xm, _mm512_set1_ps(1.925963033500011e-08f), f);        // L_lo = log2 e - L_hi
+    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+struct ExpAvx512 {
+    SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
+};
+#endif
+
+// Which CPU path the kernels take (token_logprobs.cpp): the AVX-512 one when the CPU has
+// x86-64-v4 and nothing forced the generic one (SPO4J_CPU_PATH=generic, read once, or
+// spo4j_debug_cpu_path(1)). Cheap: one relaxed atomic load after the first call.
+enum CpuPath : int32_t { CPU_PATH_AUTO = 0, CPU_PATH_GENERIC = 1, CPU_PATH_AVX512 = 2 };
+bool use_avx512_path();
 
 SPO4J_INLINE float bf16_to_f32(uint16_t h) {
     uint32_t u = uint32_t(h) << 16;

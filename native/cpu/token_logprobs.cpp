@@ -8,7 +8,14 @@
 // second pass hits L1), merged into running (max, sum, sum p*(z-max)) with the usual online
 // rescaling, so nothing of size rows x V is kept: the backward needs only lse. The backward
 // reads each row once and writes it once, in place over the logits when asked. Rows are
-// split across num_threads threads; SIMD width is picked at load time (simd.h).
+// split across num_threads threads.
+// Per element the cost is the exp (one per logit in the forward's second pass, one per logit
+// in the backward), so the row loops are templates on the exp: on a CPU with x86-64-v4
+// (AVX-512) they run as *_rows_avx512, compiled for that ISA only, with vexp_avx512
+// (roundscale + two FMAs + polynomial + scalef, ~2 ulp at any x <= 0); elsewhere, or with
+// SPO4J_CPU_PATH=generic / spo4j_debug_cpu_path(1), as *_rows, cloned per ISA (AVX-512 /
+// AVX2+FMA / baseline, picked by the loader's ifunc) with the generic vexp (simd.h). The
+// path is chosen once per call (use_avx512_path()).
 // Rows whose target is ignore_index give 0 (forward) and a zero gradient row (backward).
 // Tests: src/test/java/dev/spo4j/kernels/TokenLogProbsTest.java; benchmark:
 // bench/java/dev/spo4j/bench/TokenLogProbsBench.java; native harness:
@@ -16,6 +23,8 @@
 #include <atomic>
 #include <cinttypes>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "online_softmax.h"
@@ -33,8 +42,8 @@ struct RowStats {
     float entropy;
 };
 
-// One row, forward. Returns lse and (if want_entropy) the entropy.
-template <int DT>
+// One row, forward. Returns lse and (if want_entropy) the entropy. EXP: ExpGeneric or ExpAvx512.
+template <int DT, class EXP>
 SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool want_entropy) {
     using IO = Io<DT>;
     const float NEG_INF = -std::numeric_limits<float>::infinity();
@@ -80,19 +89,19 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
                     vf a, b;
                     split_bf16(z + v, a, b);
                     vf xa = a - mvec, xb = b - mvec;
-                    vf ea = vexp(xa), eb = vexp(xb);
+                    vf ea = EXP::exp(xa), eb = EXP::exp(xb);
                     sv += ea + eb;
                     tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
                 }
             }
             for (int64_t v = pairs_end; v < full; v += W) {
                 vf x = IO::load(z + v) - mvec;
-                vf e = vexp(x);
+                vf e = EXP::exp(x);
                 sv += e;
                 tv += e > 0.0f ? e * x : vf{};  // exp(-inf)*(-inf) would be NaN
             }
             vf x = tail_v - mvec;
-            vf e = vexp(x);
+            vf e = EXP::exp(x);
             sv += e;
             tv += e > 0.0f ? e * x : vf{};
         } else {
@@ -100,11 +109,11 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
                 for (int64_t v = c0; v < pairs_end; v += 2 * W) {
                     vf a, b;
                     split_bf16(z + v, a, b);
-                    sv += vexp(a - mvec) + vexp(b - mvec);
+                    sv += EXP::exp(a - mvec) + EXP::exp(b - mvec);
                 }
             }
-            for (int64_t v = pairs_end; v < full; v += W) sv += vexp(IO::load(z + v) - mvec);
-            sv += vexp(tail_v - mvec);
+            for (int64_t v = pairs_end; v < full; v += W) sv += EXP::exp(IO::load(z + v) - mvec);
+            sv += EXP::exp(tail_v - mvec);
         }
         s += hsum(sv);
         t += hsum(tv);
@@ -115,10 +124,10 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
     return r;
 }
 
-template <int DT>
-SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, int64_t V,
-                               int64_t stride, const int64_t* targets, int64_t ignore_index,
-                               float* logp, float* lse, float* entropy, int64_t* bad_row) {
+template <int DT, class EXP>
+SPO4J_INLINE void forward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
+                                    int64_t stride, const int64_t* targets, int64_t ignore_index,
+                                    float* logp, float* lse, float* entropy, int64_t* bad_row) {
     using T = typename Io<DT>::T;
     const T* base = static_cast<const T*>(logits);
     for (int64_t r = begin; r < end; r++) {
@@ -130,7 +139,7 @@ SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, i
             continue;
         }
         const T* z = base + r * stride;
-        RowStats st = row_forward<DT>(z, V, entropy != nullptr);
+        RowStats st = row_forward<DT, EXP>(z, V, entropy != nullptr);
         if (!std::isfinite(st.lse) && *bad_row < 0) *bad_row = r;  // -inf: no finite logit; NaN: a NaN or +inf one
         lse[r] = st.lse;
         logp[r] = Io<DT>::get(z + tgt) - st.lse;
@@ -138,11 +147,11 @@ SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, i
     }
 }
 
-template <int DT>
-SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, int64_t V,
-                                int64_t stride, const int64_t* targets, int64_t ignore_index,
-                                const float* lse, const float* grad_logp, void* grad,
-                                int64_t gstride) {
+template <int DT, class EXP>
+SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
+                                     int64_t stride, const int64_t* targets, int64_t ignore_index,
+                                     const float* lse, const float* grad_logp, void* grad,
+                                     int64_t gstride) {
     using IO = Io<DT>;
     using T = typename IO::T;
     const T* zb = static_cast<const T*>(logits);
@@ -163,19 +172,74 @@ SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, 
             for (; v0 + 2 * W <= V; v0 += 2 * W) {
                 vf a, b;
                 split_bf16(z + v0, a, b);
-                join_bf16(out + v0, ng * vexp(a - lv), ng * vexp(b - lv));
+                join_bf16(out + v0, ng * EXP::exp(a - lv), ng * EXP::exp(b - lv));
             }
         }
-        for (int64_t v = v0; v + W <= V; v += W) IO::store(out + v, ng * vexp(IO::load(z + v) - lv));
+        for (int64_t v = v0; v + W <= V; v += W) IO::store(out + v, ng * EXP::exp(IO::load(z + v) - lv));
         int64_t tail = v0 + ((V - v0) / W) * W;
         for (int64_t v = tail; v < V; v++) {
             vf x = splat(IO::get(z + v) - l);
-            IO::put(out + v, -g * vexp(x)[0]);
+            IO::put(out + v, -g * EXP::exp(x)[0]);
         }
         vf xt = splat(zt - l);
-        IO::put(out + tgt, g * (1.0f - vexp(xt)[0]));
+        IO::put(out + tgt, g * (1.0f - EXP::exp(xt)[0]));
     }
 }
+
+// The row loops, once per path: cloned per ISA with the generic exp, and compiled for
+// x86-64-v4 only with the AVX-512 exp (called only when use_avx512_path()).
+#define SPO4J_FWD_ARGS const void *logits, int64_t begin, int64_t end, int64_t V, int64_t stride, \
+    const int64_t *targets, int64_t ignore_index, float *logp, float *lse, float *entropy, int64_t *bad_row
+#define SPO4J_FWD_PASS logits, begin, end, V, stride, targets, ignore_index, logp, lse, entropy, bad_row
+#define SPO4J_BWD_ARGS const void *logits, int64_t begin, int64_t end, int64_t V, int64_t stride, \
+    const int64_t *targets, int64_t ignore_index, const float *lse, const float *grad_logp, void *grad, int64_t gstride
+#define SPO4J_BWD_PASS logits, begin, end, V, stride, targets, ignore_index, lse, grad_logp, grad, gstride
+template <int DT>
+SPO4J_CLONES void forward_rows(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpGeneric>(SPO4J_FWD_PASS); }
+template <int DT>
+SPO4J_CLONES void backward_rows(SPO4J_BWD_ARGS) { backward_rows_body<DT, ExpGeneric>(SPO4J_BWD_PASS); }
+#if SPO4J_HAVE_V4_PATH
+template <int DT>
+SPO4J_V4_FLATTEN void forward_rows_avx512(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpAvx512>(SPO4J_FWD_PASS); }
+template <int DT>
+SPO4J_V4_FLATTEN void backward_rows_avx512(SPO4J_BWD_ARGS) { backward_rows_body<DT, ExpAvx512>(SPO4J_BWD_PASS); }
+#endif
+
+// Runs the forward (or backward) row loop of dtype DT on the path chosen for this call.
+template <int DT>
+void forward_rows_on(bool avx512, SPO4J_FWD_ARGS) {
+#if SPO4J_HAVE_V4_PATH
+    if (avx512) return forward_rows_avx512<DT>(SPO4J_FWD_PASS);
+#endif
+    (void)avx512;
+    forward_rows<DT>(SPO4J_FWD_PASS);
+}
+template <int DT>
+void backward_rows_on(bool avx512, SPO4J_BWD_ARGS) {
+#if SPO4J_HAVE_V4_PATH
+    if (avx512) return backward_rows_avx512<DT>(SPO4J_BWD_PASS);
+#endif
+    (void)avx512;
+    backward_rows<DT>(SPO4J_BWD_PASS);
+}
+
+// y = exp(x) with one path's vector exp, W at a time (the tail through a padded vector): the
+// harness's direct test of the exps against std::exp (spo4j_debug_cpu_exp).
+template <class EXP>
+SPO4J_INLINE void exp_array_body(const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) Io<SPO4J_F32>::store(y + i, EXP::exp(Io<SPO4J_F32>::load(x + i)));
+    if (i < n) {
+        vf v{};
+        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k];
+        v = EXP::exp(v);
+        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];
+    }
+}
+SPO4J_CLONES void exp_array_generic(const float* x, float* y, int64_t n) { exp_array_body<ExpGeneric>(x, y, n); }
+#if SPO4J_HAVE_V4_PATH
+SPO4J_V4_FLATTEN void exp_array_avx512(const float* x, float* y, int64_t n) { exp_array_body<ExpAvx512>(x, y, n); }
+#endif
 
 // The status and message for a row whose lse is not finite: which kind of logit made it so.
 int report_bad_row(const void* logits, int32_t dtype, int64_t r, int64_t vocab, int64_t row_stride, int64_t target) {
@@ -219,10 +283,61 @@ int check_common(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
     return SPO4J_OK;
 }
 
+// The path in effect: CPU_PATH_GENERIC or CPU_PATH_AVX512; 0 until the first call decides.
+std::atomic<int32_t> g_cpu_path{0};
+
+bool cpu_has_v4() {
+#if SPO4J_HAVE_V4_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+#else
+    return false;
+#endif
+}
+
+int32_t choose_path(int32_t request) {
+    return request != CPU_PATH_GENERIC && cpu_has_v4() ? CPU_PATH_AVX512 : CPU_PATH_GENERIC;
+}
+
 }  // namespace
+
+bool use_avx512_path() {
+    int32_t p = g_cpu_path.load(std::memory_order_relaxed);
+    if (p == 0) {
+        const char* env = std::getenv("SPO4J_CPU_PATH");
+        const bool generic = env && std::strcmp(env, "generic") == 0;
+        int32_t expected = 0;
+        g_cpu_path.compare_exchange_strong(expected, choose_path(generic ? CPU_PATH_GENERIC : CPU_PATH_AUTO));
+        p = g_cpu_path.load(std::memory_order_relaxed);
+    }
+    return p == CPU_PATH_AVX512;
+}
+
 }  // namespace spo4j
 
 using namespace spo4j;
+
+extern "C" SPO4J_API int spo4j_debug_cpu_exp(const float* x, float* y, int64_t n, int32_t path) {
+    clear_error();
+    if (n < 0 || (n > 0 && (!x || !y))) return fail(SPO4J_ERR_ARGUMENT, "bad exp test arguments");
+    if (path == CPU_PATH_GENERIC) {
+        exp_array_generic(x, y, n);
+        return SPO4J_OK;
+    }
+#if SPO4J_HAVE_V4_PATH
+    if (path == CPU_PATH_AVX512 && cpu_has_v4()) {
+        exp_array_avx512(x, y, n);
+        return SPO4J_OK;
+    }
+#endif
+    return fail(SPO4J_ERR_NOT_BUILT, "CPU path %d is not available here", int(path));
+}
+
+extern "C" SPO4J_API int spo4j_debug_cpu_path(int32_t request) {
+    if (request == CPU_PATH_AUTO || request == CPU_PATH_GENERIC)
+        spo4j::g_cpu_path.store(choose_path(request));
+    return use_avx512_path() ? CPU_PATH_AVX512 : CPU_PATH_GENERIC;
+}
 
 extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
         const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
@@ -235,14 +350,15 @@ extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
         if (rows > 0 && (!logp || !lse)) return fail(SPO4J_ERR_ARGUMENT, "null logp or lse pointer");
         // Each block records its first row with no finite logit; the smallest is reported.
         std::atomic<int64_t> first_bad{INT64_MAX};
+        const bool avx512 = use_avx512_path();
         parallel_rows(rows, vocab, num_threads, MIN_WORK_PER_THREAD, [&](int64_t b, int64_t e) {
             int64_t bad = -1;
             if (dtype == SPO4J_F32)
-                forward_rows<SPO4J_F32>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             else if (dtype == SPO4J_BF16)
-                forward_rows<SPO4J_BF16>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             else
-                forward_rows<SPO4J_F16>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             if (bad >= 0) {
                 int64_t cur = first_bad.load();
                 while (bad < cur && !first_bad.compare_exchange_weak(cur, bad)) {}
@@ -280,13 +396,14 @@ extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cpu(
                 return fail(SPO4J_ERR_NONFINITE,
                             "lse at row %" PRId64 " is -inf (a row with no finite logit)", r);
         }
+        const bool avx512 = use_avx512_path();
         parallel_rows(rows, vocab, num_threads, MIN_WORK_PER_THREAD, [&](int64_t b, int64_t e) {
             if (dtype == SPO4J_F32)
-                backward_rows<SPO4J_F32>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
             else if (dtype == SPO4J_BF16)
-                backward_rows<SPO4J_BF16>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
             else
-                backward_rows<SPO4J_F16>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
         });
         return SPO4J_OK;
     } catch (...) {
