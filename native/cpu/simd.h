@@ -118,7 +118,10 @@ SPO4J_INLINE vf vexp(vf x) {
 }
 
 // The generic exp as a policy type for the row templates (vexp above).
+// one_pass_forward: whether the row forward may take a chunk's max and exp sums in one pass
+// (token_logprobs.cpp); off on the generic path, which stays as it was.
 struct ExpGeneric {
+    static constexpr bool one_pass_forward = false;
     SPO4J_INLINE vf exp(vf x) { return vexp(x); }
 };
 
@@ -150,6 +153,7 @@ SPO4J_V4 inline vf vexp_avx512(vf x) {
     return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
 }
 struct ExpAvx512 {
+    static constexpr bool one_pass_forward = true;
     SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
 };
 #endif

@@ -42,6 +42,65 @@ struct RowStats {
     float entropy;
 };
 
+// Sums over one chunk [c0, c1) relative to mvec: sv += exp(z - m), tv += exp(z - m) (z - m)
+// (when want_entropy), and with TRACK_MAX also mv = max(mv, z). tail_v holds the chunk's last
+// rem < W values padded with -inf.
+template <int DT, class EXP, bool TRACK_MAX>
+SPO4J_INLINE void chunk_sums(const typename Io<DT>::T* z, int64_t c0, int64_t pairs_end, int64_t full,
+                             vf tail_v, vf mvec, bool want_entropy, vf& sv, vf& tv, vf& mv) {
+    using IO = Io<DT>;
+    if (want_entropy) {
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf a, b;
+                split_bf16(z + v, a, b);
+                if constexpr (TRACK_MAX) mv = vmax(mv, vmax(a, b));
+                vf xa = a - mvec, xb = b - mvec;
+                vf ea = EXP::exp(xa), eb = EXP::exp(xb);
+                sv += ea + eb;
+                tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) {
+            vf zv = IO::load(z + v);
+            if constexpr (TRACK_MAX) mv = vmax(mv, zv);
+            vf x = zv - mvec;
+            vf e = EXP::exp(x);
+            sv += e;
+            tv += e > 0.0f ? e * x : vf{};  // exp(-inf)*(-inf) would be NaN
+        }
+        vf x = tail_v - mvec;
+        vf e = EXP::exp(x);
+        sv += e;
+        tv += e > 0.0f ? e * x : vf{};
+    } else {
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf a, b;
+                split_bf16(z + v, a, b);
+                if constexpr (TRACK_MAX) mv = vmax(mv, vmax(a, b));
+                sv += EXP::exp(a - mvec) + EXP::exp(b - mvec);
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) {
+            vf zv = IO::load(z + v);
+            if constexpr (TRACK_MAX) mv = vmax(mv, zv);
+            sv += EXP::exp(zv - mvec);
+        }
+        sv += EXP::exp(tail_v - mvec);
+    }
+    if constexpr (TRACK_MAX) mv = vmax(mv, tail_v);
+}
+
+// One-pass chunks (EXP::one_pass_forward): once the running max m is finite, a chunk's sums
+// are taken relative to m in the same pass that finds the chunk's max mc, and rescaled to mc
+// afterwards if mc > m. This is exact arithmetic-wise as long as exp(z - m) cannot overflow
+// the sums: for mc <= m + HEADROOM each term is at most e^64 (6e27), and a row's sums stay far
+// below FLT_MAX. A chunk with mc beyond that (or +inf / NaN) is redone with two passes.
+// Saves the separate max pass, and with it the wait on DRAM that the max pass did not
+// overlap with any exp work.
+constexpr float ONE_PASS_HEADROOM = 64.0f;
+
 // One row, forward. Returns lse and (if want_entropy) the entropy. EXP: ExpGeneric or ExpAvx512.
 template <int DT, class EXP>
 SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool want_entropy) {
@@ -57,6 +116,26 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
         vf tail_v = splat(NEG_INF);
         if (rem) {
             for (int i = 0; i < W; i++) tail_v[i] = i < rem ? IO::get(z + full + i) : NEG_INF;
+        }
+        if constexpr (EXP::one_pass_forward) {
+            if (m > NEG_INF) {
+                vf sv{}, tv{}, mv = splat(NEG_INF);
+                chunk_sums<DT, EXP, true>(z, c0, pairs_end, full, tail_v, splat(m), want_entropy, sv, tv, mv);
+                const float mc = hmax(mv);
+                if (mc <= m + ONE_PASS_HEADROOM) {
+                    s += hsum(sv);
+                    t += hsum(tv);
+                    if (mc > m) {  // move the sums from m to mc
+                        const float d = m - mc;
+                        const float scale = std::exp(d);
+                        t = rescale_entropy_term(scale, d, s, t);
+                        s = scale * s;
+                        m = mc;
+                    }
+                    continue;
+                }
+                // else: the chunk's sums may have overflowed; redo it with two passes
+            }
         }
         // pass 1: chunk max
         vf mv = tail_v;
@@ -81,40 +160,8 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
             m = m_new;
         }
         // pass 2: sum exp(z - m) (and sum exp(z - m) * (z - m)) over the chunk, from L1
-        const vf mvec = splat(m);
-        vf sv{}, tv{};
-        if (want_entropy) {
-            if constexpr (DT == SPO4J_BF16) {
-                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
-                    vf a, b;
-                    split_bf16(z + v, a, b);
-                    vf xa = a - mvec, xb = b - mvec;
-                    vf ea = EXP::exp(xa), eb = EXP::exp(xb);
-                    sv += ea + eb;
-                    tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
-                }
-            }
-            for (int64_t v = pairs_end; v < full; v += W) {
-                vf x = IO::load(z + v) - mvec;
-                vf e = EXP::exp(x);
-                sv += e;
-                tv += e > 0.0f ? e * x : vf{};  // exp(-inf)*(-inf) would be NaN
-            }
-            vf x = tail_v - mvec;
-            vf e = EXP::exp(x);
-            sv += e;
-            tv += e > 0.0f ? e * x : vf{};
-        } else {
-            if constexpr (DT == SPO4J_BF16) {
-                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
-                    vf a, b;
-                    split_bf16(z + v, a, b);
-                    sv += EXP::exp(a - mvec) + EXP::exp(b - mvec);
-                }
-            }
-            for (int64_t v = pairs_end; v < full; v += W) sv += EXP::exp(IO::load(z + v) - mvec);
-            sv += EXP::exp(tail_v - mvec);
-        }
+        vf sv{}, tv{}, unused{};
+        chunk_sums<DT, EXP, false>(z, c0, pairs_end, full, tail_v, splat(m), want_entropy, sv, tv, unused);
         s += hsum(sv);
         t += hsum(tv);
     }
