@@ -120,8 +120,10 @@ SPO4J_INLINE vf vexp(vf x) {
 // The generic exp as a policy type for the row templates (vexp above).
 // one_pass_forward: whether the row forward may take a chunk's max and exp sums in one pass
 // (token_logprobs.cpp); off on the generic path, which stays as it was.
+// native_bf16: whether the backward may round its bf16 gradient with VCVTNE2PS2BF16.
 struct ExpGeneric {
     static constexpr bool one_pass_forward = false;
+    static constexpr bool native_bf16 = false;
     SPO4J_INLINE vf exp(vf x) { return vexp(x); }
 };
 
@@ -154,7 +156,26 @@ SPO4J_V4 inline vf vexp_avx512(vf x) {
 }
 struct ExpAvx512 {
     static constexpr bool one_pass_forward = true;
+    static constexpr bool native_bf16 = false;
     SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
+};
+
+// The AVX-512 path on a CPU that also has AVX512-BF16 (x86-64-v4 does not include it):
+// the bf16 backward reads 32 values in order (zero-extend + shift) and rounds its two
+// result vectors to bf16 in one VCVTNE2PS2BF16 (round to nearest even, NaN stays a quiet
+// NaN, like round_bf16_high; but a denormal fp32 input, |g| < 2^-126, becomes +-0, where the
+// software rounding keeps it as a bf16 denormal), instead of ~20 integer ops per 32 values.
+#define SPO4J_V4_BF16 __attribute__((target("arch=x86-64-v4,avx512bf16")))
+#define SPO4J_V4_BF16_FLATTEN __attribute__((target("arch=x86-64-v4,avx512bf16"), flatten))
+struct ExpAvx512Bf16 {
+    static constexpr bool one_pass_forward = true;
+    static constexpr bool native_bf16 = true;
+    SPO4J_V4_BF16 static inline vf exp(vf x) { return vexp_avx512(x); }
+    // p[0..15] -> lo, p[16..31] -> hi, as fp32 (Io<SPO4J_BF16>::load, defined below)
+    SPO4J_V4_BF16 static inline void load32(const uint16_t* p, vf& lo, vf& hi);
+    SPO4J_V4_BF16 static inline void store32(uint16_t* p, vf lo, vf hi) {
+        _mm512_storeu_si512((void*)p, (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo));
+    }
 };
 #endif
 
@@ -237,6 +258,12 @@ template <> struct Io<SPO4J_BF16> {
     SPO4J_INLINE float get(const T* p) { return bf16_to_f32(*p); }
     SPO4J_INLINE void put(T* p, float v) { *p = f32_to_bf16(v); }
 };
+#if SPO4J_HAVE_V4_PATH
+SPO4J_V4_BF16 inline void ExpAvx512Bf16::load32(const uint16_t* p, vf& lo, vf& hi) {
+    lo = Io<SPO4J_BF16>::load(p);
+    hi = Io<SPO4J_BF16>::load(p + W);
+}
+#endif
 template <> struct Io<SPO4J_F16> {
     using T = uint16_t;
     SPO4J_INLINE vf load(const T* p) {

@@ -215,7 +215,13 @@ SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t 
         const float zt = IO::get(z + tgt);  // read before an in-place overwrite
         const vf lv = splat(l), ng = splat(-g);
         int64_t v0 = 0;
-        if constexpr (DT == SPO4J_BF16) {
+        if constexpr (DT == SPO4J_BF16 && EXP::native_bf16) {
+            for (; v0 + 2 * W <= V; v0 += 2 * W) {
+                vf a, b;
+                EXP::load32(z + v0, a, b);
+                EXP::store32(out + v0, ng * EXP::exp(a - lv), ng * EXP::exp(b - lv));
+            }
+        } else if constexpr (DT == SPO4J_BF16) {
             for (; v0 + 2 * W <= V; v0 += 2 * W) {
                 vf a, b;
                 split_bf16(z + v0, a, b);
@@ -250,6 +256,16 @@ template <int DT>
 SPO4J_V4_FLATTEN void forward_rows_avx512(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpAvx512>(SPO4J_FWD_PASS); }
 template <int DT>
 SPO4J_V4_FLATTEN void backward_rows_avx512(SPO4J_BWD_ARGS) { backward_rows_body<DT, ExpAvx512>(SPO4J_BWD_PASS); }
+SPO4J_V4_BF16_FLATTEN void backward_rows_avx512_bf16(SPO4J_BWD_ARGS) {
+    backward_rows_body<SPO4J_BF16, ExpAvx512Bf16>(SPO4J_BWD_PASS);
+}
+bool cpu_has_avx512_bf16() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512bf16") != 0;
+    }();
+    return has;
+}
 #endif
 
 // Runs the forward (or backward) row loop of dtype DT on the path chosen for this call.
@@ -264,6 +280,9 @@ void forward_rows_on(bool avx512, SPO4J_FWD_ARGS) {
 template <int DT>
 void backward_rows_on(bool avx512, SPO4J_BWD_ARGS) {
 #if SPO4J_HAVE_V4_PATH
+    if constexpr (DT == SPO4J_BF16) {
+        if (avx512 && cpu_has_avx512_bf16()) return backward_rows_avx512_bf16(SPO4J_BWD_PASS);
+    }
     if (avx512) return backward_rows_avx512<DT>(SPO4J_BWD_PASS);
 #endif
     (void)avx512;
