@@ -4,23 +4,28 @@
 // load time, so the library never needs -march=native and runs on any x86-64.
 //
 // What is here: a 16-lane float vector (vf), dtype loads/stores (fp32, bf16, fp16 with
-// round-to-nearest-even), two branch-free exp()s for the kernels' x <= 0, and a static
-// row-parallel for.
+// round-to-nearest-even), two branch-free vector exp()s, and a static row-parallel for.
 //
-// exp, per ISA (both: exp(-inf) == 0 exactly, NaN stays NaN, never NaN for -inf):
-//   x86-64-v4 (AVX-512; SPO4J_V4 functions, picked at run time by cpu_path()):
-//       vexp_avx512: n = roundscale(x log2 e), f = x log2 e - n in two FMAs (so f is exact to
-//       ~1 ulp of f at any |x|), 2^f by a degree-5 polynomial, then scalef(2^f, n) = 2^f * 2^n
-//       with no exponent-bit construction. Measured by `spo4j_harness check` against std::exp
-//       in double on [-104, 0]: max relative error 2.4e-7 (~2 ulp) down to -87.3 (the normal
-//       range); below it the result underflows gradually (denormals, as std::exp rounds them),
-//       and is exactly 0 below -103.98.
-//   x86-64-v3 / baseline (and the x86-64-v4 clone when the generic path is forced):
-//       vexp, with t = x log2 e rounded once to fp32 (so the error grows with |x|: 2.4e-7 near
-//       0, a few 1e-6 near -87; the harness prints the figure), 2^n built by shifting bits into
-//       the exponent field; flushes to 0 below -87.3 (no denormals).
-// SPO4J_CPU_PATH=generic in the environment (read once) or spo4j_debug_cpu_path(1) forces
-// the generic path on an AVX-512 machine, so that tests cover it and benchmarks can A/B it.
+// Two CPU paths (token_logprobs.cpp picks one per call with use_avx512_path()):
+//   AVX-512: on a CPU with x86-64-v4, functions compiled for that ISA only (SPO4J_V4*), with
+//       vexp_avx512 (ExpAvx512, or ExpAvx512Bf16 where the CPU also has AVX512-BF16).
+//   generic: everywhere else, or when forced (SPO4J_CPU_PATH=generic in the environment, read
+//       at the first kernel call, or spo4j_debug_cpu_path(1)): the SPO4J_CLONES functions,
+//       one copy per ISA (x86-64-v4 / v3 / baseline, picked by the loader's ifunc), with vexp
+//       (ExpGeneric). This is the kernel as it was before the AVX-512 path.
+// exp on each (both: exp(-inf) == 0 exactly, NaN stays NaN, never NaN for -inf; figures from
+// `spo4j_harness check`, against std::exp in double over x in [-104, 0]):
+//   vexp_avx512: n = roundscale(x log2 e), f = x log2 e - n in two FMAs (f exact to ~1 ulp of
+//       f at any |x|), 2^f by a degree-5 polynomial, scalef(2^f, n) = 2^f 2^n (no exponent-bit
+//       construction, no shifter add/sub). Max relative error 2.3e-7 (1.9 ulp of 2^-23) over
+//       the whole normal range (x >= -87.3) and, for the one-pass forward, on (0, 64]; below
+//       -87.3 it underflows gradually to denormals within 2^-149 of the truth, and is exactly
+//       0 below -103.98 (x is clamped at -106).
+//   vexp: t = x log2 e rounded once to fp32, 2^n built by shifting n into the exponent field,
+//       same polynomial. Max relative error 2.6e-7 for x in [-1, 0], growing with |x| to
+//       4.0e-6 (33 ulp) near -87 (the rounding of t); flushes to 0 below -87.3 (no denormals).
+//       For the kernels' sums and gradients the large-|x| terms are below 1e-30 of the largest
+//       ones, so the difference does not show in lse, logp or the gradient tolerances.
 #pragma once
 
 #include <cstdint>
@@ -98,7 +103,8 @@ SPO4J_INLINE float hsum(vf a) {
 // 2^t with t = x log2(e): t = n + f, n = round(t) and |f| <= 1/2; adding 1.5 * 2^23 rounds t
 // and leaves n in the low mantissa bits, so 2^n is built by shifting those bits into the
 // exponent (no float->int convert). 2^f by a degree-5 polynomial fitted for relative error
-// on [-1/2, 1/2] (max 2.3e-7 in fp32 Horner form, about 2 ulp). t is clamped at -127, where
+// on [-1/2, 1/2] (max 2.3e-7 in fp32 Horner form, about 2 ulp; the rounding of t adds up to
+// |x| 7.3e-8 relative, 4e-6 near -87: see the header). t is clamped at -127, where
 // the exponent field becomes 0 and the result exactly 0 (so exp(-inf) == 0); NaN stays NaN.
 SPO4J_INLINE vf vexp(vf x) {
     vf t = x * 1.44269504088896341f;
@@ -121,14 +127,21 @@ SPO4J_INLINE vf vexp(vf x) {
 // one_pass_forward: whether the row forward may take a chunk's max and exp sums in one pass
 // (token_logprobs.cpp); off on the generic path, which stays as it was.
 // native_bf16: whether the backward may round its bf16 gradient with VCVTNE2PS2BF16.
+// Scale / scale(c) / exp_times(x, s): c * exp(x), for the backward.
 struct ExpGeneric {
     static constexpr bool one_pass_forward = false;
     static constexpr bool native_bf16 = false;
     SPO4J_INLINE vf exp(vf x) { return vexp(x); }
+    struct Scale {
+        vf c;
+    };
+    SPO4J_INLINE Scale scale(float c) { return Scale{splat(c)}; }
+    SPO4J_INLINE vf exp_times(vf x, const Scale& s) { return s.c * vexp(x); }
 };
 
 #if SPO4J_HAVE_V4_PATH
-// exp(x) on AVX-512 for the same arguments as vexp: t = x log2(e), n = roundscale(t) (nearest
+// exp(x) on AVX-512 for the same arguments as vexp, and for x up to +64 in the one-pass
+// forward (token_logprobs.cpp): t = x log2(e), n = roundscale(t) (nearest
 // integer, as a float), f = x log2(e) - n computed as fma(x, L_hi, -n) + x L_lo with
 // L_hi + L_lo = log2(e) to ~2^-48 (the first FMA is exact enough because x L_hi - n is small),
 // 2^f by the same degree-5 polynomial as vexp, and scalef(2^f, n) = 2^f * 2^n, which rounds
@@ -136,6 +149,31 @@ struct ExpGeneric {
 // first: -inf becomes -106, whose n = -153 makes scalef round to exactly 0 (1.42 * 2^-153 <
 // 2^-150); NaN passes the clamp (the compare is false) and stays NaN through every step.
 // Not always_inline (see SPO4J_V4_FLATTEN): only SPO4J_V4 functions call it.
+// c * exp(x) for the backward's -g * exp(z - lse): the same steps with the polynomial's six
+// coefficients k[] pre-multiplied by c (once per row, vexp_avx512_coeffs), which saves the
+// multiply (an FMA-port op: the exp is bound on those) and one rounding.
+SPO4J_V4 inline vf vexp_avx512_poly(vf x, const __m512* k) {
+    const vf lo = vf{} - 106.0f;
+    x = x < lo ? lo : x;
+    const __m512 xm = (__m512)x;
+    const __m512 t = _mm512_mul_ps(xm, _mm512_set1_ps(1.44269504088896341f));
+    const __m512 n = _mm512_mask_roundscale_ps(t, 0xffff, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fmsub_ps(xm, _mm512_set1_ps(1.4426950216293335f), n);
+    f = _mm512_fmadd_ps(xm, _mm512_set1_ps(1.925963033500011e-08f), f);
+    __m512 p = k[0];
+    for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, f, k[i]);
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+struct ExpAvx512Scale {
+    __m512 k[6];
+};
+SPO4J_V4 inline ExpAvx512Scale vexp_avx512_coeffs(float c) {
+    static const float coef[6] = {1.327647129073739e-3f, 9.675541892647743e-3f, 5.550713092088699e-2f,
+                                  2.4022120237350464e-1f, 6.931469440460205e-1f, 1.0000001192092896f};
+    ExpAvx512Scale s;
+    for (int i = 0; i < 6; i++) s.k[i] = _mm512_set1_ps(c * coef[i]);
+    return s;
+}
 SPO4J_V4 inline vf vexp_avx512(vf x) {
     const vf lo = vf{} - 106.0f;
     x = x < lo ? lo : x;
@@ -158,6 +196,9 @@ struct ExpAvx512 {
     static constexpr bool one_pass_forward = true;
     static constexpr bool native_bf16 = false;
     SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
+    using Scale = ExpAvx512Scale;
+    SPO4J_V4 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
+    SPO4J_V4 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
 };
 
 // The AVX-512 path on a CPU that also has AVX512-BF16 (x86-64-v4 does not include it):
@@ -171,6 +212,9 @@ struct ExpAvx512Bf16 {
     static constexpr bool one_pass_forward = true;
     static constexpr bool native_bf16 = true;
     SPO4J_V4_BF16 static inline vf exp(vf x) { return vexp_avx512(x); }
+    using Scale = ExpAvx512Scale;
+    SPO4J_V4_BF16 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
+    SPO4J_V4_BF16 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
     // p[0..15] -> lo, p[16..31] -> hi, as fp32 (Io<SPO4J_BF16>::load, defined below)
     SPO4J_V4_BF16 static inline void load32(const uint16_t* p, vf& lo, vf& hi);
     SPO4J_V4_BF16 static inline void store32(uint16_t* p, vf lo, vf hi) {
