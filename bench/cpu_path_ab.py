@@ -4,9 +4,31 @@
 For each run: the memory bandwidth from its StreamBench (best of copy / scaleInPlace / sum,
 bytes as in BenchReport) and, per TokenLogProbsBench point, the median single-shot time and
 native / floor (floor = BenchData.floorBytes / that run's bandwidth). Per point and path:
-the median over runs of both. A/B = median generic ms / median avx512 ms."""
+the median over runs of both. A/B = median generic ms / median avx512 ms.
+With --cpu-ab FILE: the summary of `spo4j_harness cpu-ab` runs instead (cpu_ab_summary)."""
 import json, re, statistics, sys
 from collections import defaultdict
+
+
+def cpu_ab_summary(path):
+    """`cpu_path_ab.py --cpu-ab FILE`: medians over the runs in a file of concatenated
+    `spo4j_harness cpu-ab` tables (each run's figures are already medians of 7 calls)."""
+    rows = defaultdict(list)
+    for line in open(path):
+        if line.startswith("| forward") or line.startswith("| backward"):
+            c = [x.strip() for x in line.strip().strip("|").split("|")]
+            rows[tuple(c[:4])].append((float(c[4]), float(c[5]), float(c[6].rstrip("x"))))
+    print("| mode | dtype | rows x V | threads | generic ms | avx512 ms | A/B generic/avx512 per run | median A/B |")
+    print("|---|---|---|---|---:|---:|---|---:|")
+    for k, v in rows.items():
+        med = lambda i: statistics.median(x[i] for x in v)
+        print(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {med(0):.1f} | {med(1):.1f} | "
+              + ", ".join(f"{x[2]:.2f}" for x in v) + f" | {med(2):.2f}x |")
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--cpu-ab":
+    cpu_ab_summary(sys.argv[2])
+    sys.exit(0)
 
 ELEMENTS = 1 << 28  # StreamBench.ELEMENTS
 

@@ -18,12 +18,14 @@
 //   vexp_avx512: n = roundscale(x log2 e), f = x log2 e - n in two FMAs (f exact to ~1 ulp of
 //       f at any |x|), 2^f by a degree-5 polynomial, scalef(2^f, n) = 2^f 2^n (no exponent-bit
 //       construction, no shifter add/sub). Max relative error 2.3e-7 (1.9 ulp of 2^-23) over
-//       the whole normal range (x >= -87.3) and, for the one-pass forward, on (0, 64]; below
-//       -87.3 it underflows gradually to denormals within 2^-149 of the truth, and is exactly
-//       0 below -103.98 (x is clamped at -106).
+//       the whole normal range (x >= -87.3) and, for the one-pass forward, on [0, 64]; below
+//       -87.3 it underflows gradually to denormals (error at most 2^-149 plus that relative
+//       error: 2.5e-45 measured, under two denormal steps), and is exactly 0 below -103.98
+//       (x is clamped at -106).
 //   vexp: t = x log2 e rounded once to fp32, 2^n built by shifting n into the exponent field,
 //       same polynomial. Max relative error 2.6e-7 for x in [-1, 0], growing with |x| to
-//       4.0e-6 (33 ulp) near -87 (the rounding of t); flushes to 0 below -87.3 (no denormals).
+//       4.0e-6 (33 ulp) near -87 (the rounding of t); denormal results only just below -87.3
+//       (n = -126 times 2^f < 1), exactly 0 once t rounds to n <= -127 (x below about -87.7).
 //       For the kernels' sums and gradients the large-|x| terms are below 1e-30 of the largest
 //       ones, so the difference does not show in lse, logp or the gradient tolerances.
 #pragma once
