@@ -4,8 +4,30 @@
 // load time, so the library never needs -march=native and runs on any x86-64.
 //
 // What is here: a 16-lane float vector (vf), dtype loads/stores (fp32, bf16, fp16 with
-// round-to-nearest-even), a branch-free exp() accurate to ~2 ulp for x <= 0 (flushes to 0
-// below -87.3, so exp(-inf) == 0 exactly), and a static row-parallel for.
+// round-to-nearest-even), two branch-free vector exp()s, and a static row-parallel for.
+//
+// Two CPU paths (token_logprobs.cpp picks one per call with use_avx512_path()):
+//   AVX-512: on a CPU with x86-64-v4, functions compiled for that ISA only (SPO4J_V4*), with
+//       vexp_avx512 (ExpAvx512, or ExpAvx512Bf16 where the CPU also has AVX512-BF16).
+//   generic: everywhere else, or when forced (SPO4J_CPU_PATH=generic in the environment, read
+//       at the first kernel call, or spo4j_debug_cpu_path(1)): the SPO4J_CLONES functions,
+//       one copy per ISA (x86-64-v4 / v3 / baseline, picked by the loader's ifunc), with vexp
+//       (ExpGeneric). This is the kernel as it was before the AVX-512 path.
+// exp on each (both: exp(-inf) == 0 exactly, NaN stays NaN, never NaN for -inf; figures from
+// `spo4j_harness check`, against std::exp in double over x in [-104, 0]):
+//   vexp_avx512: n = roundscale(x log2 e), f = x log2 e - n in two FMAs (f exact to ~1 ulp of
+//       f at any |x|), 2^f by a degree-5 polynomial, scalef(2^f, n) = 2^f 2^n (no exponent-bit
+//       construction, no shifter add/sub). Max relative error 2.3e-7 (1.9 ulp of 2^-23) over
+//       the whole normal range (x >= -87.3) and, for the one-pass forward, on [0, 64]; below
+//       -87.3 it underflows gradually to denormals (error at most 2^-149 plus that relative
+//       error: 2.5e-45 measured, under two denormal steps), and is exactly 0 below -103.98
+//       (x is clamped at -106).
+//   vexp: t = x log2 e rounded once to fp32, 2^n built by shifting n into the exponent field,
+//       same polynomial. Max relative error 2.6e-7 for x in [-1, 0], growing with |x| to
+//       4.0e-6 (33 ulp) near -87 (the rounding of t); denormal results only just below -87.3
+//       (n = -126 times 2^f < 1), exactly 0 once t rounds to n <= -127 (x below about -87.7).
+//       For the kernels' sums and gradients the large-|x| terms are below 1e-30 of the largest
+//       ones, so the difference does not show in lse, logp or the gradient tolerances.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +41,17 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPO4J_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// The explicit AVX-512 path: functions compiled for x86-64-v4 only, called only after
+// cpu_path() said the CPU has it. `flatten` inlines the whole row loop into them, so that the
+// intrinsics of vexp_avx512 (which cannot be always_inline into the generic templates: GCC
+// refuses target-specific always_inline callees there) end up in code compiled for AVX-512.
+#define SPO4J_HAVE_V4_PATH 1
+#define SPO4J_V4 __attribute__((target("arch=x86-64-v4")))
+#define SPO4J_V4_FLATTEN __attribute__((target("arch=x86-64-v4"), flatten))
+#include <immintrin.h>
 #else
 #define SPO4J_CLONES
+#define SPO4J_HAVE_V4_PATH 0
 #endif
 #define SPO4J_INLINE static inline __attribute__((always_inline))
 
@@ -74,7 +105,8 @@ SPO4J_INLINE float hsum(vf a) {
 // 2^t with t = x log2(e): t = n + f, n = round(t) and |f| <= 1/2; adding 1.5 * 2^23 rounds t
 // and leaves n in the low mantissa bits, so 2^n is built by shifting those bits into the
 // exponent (no float->int convert). 2^f by a degree-5 polynomial fitted for relative error
-// on [-1/2, 1/2] (max 2.3e-7 in fp32 Horner form, about 2 ulp). t is clamped at -127, where
+// on [-1/2, 1/2] (max 2.3e-7 in fp32 Horner form, about 2 ulp; the rounding of t adds up to
+// |x| 7.3e-8 relative, 4e-6 near -87: see the header). t is clamped at -127, where
 // the exponent field becomes 0 and the result exactly 0 (so exp(-inf) == 0); NaN stays NaN.
 SPO4J_INLINE vf vexp(vf x) {
     vf t = x * 1.44269504088896341f;
@@ -92,6 +124,112 @@ SPO4J_INLINE vf vexp(vf x) {
     vu scale = ((vu)s << 23) + 0x3f800000u;  // (n + 127) << 23: bits(s) = bits(shifter) + n
     return p * (vf)scale;
 }
+
+// The generic exp as a policy type for the row templates (vexp above).
+// one_pass_forward: whether the row forward may take a chunk's max and exp sums in one pass
+// (token_logprobs.cpp); off on the generic path, which stays as it was.
+// native_bf16: whether the backward may round its bf16 gradient with VCVTNE2PS2BF16.
+// Scale / scale(c) / exp_times(x, s): c * exp(x), for the backward.
+struct ExpGeneric {
+    static constexpr bool one_pass_forward = false;
+    static constexpr bool native_bf16 = false;
+    SPO4J_INLINE vf exp(vf x) { return vexp(x); }
+    struct Scale {
+        vf c;
+    };
+    SPO4J_INLINE Scale scale(float c) { return Scale{splat(c)}; }
+    SPO4J_INLINE vf exp_times(vf x, const Scale& s) { return s.c * vexp(x); }
+};
+
+#if SPO4J_HAVE_V4_PATH
+// exp(x) on AVX-512 for the same arguments as vexp, and for x up to +64 in the one-pass
+// forward (token_logprobs.cpp): t = x log2(e), n = roundscale(t) (nearest
+// integer, as a float), f = x log2(e) - n computed as fma(x, L_hi, -n) + x L_lo with
+// L_hi + L_lo = log2(e) to ~2^-48 (the first FMA is exact enough because x L_hi - n is small),
+// 2^f by the same degree-5 polynomial as vexp, and scalef(2^f, n) = 2^f * 2^n, which rounds
+// once, underflows gradually and needs no exponent-bit construction. x is clamped at -106
+// first: -inf becomes -106, whose n = -153 makes scalef round to exactly 0 (1.42 * 2^-153 <
+// 2^-150); NaN passes the clamp (the compare is false) and stays NaN through every step.
+// Not always_inline (see SPO4J_V4_FLATTEN): only SPO4J_V4 functions call it.
+// c * exp(x) for the backward's -g * exp(z - lse): the same steps with the polynomial's six
+// coefficients k[] pre-multiplied by c (once per row, vexp_avx512_coeffs), which saves the
+// multiply (an FMA-port op: the exp is bound on those) and one rounding.
+SPO4J_V4 inline vf vexp_avx512_poly(vf x, const __m512* k) {
+    const vf lo = vf{} - 106.0f;
+    x = x < lo ? lo : x;
+    const __m512 xm = (__m512)x;
+    const __m512 t = _mm512_mul_ps(xm, _mm512_set1_ps(1.44269504088896341f));
+    const __m512 n = _mm512_mask_roundscale_ps(t, 0xffff, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fmsub_ps(xm, _mm512_set1_ps(1.4426950216293335f), n);
+    f = _mm512_fmadd_ps(xm, _mm512_set1_ps(1.925963033500011e-08f), f);
+    __m512 p = k[0];
+    for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, f, k[i]);
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+struct ExpAvx512Scale {
+    __m512 k[6];
+};
+SPO4J_V4 inline ExpAvx512Scale vexp_avx512_coeffs(float c) {
+    static const float coef[6] = {1.327647129073739e-3f, 9.675541892647743e-3f, 5.550713092088699e-2f,
+                                  2.4022120237350464e-1f, 6.931469440460205e-1f, 1.0000001192092896f};
+    ExpAvx512Scale s;
+    for (int i = 0; i < 6; i++) s.k[i] = _mm512_set1_ps(c * coef[i]);
+    return s;
+}
+SPO4J_V4 inline vf vexp_avx512(vf x) {
+    const vf lo = vf{} - 106.0f;
+    x = x < lo ? lo : x;
+    const __m512 xm = (__m512)x;
+    const __m512 t = _mm512_mul_ps(xm, _mm512_set1_ps(1.44269504088896341f));
+    // The mask forms with an all-ones mask compile to the plain instructions; the unmasked
+    // intrinsics trip GCC 12's -Wmaybe-uninitialized on their _mm512_undefined_ps().
+    const __m512 n = _mm512_mask_roundscale_ps(t, 0xffff, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fmsub_ps(xm, _mm512_set1_ps(1.4426950216293335f), n);  // L_hi = float(log2 e)
+    f = _mm512_fmadd_ps(xm, _mm512_set1_ps(1.925963033500011e-08f), f);        // L_lo = log2 e - L_hi
+    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+struct ExpAvx512 {
+    static constexpr bool one_pass_forward = true;
+    static constexpr bool native_bf16 = false;
+    SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
+    using Scale = ExpAvx512Scale;
+    SPO4J_V4 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
+    SPO4J_V4 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
+};
+
+// The AVX-512 path on a CPU that also has AVX512-BF16 (x86-64-v4 does not include it):
+// the bf16 backward reads 32 values in order (zero-extend + shift) and rounds its two
+// result vectors to bf16 in one VCVTNE2PS2BF16 (round to nearest even, NaN stays a quiet
+// NaN, like round_bf16_high; but a denormal fp32 input, |g| < 2^-126, becomes +-0, where the
+// software rounding keeps it as a bf16 denormal), instead of ~20 integer ops per 32 values.
+#define SPO4J_V4_BF16 __attribute__((target("arch=x86-64-v4,avx512bf16")))
+#define SPO4J_V4_BF16_FLATTEN __attribute__((target("arch=x86-64-v4,avx512bf16"), flatten))
+struct ExpAvx512Bf16 {
+    static constexpr bool one_pass_forward = true;
+    static constexpr bool native_bf16 = true;
+    SPO4J_V4_BF16 static inline vf exp(vf x) { return vexp_avx512(x); }
+    using Scale = ExpAvx512Scale;
+    SPO4J_V4_BF16 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
+    SPO4J_V4_BF16 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
+    // p[0..15] -> lo, p[16..31] -> hi, as fp32 (Io<SPO4J_BF16>::load, defined below)
+    SPO4J_V4_BF16 static inline void load32(const uint16_t* p, vf& lo, vf& hi);
+    SPO4J_V4_BF16 static inline void store32(uint16_t* p, vf lo, vf hi) {
+        _mm512_storeu_si512((void*)p, (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo));
+    }
+};
+#endif
+
+// Which CPU path the kernels take (token_logprobs.cpp): the AVX-512 one when the CPU has
+// x86-64-v4 and nothing forced the generic one (SPO4J_CPU_PATH=generic, read once, or
+// spo4j_debug_cpu_path(1)). Cheap: one relaxed atomic load after the first call.
+enum CpuPath : int32_t { CPU_PATH_AUTO = 0, CPU_PATH_GENERIC = 1, CPU_PATH_AVX512 = 2 };
+bool use_avx512_path();
 
 SPO4J_INLINE float bf16_to_f32(uint16_t h) {
     uint32_t u = uint32_t(h) << 16;
@@ -166,6 +304,12 @@ template <> struct Io<SPO4J_BF16> {
     SPO4J_INLINE float get(const T* p) { return bf16_to_f32(*p); }
     SPO4J_INLINE void put(T* p, float v) { *p = f32_to_bf16(v); }
 };
+#if SPO4J_HAVE_V4_PATH
+SPO4J_V4_BF16 inline void ExpAvx512Bf16::load32(const uint16_t* p, vf& lo, vf& hi) {
+    lo = Io<SPO4J_BF16>::load(p);
+    hi = Io<SPO4J_BF16>::load(p + W);
+}
+#endif
 template <> struct Io<SPO4J_F16> {
     using T = uint16_t;
     SPO4J_INLINE vf load(const T* p) {

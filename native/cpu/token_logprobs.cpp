@@ -4,11 +4,24 @@
 //   backward: dL/dz_v = g * (1[v == t] - exp(z_v - lse))          (g = dL/dlogp of the row)
 //
 // Memory: the forward reads each row once from DRAM and writes 2-3 floats per row. It walks
-// the row in L1-sized chunks: a max pass and then an exp-sum pass over the same chunk (the
-// second pass hits L1), merged into running (max, sum, sum p*(z-max)) with the usual online
-// rescaling, so nothing of size rows x V is kept: the backward needs only lse. The backward
-// reads each row once and writes it once, in place over the logits when asked. Rows are
-// split across num_threads threads; SIMD width is picked at load time (simd.h).
+// the row in L1-sized chunks merged into running (max, sum, sum p*(z-max)) with the usual
+// online rescaling, so nothing of size rows x V is kept: the backward needs only lse. The
+// backward reads each row once and writes it once, in place over the logits when asked.
+// Rows are split across num_threads threads.
+// Per element the cost is the exp (one per logit in the forward, one in the backward), so the
+// row loops are templates on an exp policy (simd.h), compiled for two paths, chosen once per
+// call (use_avx512_path()):
+//   AVX-512 (*_rows_avx512, compiled for x86-64-v4 only, on CPUs that have it): vexp_avx512
+//     (roundscale + two FMAs + polynomial + scalef, ~2 ulp at any x); one-pass forward
+//     chunks (exp sums relative to the running max, taken in the pass that finds the chunk
+//     max, then rescaled: see ONE_PASS_HEADROOM), so no separate max pass; in the backward,
+//     -g folded into the exp's polynomial coefficients once per row (exp_times: no multiply
+//     per element); and, where the CPU has AVX512-BF16, the bf16 gradient rounded by
+//     VCVTNE2PS2BF16 (*_rows_avx512_bf16).
+//   generic (*_rows, cloned per ISA and picked by the loader's ifunc; elsewhere, or forced by
+//     SPO4J_CPU_PATH=generic / spo4j_debug_cpu_path(1)): vexp; per chunk a max pass and then
+//     an exp-sum pass over the same chunk from L1; bf16 rounded in integer ops.
+// Both paths pass the same harness and Java checks (the harness runs its sweep on both).
 // Rows whose target is ignore_index give 0 (forward) and a zero gradient row (backward).
 // Tests: src/test/java/dev/spo4j/kernels/TokenLogProbsTest.java; benchmark:
 // bench/java/dev/spo4j/bench/TokenLogProbsBench.java; native harness:
@@ -16,6 +29,8 @@
 #include <atomic>
 #include <cinttypes>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "online_softmax.h"
@@ -33,8 +48,67 @@ struct RowStats {
     float entropy;
 };
 
-// One row, forward. Returns lse and (if want_entropy) the entropy.
-template <int DT>
+// Sums over one chunk [c0, c1) relative to mvec: sv += exp(z - m), tv += exp(z - m) (z - m)
+// (when want_entropy), and with TRACK_MAX also mv = max(mv, z). tail_v holds the chunk's last
+// rem < W values padded with -inf.
+template <int DT, class EXP, bool TRACK_MAX>
+SPO4J_INLINE void chunk_sums(const typename Io<DT>::T* z, int64_t c0, int64_t pairs_end, int64_t full,
+                             vf tail_v, vf mvec, bool want_entropy, vf& sv, vf& tv, vf& mv) {
+    using IO = Io<DT>;
+    if (want_entropy) {
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf a, b;
+                split_bf16(z + v, a, b);
+                if constexpr (TRACK_MAX) mv = vmax(mv, vmax(a, b));
+                vf xa = a - mvec, xb = b - mvec;
+                vf ea = EXP::exp(xa), eb = EXP::exp(xb);
+                sv += ea + eb;
+                tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) {
+            vf zv = IO::load(z + v);
+            if constexpr (TRACK_MAX) mv = vmax(mv, zv);
+            vf x = zv - mvec;
+            vf e = EXP::exp(x);
+            sv += e;
+            tv += e > 0.0f ? e * x : vf{};  // exp(-inf)*(-inf) would be NaN
+        }
+        vf x = tail_v - mvec;
+        vf e = EXP::exp(x);
+        sv += e;
+        tv += e > 0.0f ? e * x : vf{};
+    } else {
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf a, b;
+                split_bf16(z + v, a, b);
+                if constexpr (TRACK_MAX) mv = vmax(mv, vmax(a, b));
+                sv += EXP::exp(a - mvec) + EXP::exp(b - mvec);
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) {
+            vf zv = IO::load(z + v);
+            if constexpr (TRACK_MAX) mv = vmax(mv, zv);
+            sv += EXP::exp(zv - mvec);
+        }
+        sv += EXP::exp(tail_v - mvec);
+    }
+    if constexpr (TRACK_MAX) mv = vmax(mv, tail_v);
+}
+
+// One-pass chunks (EXP::one_pass_forward): once the running max m is finite, a chunk's sums
+// are taken relative to m in the same pass that finds the chunk's max mc, and rescaled to mc
+// afterwards if mc > m. This is exact arithmetic-wise as long as exp(z - m) cannot overflow
+// the sums: for mc <= m + HEADROOM each term is at most e^64 (6e27), and a row's sums stay far
+// below FLT_MAX. A chunk with mc beyond that (or +inf / NaN) is redone with two passes.
+// Saves the separate max pass, and with it the wait on DRAM that the max pass did not
+// overlap with any exp work.
+constexpr float ONE_PASS_HEADROOM = 64.0f;
+
+// One row, forward. Returns lse and (if want_entropy) the entropy. EXP: ExpGeneric or ExpAvx512.
+template <int DT, class EXP>
 SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool want_entropy) {
     using IO = Io<DT>;
     const float NEG_INF = -std::numeric_limits<float>::infinity();
@@ -48,6 +122,26 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
         vf tail_v = splat(NEG_INF);
         if (rem) {
             for (int i = 0; i < W; i++) tail_v[i] = i < rem ? IO::get(z + full + i) : NEG_INF;
+        }
+        if constexpr (EXP::one_pass_forward) {
+            if (m > NEG_INF) {
+                vf sv{}, tv{}, mv = splat(NEG_INF);
+                chunk_sums<DT, EXP, true>(z, c0, pairs_end, full, tail_v, splat(m), want_entropy, sv, tv, mv);
+                const float mc = hmax(mv);
+                if (mc <= m + ONE_PASS_HEADROOM) {
+                    s += hsum(sv);
+                    t += hsum(tv);
+                    if (mc > m) {  // move the sums from m to mc
+                        const float d = m - mc;
+                        const float scale = std::exp(d);
+                        t = rescale_entropy_term(scale, d, s, t);
+                        s = scale * s;
+                        m = mc;
+                    }
+                    continue;
+                }
+                // else: the chunk's sums may have overflowed; redo it with two passes
+            }
         }
         // pass 1: chunk max
         vf mv = tail_v;
@@ -72,40 +166,8 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
             m = m_new;
         }
         // pass 2: sum exp(z - m) (and sum exp(z - m) * (z - m)) over the chunk, from L1
-        const vf mvec = splat(m);
-        vf sv{}, tv{};
-        if (want_entropy) {
-            if constexpr (DT == SPO4J_BF16) {
-                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
-                    vf a, b;
-                    split_bf16(z + v, a, b);
-                    vf xa = a - mvec, xb = b - mvec;
-                    vf ea = vexp(xa), eb = vexp(xb);
-                    sv += ea + eb;
-                    tv += (ea > 0.0f ? ea * xa : vf{}) + (eb > 0.0f ? eb * xb : vf{});
-                }
-            }
-            for (int64_t v = pairs_end; v < full; v += W) {
-                vf x = IO::load(z + v) - mvec;
-                vf e = vexp(x);
-                sv += e;
-                tv += e > 0.0f ? e * x : vf{};  // exp(-inf)*(-inf) would be NaN
-            }
-            vf x = tail_v - mvec;
-            vf e = vexp(x);
-            sv += e;
-            tv += e > 0.0f ? e * x : vf{};
-        } else {
-            if constexpr (DT == SPO4J_BF16) {
-                for (int64_t v = c0; v < pairs_end; v += 2 * W) {
-                    vf a, b;
-                    split_bf16(z + v, a, b);
-                    sv += vexp(a - mvec) + vexp(b - mvec);
-                }
-            }
-            for (int64_t v = pairs_end; v < full; v += W) sv += vexp(IO::load(z + v) - mvec);
-            sv += vexp(tail_v - mvec);
-        }
+        vf sv{}, tv{}, unused{};
+        chunk_sums<DT, EXP, false>(z, c0, pairs_end, full, tail_v, splat(m), want_entropy, sv, tv, unused);
         s += hsum(sv);
         t += hsum(tv);
     }
@@ -115,10 +177,10 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
     return r;
 }
 
-template <int DT>
-SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, int64_t V,
-                               int64_t stride, const int64_t* targets, int64_t ignore_index,
-                               float* logp, float* lse, float* entropy, int64_t* bad_row) {
+template <int DT, class EXP>
+SPO4J_INLINE void forward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
+                                    int64_t stride, const int64_t* targets, int64_t ignore_index,
+                                    float* logp, float* lse, float* entropy, int64_t* bad_row) {
     using T = typename Io<DT>::T;
     const T* base = static_cast<const T*>(logits);
     for (int64_t r = begin; r < end; r++) {
@@ -130,7 +192,7 @@ SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, i
             continue;
         }
         const T* z = base + r * stride;
-        RowStats st = row_forward<DT>(z, V, entropy != nullptr);
+        RowStats st = row_forward<DT, EXP>(z, V, entropy != nullptr);
         if (!std::isfinite(st.lse) && *bad_row < 0) *bad_row = r;  // -inf: no finite logit; NaN: a NaN or +inf one
         lse[r] = st.lse;
         logp[r] = Io<DT>::get(z + tgt) - st.lse;
@@ -138,11 +200,11 @@ SPO4J_CLONES void forward_rows(const void* logits, int64_t begin, int64_t end, i
     }
 }
 
-template <int DT>
-SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, int64_t V,
-                                int64_t stride, const int64_t* targets, int64_t ignore_index,
-                                const float* lse, const float* grad_logp, void* grad,
-                                int64_t gstride) {
+template <int DT, class EXP>
+SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
+                                     int64_t stride, const int64_t* targets, int64_t ignore_index,
+                                     const float* lse, const float* grad_logp, void* grad,
+                                     int64_t gstride) {
     using IO = Io<DT>;
     using T = typename IO::T;
     const T* zb = static_cast<const T*>(logits);
@@ -157,25 +219,100 @@ SPO4J_CLONES void backward_rows(const void* logits, int64_t begin, int64_t end, 
         const T* z = zb + r * stride;
         const float g = grad_logp[r], l = lse[r];
         const float zt = IO::get(z + tgt);  // read before an in-place overwrite
-        const vf lv = splat(l), ng = splat(-g);
+        const vf lv = splat(l);
+        const typename EXP::Scale sc = EXP::scale(-g);  // exp_times(x, sc) = -g * exp(x)
         int64_t v0 = 0;
-        if constexpr (DT == SPO4J_BF16) {
+        if constexpr (DT == SPO4J_BF16 && EXP::native_bf16) {
+            for (; v0 + 2 * W <= V; v0 += 2 * W) {
+                vf a, b;
+                EXP::load32(z + v0, a, b);
+                EXP::store32(out + v0, EXP::exp_times(a - lv, sc), EXP::exp_times(b - lv, sc));
+            }
+        } else if constexpr (DT == SPO4J_BF16) {
             for (; v0 + 2 * W <= V; v0 += 2 * W) {
                 vf a, b;
                 split_bf16(z + v0, a, b);
-                join_bf16(out + v0, ng * vexp(a - lv), ng * vexp(b - lv));
+                join_bf16(out + v0, EXP::exp_times(a - lv, sc), EXP::exp_times(b - lv, sc));
             }
         }
-        for (int64_t v = v0; v + W <= V; v += W) IO::store(out + v, ng * vexp(IO::load(z + v) - lv));
+        for (int64_t v = v0; v + W <= V; v += W) IO::store(out + v, EXP::exp_times(IO::load(z + v) - lv, sc));
         int64_t tail = v0 + ((V - v0) / W) * W;
         for (int64_t v = tail; v < V; v++) {
             vf x = splat(IO::get(z + v) - l);
-            IO::put(out + v, -g * vexp(x)[0]);
+            IO::put(out + v, EXP::exp_times(x, sc)[0]);
         }
         vf xt = splat(zt - l);
-        IO::put(out + tgt, g * (1.0f - vexp(xt)[0]));
+        IO::put(out + tgt, g * (1.0f - EXP::exp(xt)[0]));
     }
 }
+
+// The row loops, once per path: cloned per ISA with the generic exp, and compiled for
+// x86-64-v4 only with the AVX-512 exp (called only when use_avx512_path()).
+#define SPO4J_FWD_ARGS const void *logits, int64_t begin, int64_t end, int64_t V, int64_t stride, \
+    const int64_t *targets, int64_t ignore_index, float *logp, float *lse, float *entropy, int64_t *bad_row
+#define SPO4J_FWD_PASS logits, begin, end, V, stride, targets, ignore_index, logp, lse, entropy, bad_row
+#define SPO4J_BWD_ARGS const void *logits, int64_t begin, int64_t end, int64_t V, int64_t stride, \
+    const int64_t *targets, int64_t ignore_index, const float *lse, const float *grad_logp, void *grad, int64_t gstride
+#define SPO4J_BWD_PASS logits, begin, end, V, stride, targets, ignore_index, lse, grad_logp, grad, gstride
+template <int DT>
+SPO4J_CLONES void forward_rows(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpGeneric>(SPO4J_FWD_PASS); }
+template <int DT>
+SPO4J_CLONES void backward_rows(SPO4J_BWD_ARGS) { backward_rows_body<DT, ExpGeneric>(SPO4J_BWD_PASS); }
+#if SPO4J_HAVE_V4_PATH
+template <int DT>
+SPO4J_V4_FLATTEN void forward_rows_avx512(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpAvx512>(SPO4J_FWD_PASS); }
+template <int DT>
+SPO4J_V4_FLATTEN void backward_rows_avx512(SPO4J_BWD_ARGS) { backward_rows_body<DT, ExpAvx512>(SPO4J_BWD_PASS); }
+SPO4J_V4_BF16_FLATTEN void backward_rows_avx512_bf16(SPO4J_BWD_ARGS) {
+    backward_rows_body<SPO4J_BF16, ExpAvx512Bf16>(SPO4J_BWD_PASS);
+}
+bool cpu_has_avx512_bf16() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512bf16") != 0;
+    }();
+    return has;
+}
+#endif
+
+// Runs the forward (or backward) row loop of dtype DT on the path chosen for this call.
+template <int DT>
+void forward_rows_on(bool avx512, SPO4J_FWD_ARGS) {
+#if SPO4J_HAVE_V4_PATH
+    if (avx512) return forward_rows_avx512<DT>(SPO4J_FWD_PASS);
+#endif
+    (void)avx512;
+    forward_rows<DT>(SPO4J_FWD_PASS);
+}
+template <int DT>
+void backward_rows_on(bool avx512, SPO4J_BWD_ARGS) {
+#if SPO4J_HAVE_V4_PATH
+    if constexpr (DT == SPO4J_BF16) {
+        if (avx512 && cpu_has_avx512_bf16()) return backward_rows_avx512_bf16(SPO4J_BWD_PASS);
+    }
+    if (avx512) return backward_rows_avx512<DT>(SPO4J_BWD_PASS);
+#endif
+    (void)avx512;
+    backward_rows<DT>(SPO4J_BWD_PASS);
+}
+
+// y = exp(x) with one path's vector exp, W at a time (the tail through a padded vector): the
+// harness's direct test of the exps against std::exp (spo4j_debug_cpu_exp).
+template <class EXP>
+SPO4J_INLINE void exp_array_body(const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) Io<SPO4J_F32>::store(y + i, EXP::exp(Io<SPO4J_F32>::load(x + i)));
+    if (i < n) {
+        vf v{};
+        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k];
+        v = EXP::exp(v);
+        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];
+    }
+}
+SPO4J_CLONES void exp_array_generic(const float* x, float* y, int64_t n) { exp_array_body<ExpGeneric>(x, y, n); }
+#if SPO4J_HAVE_V4_PATH
+SPO4J_V4_FLATTEN void exp_array_avx512(const float* x, float* y, int64_t n) { exp_array_body<ExpAvx512>(x, y, n); }
+#endif
 
 // The status and message for a row whose lse is not finite: which kind of logit made it so.
 int report_bad_row(const void* logits, int32_t dtype, int64_t r, int64_t vocab, int64_t row_stride, int64_t target) {
@@ -219,10 +356,61 @@ int check_common(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
     return SPO4J_OK;
 }
 
+// The path in effect: CPU_PATH_GENERIC or CPU_PATH_AVX512; 0 until the first call decides.
+std::atomic<int32_t> g_cpu_path{0};
+
+bool cpu_has_v4() {
+#if SPO4J_HAVE_V4_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+#else
+    return false;
+#endif
+}
+
+int32_t choose_path(int32_t request) {
+    return request != CPU_PATH_GENERIC && cpu_has_v4() ? CPU_PATH_AVX512 : CPU_PATH_GENERIC;
+}
+
 }  // namespace
+
+bool use_avx512_path() {
+    int32_t p = g_cpu_path.load(std::memory_order_relaxed);
+    if (p == 0) {
+        const char* env = std::getenv("SPO4J_CPU_PATH");
+        const bool generic = env && std::strcmp(env, "generic") == 0;
+        int32_t expected = 0;
+        g_cpu_path.compare_exchange_strong(expected, choose_path(generic ? CPU_PATH_GENERIC : CPU_PATH_AUTO));
+        p = g_cpu_path.load(std::memory_order_relaxed);
+    }
+    return p == CPU_PATH_AVX512;
+}
+
 }  // namespace spo4j
 
 using namespace spo4j;
+
+extern "C" SPO4J_API int spo4j_debug_cpu_exp(const float* x, float* y, int64_t n, int32_t path) {
+    clear_error();
+    if (n < 0 || (n > 0 && (!x || !y))) return fail(SPO4J_ERR_ARGUMENT, "bad exp test arguments");
+    if (path == CPU_PATH_GENERIC) {
+        exp_array_generic(x, y, n);
+        return SPO4J_OK;
+    }
+#if SPO4J_HAVE_V4_PATH
+    if (path == CPU_PATH_AVX512 && cpu_has_v4()) {
+        exp_array_avx512(x, y, n);
+        return SPO4J_OK;
+    }
+#endif
+    return fail(SPO4J_ERR_NOT_BUILT, "CPU path %d is not available here", int(path));
+}
+
+extern "C" SPO4J_API int spo4j_debug_cpu_path(int32_t request) {
+    if (request == CPU_PATH_AUTO || request == CPU_PATH_GENERIC)
+        spo4j::g_cpu_path.store(choose_path(request));
+    return use_avx512_path() ? CPU_PATH_AVX512 : CPU_PATH_GENERIC;
+}
 
 extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
         const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
@@ -235,14 +423,15 @@ extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
         if (rows > 0 && (!logp || !lse)) return fail(SPO4J_ERR_ARGUMENT, "null logp or lse pointer");
         // Each block records its first row with no finite logit; the smallest is reported.
         std::atomic<int64_t> first_bad{INT64_MAX};
+        const bool avx512 = use_avx512_path();
         parallel_rows(rows, vocab, num_threads, MIN_WORK_PER_THREAD, [&](int64_t b, int64_t e) {
             int64_t bad = -1;
             if (dtype == SPO4J_F32)
-                forward_rows<SPO4J_F32>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             else if (dtype == SPO4J_BF16)
-                forward_rows<SPO4J_BF16>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             else
-                forward_rows<SPO4J_F16>(logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
+                forward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, logp, lse, entropy, &bad);
             if (bad >= 0) {
                 int64_t cur = first_bad.load();
                 while (bad < cur && !first_bad.compare_exchange_weak(cur, bad)) {}
@@ -280,13 +469,14 @@ extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cpu(
                 return fail(SPO4J_ERR_NONFINITE,
                             "lse at row %" PRId64 " is -inf (a row with no finite logit)", r);
         }
+        const bool avx512 = use_avx512_path();
         parallel_rows(rows, vocab, num_threads, MIN_WORK_PER_THREAD, [&](int64_t b, int64_t e) {
             if (dtype == SPO4J_F32)
-                backward_rows<SPO4J_F32>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
             else if (dtype == SPO4J_BF16)
-                backward_rows<SPO4J_BF16>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
             else
-                backward_rows<SPO4J_F16>(logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
         });
         return SPO4J_OK;
     } catch (...) {

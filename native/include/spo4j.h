@@ -196,6 +196,19 @@ SPO4J_API const char* spo4j_last_error(void);
  * previous call. */
 SPO4J_API int spo4j_debug_fail_thread_starts(int32_t after);
 
+/* Test and benchmark switch for the CPU token log-prob kernels: 0 = automatic (the AVX-512
+ * path with its own exp when the CPU has x86-64-v4, else the generic path), 1 = force the
+ * generic path (per-ISA clones with the generic exp, as on a CPU without AVX-512); any
+ * other value only asks. Returns the path now in effect: 1 generic, 2 AVX-512. The
+ * environment variable SPO4J_CPU_PATH=generic, read at the first kernel call, does the same
+ * as 1. Not for concurrent use with running kernels (each call reads the path once). */
+SPO4J_API int spo4j_debug_cpu_path(int32_t request);
+
+/* Test hook: y[i] = exp(x[i]) with the vector exp of CPU path `path` (1 generic: the exp of
+ * the per-ISA clones; 2 AVX-512), for the harness's direct comparison with std::exp.
+ * Returns SPO4J_ERR_NOT_BUILT when that path is not available on this CPU. */
+SPO4J_API int spo4j_debug_cpu_exp(const float* x, float* y, int64_t n, int32_t path);
+
 /* Sets the environment variable `name` to `value` unless it is already set (for
  * OMP_WAIT_POLICY, before LibTorch's OpenMP runtime initialises). Returns 1 when it set it,
  * 0 when it was already set, -1 on a null/empty name or a failed setenv. */

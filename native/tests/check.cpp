@@ -12,6 +12,10 @@
 //   spo4j_harness bench [--json FILE] [--reps N] [--rows N] [--vocab V,V,..] [--dtype bf16,f32]
 //       CUDA timings (bench/native/token_logprobs_bench.cu); exits 0 with a message when
 //       there is no GPU.
+//   spo4j_harness cpu-ab [--reps N] [--rows N] [--vocab V,V,..] [--dtype f32,bf16] [--threads N]
+//       the CPU kernel's generic and AVX-512 paths timed interleaved in one process
+//       (bench/native/token_logprobs_cpu_ab.cpp; defaults 4096 rows, V 32768,131072, f32 and
+//       bf16, 7 reps after 1 warm-up, 1 thread).
 //
 // This file: main(), the check mode's order of parts, and the shared check utilities of
 // check.h. Registered with ctest as harness_check (native/tests/CMakeLists.txt).
@@ -251,7 +255,9 @@ void usage() {
     std::printf(
         "usage: spo4j_harness check [--verbose] [--quick]\n"
         "       spo4j_harness bench [--json FILE] [--reps N] [--rows N] [--vocab V,V,..]\n"
-        "                           [--dtype bf16,f32,f16]\n");
+        "                           [--dtype bf16,f32,f16]\n"
+        "       spo4j_harness cpu-ab [--reps N] [--rows N] [--vocab V,V,..] [--dtype f32,bf16]\n"
+        "                            [--threads N]\n");
 }
 
 }  // namespace
@@ -266,6 +272,14 @@ int main(int argc, char** argv) {
     const std::string mode = argv[1];
     bool verbose = false, quick = false;
     BenchOptions bo;
+    int threads = 1;
+    if (mode == "cpu-ab") {  // CPU defaults: TokenLogProbsBench's shapes
+        bo.rows = 4096;
+        bo.vocabs = {32768, 131072};
+        bo.dtypes = {SPO4J_F32, SPO4J_BF16};
+        bo.reps = 7;
+        bo.warmup = 1;
+    }
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -281,6 +295,8 @@ int main(int argc, char** argv) {
             quick = true;
         } else if (a == "--json") {
             bo.json = value();
+        } else if (a == "--threads") {
+            threads = std::max(1, std::atoi(value().c_str()));
         } else if (a == "--reps") {
             bo.reps = std::max(1, std::atoi(value().c_str()));
         } else if (a == "--rows") {
@@ -299,6 +315,7 @@ int main(int argc, char** argv) {
     }
     if (mode == "check") return run_check(verbose, quick);
     if (mode == "bench") return token_logprobs_bench(bo);
+    if (mode == "cpu-ab") return token_logprobs_cpu_ab(bo, threads);
     usage();
     return 2;
 }

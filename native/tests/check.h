@@ -145,5 +145,7 @@ struct BenchOptions {
     std::string json;  // write results here when not empty
 };
 int token_logprobs_bench(const BenchOptions& o);
+// spo4j_harness cpu-ab (bench/native/token_logprobs_cpu_ab.cpp): the CPU paths A/B.
+int token_logprobs_cpu_ab(const BenchOptions& o, int threads);
 
 }  // namespace harness

@@ -479,10 +479,113 @@ void cpu_check_thread_start_failures(Checker& ck) {
     }
 }
 
-void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
-    // Sweep: every (rows, V, dtype); the variant (stride padding, ignored fraction, extreme
-    // rows, entropy, ignore_index) is drawn per case from a fixed seed, so that the sweep
-    // covers the combinations without their full product.
+namespace {
+
+// The CPU kernels' vector exps (native/cpu/simd.h) against std::exp in double, through
+// spo4j_debug_cpu_exp: both paths where the CPU has AVX-512, the generic one elsewhere.
+// Sweep: 2^22 evenly spaced x in [-104, 0] plus 2^20 random x in [-1, 0] (where the result
+// is ~1 and ulps are finest), the edges of the normal and denormal ranges, and the specials.
+// Tolerances from each exp's error model (simd.h): the AVX-512 exp ~2 ulp (2.4e-7) at any x
+// in the normal range; the generic one 2.4e-7 plus the rounding of t = x log2(e) to fp32
+// (|t| 2^-24 absolute in t, so |x| log2(e) 2^-24 ln 2 = |x| 6e-8 relative in the result).
+// Below the normal range (exp(x) < 2^-126, x < -87.34) the result must be 0 or within one
+// denormal step (2^-149) of the truth, plus the normal-range relative error.
+void cpu_check_exp(Checker& ck) {
+    const float kNan = std::numeric_limits<float>::quiet_NaN();
+    const float kNegInf = -std::numeric_limits<float>::infinity();
+    std::vector<float> x;
+    const int64_t n_even = int64_t(1) << 22;
+    for (int64_t i = 0; i <= n_even; ++i) x.push_back(float(-104.0 * double(i) / double(n_even)));
+    Rng rng(31337);
+    for (int i = 0; i < (1 << 20); ++i) x.push_back(-float(rng.uniform()));
+    for (float v : {0.0f, -0.0f, -1e-45f, -1e-38f, -1e-30f, -1e-7f, -0.5f, -0.6931472f, -1.0f, -10.0f,
+                    -87.0f, -87.33654f, -87.33655f, -87.34f, -88.0f, -100.0f, -103.27893f, -103.97208f,
+                    -103.972084f, -103.98f, -104.0f, -105.0f, -106.0f, -107.0f, -150.0f, -1e4f, -1e30f,
+                    -std::numeric_limits<float>::max()})
+        x.push_back(v);
+    const size_t n_finite = x.size();
+    x.push_back(kNegInf);
+    x.push_back(kNan);
+    x.push_back(-kNan);
+    const double kFltMin = 0x1.0p-126, kDenormStep = 0x1.0p-149;
+    struct PathInfo {
+        int path;
+        const char* name;
+    };
+    for (PathInfo pi : {PathInfo{1, "generic"}, PathInfo{2, "avx512"}}) {
+        std::vector<float> y(x.size(), 123.0f);
+        const int st = spo4j_debug_cpu_exp(x.data(), y.data(), int64_t(x.size()), pi.path);
+        if (st == SPO4J_ERR_NOT_BUILT) {
+            ck.note(strf("exp check: the %s path is not available on this CPU (%s)", pi.name, spo4j_last_error()));
+            continue;
+        }
+        if (!ck.record(st == SPO4J_OK, strf("cpu exp %s: status", pi.name), spo4j_last_error())) continue;
+        double worst_rel = 0, worst_x = 0, worst_rel_near0 = 0, worst_denorm = 0;
+        int64_t bad = 0, denormal_results = 0;
+        std::string first_bad;
+        for (size_t i = 0; i < n_finite; ++i) {
+            const double ref = std::exp(double(x[i]));
+            const double got = y[i];
+            const double model = pi.path == 2 ? 2.5e-7 : 2.5e-7 + std::fabs(double(x[i])) * 7.5e-8;
+            bool ok;
+            if (ref >= kFltMin) {
+                const double rel = std::fabs(got - ref) / ref;
+                if (rel > worst_rel) worst_rel = rel, worst_x = x[i];
+                if (x[i] >= -1.0f) worst_rel_near0 = std::max(worst_rel_near0, rel);
+                ok = rel <= model;
+            } else {
+                if (got != 0.0) {
+                    ++denormal_results;
+                    worst_denorm = std::max(worst_denorm, std::fabs(got - ref));
+                }
+                ok = got >= 0.0 && (got == 0.0 || std::fabs(got - ref) <= kDenormStep + model * ref);
+            }
+            if (!ok && bad++ < 5)
+                first_bad += strf("\n      x = %.9g: got %.9g, std::exp %.9g", double(x[i]), got, ref);
+        }
+        ck.record(bad == 0, strf("cpu exp %s within its error model on [-104, 0] (%zu points)", pi.name, n_finite),
+                  strf("%" PRId64 " outside%s", bad, first_bad.c_str()));
+        ck.note(strf("exp %s vs std::exp (double), x in [-104, 0]: max relative error %.3g (%.2f ulp of 2^-23) at "
+                     "x = %.7g; %.3g for x in [-1, 0]; below 2^-126: %" PRId64 " nonzero (denormal) results, their max "
+                     "|error| %.3g (the rest flushed to 0)",
+                     pi.name, worst_rel, worst_rel / kEps32, worst_x, worst_rel_near0, denormal_results, worst_denorm));
+        const float e_ninf = y[n_finite];
+        ck.record(e_ninf == 0.0f && !std::signbit(e_ninf), strf("cpu exp %s: exp(-inf) is exactly +0", pi.name),
+                  strf("got %a", double(e_ninf)));
+        ck.record(std::isnan(y[n_finite + 1]) && std::isnan(y[n_finite + 2]),
+                  strf("cpu exp %s: NaN stays NaN", pi.name),
+                  strf("got %g, %g", double(y[n_finite + 1]), double(y[n_finite + 2])));
+        bool below_zero = true;  // x <= -106 (and -FLT_MAX): exactly 0, never NaN
+        for (size_t i = 0; i < n_finite; ++i)
+            if (x[i] <= -106.0f) below_zero &= y[i] == 0.0f;
+        ck.record(below_zero, strf("cpu exp %s: exactly 0 for x <= -106 down to -FLT_MAX", pi.name));
+        if (pi.path == 2) {
+            // The AVX-512 path's one-pass forward also takes exp(z - m) with z up to m + 64.
+            std::vector<float> xp, yp;
+            for (int i = 0; i <= (1 << 16); ++i) xp.push_back(float(64.0 * i / double(1 << 16)));
+            yp.resize(xp.size());
+            spo4j_debug_cpu_exp(xp.data(), yp.data(), int64_t(xp.size()), pi.path);
+            double worst = 0;
+            for (size_t i = 0; i < xp.size(); ++i) {
+                const double ref = std::exp(double(xp[i]));
+                worst = std::max(worst, std::fabs(double(yp[i]) - ref) / ref);
+            }
+            ck.record(worst <= 2.5e-7, "cpu exp avx512 on [0, 64] (the one-pass forward's range) within 2.5e-7",
+                      strf("max relative error %.3g", worst));
+            ck.note(strf("exp avx512 vs std::exp (double), x in [0, 64]: max relative error %.3g", worst));
+        }
+        // the tail path (n not a multiple of the vector width) gives the same values
+        std::vector<float> y7(7);
+        spo4j_debug_cpu_exp(x.data() + 1000, y7.data(), 7, pi.path);
+        ck.record(std::memcmp(y7.data(), y.data() + 1000, 7 * sizeof(float)) == 0,
+                  strf("cpu exp %s: a 7-element call gives the same values as the vector loop", pi.name));
+    }
+}
+
+// Sweep: every (rows, V, dtype); the variant (stride padding, ignored fraction, extreme
+// rows, entropy, ignore_index) is drawn per case from a fixed seed, so that the sweep
+// covers the combinations without their full product. Runs on the CPU path in effect.
+void token_sweep(Checker& ck, bool cuda, bool quick) {
     const int64_t rows_list[] = {1, 7, 129, 1000};
     const int64_t vocab_list[] = {1, 2, 7, 127, 128, 129, 1000, 4096, 32000, 50257};
     const int dtypes[] = {SPO4J_F32, SPO4J_BF16, SPO4J_F16};
@@ -528,6 +631,26 @@ void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
             std::printf("%s case %s\n", ck.failed == before ? "ok  " : "FAIL", c.label.c_str());
             std::fflush(stdout);
         }
+    }
+}
+
+}  // namespace
+
+void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
+    cpu_check_exp(ck);
+    // The sweep on the path in effect (AVX-512 where the CPU has it, unless
+    // SPO4J_CPU_PATH=generic), then, on an AVX-512 CPU, its small cases again on the forced
+    // generic path (the per-ISA clones), so that the fallback stays covered here too.
+    const int path = spo4j_debug_cpu_path(-1);
+    ck.note(strf("CPU kernels: %s path", path == 2 ? "AVX-512" : "generic"));
+    token_sweep(ck, cuda, quick);
+    if (path == 2) {
+        spo4j_debug_cpu_path(1);
+        ck.note("CPU kernels: the sweep's small cases again on the forced generic path");
+        token_sweep(ck, false, true);
+        spo4j_debug_cpu_path(0);
+    } else {
+        ck.note("CPU kernels: the AVX-512 path was not exercised (CPU without x86-64-v4, or SPO4J_CPU_PATH=generic)");
     }
     cpu_check_guarded_layouts(ck);
     cpu_check_token_errors(ck);
