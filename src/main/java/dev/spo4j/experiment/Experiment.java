@@ -234,7 +234,8 @@ public final class Experiment {
 
     /**
      * Rewrites summary.json, table.md and the plots of a finished run folder from its
-     * config.json, the CSV files and the setup facts of its summary.json (no training).
+     * config.json, the CSV files (gradients.csv may be gzipped) and the setup facts of its
+     * summary.json (no training).
      */
     public static JsonObject replot(Path out) throws IOException {
         ExperimentConfig cfg = new com.google.gson.Gson().fromJson(Files.readString(out.resolve("config.json")),
@@ -601,8 +602,18 @@ public final class Experiment {
         AtomicFiles.writeString(file, sb.toString());
     }
 
+    /** Reads gradients.csv, or gradients.csv.gz beside it when only that exists (as committed results keep it). */
     static List<GradientRow> readGradients(Path file) throws IOException {
-        List<String> lines = Files.readAllLines(file);
+        Path gz = file.resolveSibling(file.getFileName() + ".gz");
+        List<String> lines;
+        if (!Files.exists(file) && Files.exists(gz)) {
+            try (java.io.BufferedReader r = new java.io.BufferedReader(new java.io.InputStreamReader(
+                    new java.util.zip.GZIPInputStream(Files.newInputStream(gz)), java.nio.charset.StandardCharsets.UTF_8))) {
+                lines = r.lines().toList();
+            }
+        } else {
+            lines = Files.readAllLines(file);
+        }
         List<GradientRow> rows = new ArrayList<>();
         for (String line : lines.subList(1, lines.size())) {
             String[] f = line.split(",");

@@ -96,6 +96,16 @@ class ExperimentTest {
         assertTrue(Files.size(out.resolve("frontier.png")) > 0);
         assertTrue(Files.readString(out.resolve("config.json")).contains("kernel_simd_path"));
 
+        // committed results keep gradients.csv gzipped: --replot reads that too, with the same profile
+        Path gradCsv = out.resolve("gradients.csv");
+        try (java.io.OutputStream gz = new java.util.zip.GZIPOutputStream(Files.newOutputStream(
+                out.resolve("gradients.csv.gz")))) {
+            Files.copy(gradCsv, gz);
+        }
+        Files.delete(gradCsv);
+        JsonObject fromGz = Experiment.replot(out);
+        assertEquals(again0.get("gradient_profile"), fromGz.get("gradient_profile"));
+
         // reproducible from the seed: a second run gives the same measurements
         Experiment.Result again = Experiment.run(c, tmp.resolve("exp2"), new PrintStream(new ByteArrayOutputStream()));
         assertEquals(r.rows(), again.rows());
