@@ -759,9 +759,9 @@ public final class LlamaModel extends Module {
     }
 
     /**
-     * Copies one checked tensor into the parameter of that name (converting its dtype); a name
-     * that is not a parameter (a tied checkpoint's equal lm_head.weight) is skipped. For
-     * streaming loads after {@link #checkStateDict}.
+     * Copies one tensor into the parameter of that name, converting its dtype; a name that is
+     * not a parameter is ignored. For streaming loads: call {@link #checkStateDict} on the
+     * file's description first, which rejects unknown names and wrong shapes.
      */
     public void copyParameter(String name, Tensor value) {
         Tensor p = params.get(name);

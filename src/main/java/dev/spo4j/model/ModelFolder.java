@@ -51,8 +51,10 @@ public final class ModelFolder {
 
     /**
      * Reads config.json and the weights of a folder into a new CPU model whose parameters are
-     * {@code dtype}: each tensor is converted as it is copied in, so the peak is the file's
-     * tensors plus the model, with no fp32 copy on the way to bf16.
+     * {@code dtype}: names, dtypes and shapes are checked from the headers first, then each
+     * tensor is read, converted into its parameter and freed, so the peak is the model plus its
+     * largest tensor, with no fp32 copy on the way to bf16. A tied checkpoint that also carries
+     * lm_head.weight is read whole, to check that it equals the embedding.
      */
     public static LlamaModel load(Path dir, ScalarType dtype) throws IOException {
         Path config = dir.resolve(CONFIG);
