@@ -8,6 +8,7 @@ import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonParser;
 import dev.spo4j.io.AtomicFiles;
+import dev.spo4j.kernels.Tensors;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -302,6 +303,11 @@ public final class LoraAdapters {
         this.dropoutWithoutGrad = on;
     }
 
+    /** Whether dropout draws without autograd ({@link #setDropoutWithoutGrad}). */
+    boolean dropoutWithoutGrad() {
+        return dropoutWithoutGrad;
+    }
+
     /** The trainable tensors (each module's A then B, layer by layer), fp32. */
     public List<Tensor> parameters() {
         return new ArrayList<>(named.values());
@@ -331,12 +337,18 @@ public final class LoraAdapters {
         if (!enabled || ta == null) {
             return y;
         }
-        Tensor in = fp32Input(x);
-        if (config.dropout() > 0 && (GradMode.is_enabled() || dropoutWithoutGrad)) {
-            in = torch.dropout(in, config.dropout(), true);
-        }
-        Tensor update = torch.linear(torch.linear(in, ta), b[layer][module]).mul(new Scalar(config.scale()));
-        return y.add(update.to(y.scalar_type().intern()));
+        Tensor cast = fp32Input(x);  // outside the scope below: q, k and v (gate and up) share it
+        // the update (fp32, as large as y) and its cast are released on return
+        return Tensors.scoped(() -> {
+            Tensor in = cast;
+            if (config.dropout() > 0 && (GradMode.is_enabled() || dropoutWithoutGrad)) {
+                in = torch.dropout(in, config.dropout(), true);
+            }
+            // in place on the fp32 update (autograd needs no output here): y + update summed in fp32
+            // and rounded once to y's dtype, as PEFT does with fp32 adapters on a bf16 base
+            Tensor update = torch.linear(torch.linear(in, ta), b[layer][module]).mul_(new Scalar(config.scale()));
+            return update.add_(y).to(y.scalar_type().intern());
+        });
     }
 
     // q, k and v (and gate and up) read the same input: cast it once, so that autograd keeps one fp32 copy
@@ -346,7 +358,7 @@ public final class LoraAdapters {
         if (x.scalar_type().intern() == ScalarType.Float) {
             return x;
         }
-        if (x != lastInput) {
+        if (x != lastInput || lastInputFp32.isNull()) {  // isNull: released with the scope that made it
             lastInput = x;
             lastInputFp32 = x.to(ScalarType.Float);
         }

@@ -28,7 +28,7 @@ final class MasterWeights {
     MasterWeights(LlamaModel master, Precision precision, org.bytedeco.pytorch.Device device) {
         this.master = master;
         this.work = new LlamaModel(master.config());
-        work.setAttention(master.attention());
+        work.setAttention(master.attention()).setRowGroupTokens(master.rowGroupTokens());
         work.to(device, precision.scalarType(), false);
         work.loadStateDict(master.stateDict());
         this.masters = master.parameterList();
