@@ -1,5 +1,6 @@
 package dev.spo4j.train;
 
+import dev.spo4j.model.LlamaModel;
 import dev.spo4j.model.LoraConfig;
 import dev.spo4j.model.ModelConfig;
 import dev.spo4j.model.Precision;
@@ -20,7 +21,9 @@ import java.util.Map;
  *                  backward: 8h + 4q + 4kv + 4i in p bytes plus 3h fp32 (RMSNorm in fp32), and
  *                  with LoRA below fp32 the fp32 copies of the adapted projections' inputs
  *                  (one for q/k/v, one for gate/up, o's, down's) and r per adapter; with checkpointing
- *                  L · h · p per token (the layer inputs) plus one layer's activations
+ *                  L · h · p per token (the layer inputs) plus, for one row group of about 2048
+ *                  tokens (whole rows; the whole batch when LoRA dropout masks are replayed),
+ *                  one layer's activations and their gradients (twice the per-token elements)
  *   LM head        materialised: the [N, V] logits and their gradient, in p bytes; fused
  *                  (LmHeadLogProbs, the default): two chunks of fp32 logits (a chunk and its
  *                  gradient, each at most the chunk budget), lse and log-probs [N] fp32, dL/dh
@@ -85,7 +88,16 @@ public final class MemoryEstimate {
                 perLayerToken += (long) lora.r() * 4;
             }
         }
-        long act = checkpointing ? tokens * (layers * h * p + perLayerToken) : tokens * layers * perLayerToken;
+        long act;
+        if (checkpointing) {
+            // the layer inputs, plus one row group's recomputed layer and its gradients
+            // (LlamaModel.setRowGroupTokens; the whole batch when LoRA dropout masks are replayed)
+            boolean replay = lora != null && lora.dropout() > 0;
+            long rows = replay ? 2L * pairs : Math.min(2L * pairs, Math.max(1, LlamaModel.DEFAULT_ROW_GROUP_TOKENS / length));
+            act = tokens * layers * h * p + 2 * rows * length * perLayerToken;
+        } else {
+            act = tokens * layers * perLayerToken;
+        }
         e.parts.put("activations", act);
         if (head == dev.spo4j.loss.LmHead.FUSED) {
             long chunk = Math.min(chunkBytes, tokens * c.vocabSize() * 4);

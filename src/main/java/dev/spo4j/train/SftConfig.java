@@ -76,6 +76,11 @@ public final class SftConfig {
             + "AdamW state (default: fp32)")
     public String dtype;
 
+    /** dtype of final-model/: "auto" (the input model's torch_dtype), float32, bfloat16 or float16. */
+    @Option(names = "--save-dtype", description = "dtype of final-model/ (full fine-tuning): auto (the input model's "
+            + "torch_dtype), float32, bfloat16, float16 (default: ${DEFAULT-VALUE})")
+    public String saveDtype = "auto";
+
     /** The LoRA settings, or null for full fine-tuning. */
     public dev.spo4j.model.LoraConfig loraConfig() {
         return loraR == null ? null : new dev.spo4j.model.LoraConfig(loraR, loraAlpha, loraDropout, loraTargetModules);
@@ -96,6 +101,12 @@ public final class SftConfig {
         optim.validate();
         loraConfig();
         precision();
+        if (saveDtype == null) {
+            throw new IllegalArgumentException("--save-dtype is null (expected auto, float32, bfloat16 or float16)");
+        }
+        if (!saveDtype.equals("auto")) {
+            dev.spo4j.model.ModelFolder.scalarType(saveDtype);  // names an unknown dtype
+        }
         if (batchSize < 1 || epochs < 1 || maxLength < 2 || maxSteps == 0 || maxSteps < -1 || logEvery < 1
                 || threads < 0 || lmHead == null || lmHeadChunkMb < 1) {
             throw new IllegalArgumentException("sft: batch size, epochs, log-every, LM head chunk MiB >= 1, "

@@ -83,7 +83,9 @@ public final class SftTrainer {
             if (adapters != null) {
                 adapters.save(finalModel, cfg.model, Path.of(cfg.model));
             } else {
-                ModelFolder.save(model, finalModel, Path.of(cfg.model));
+                // in the input's dtype (or --save-dtype), as train's final-model/: the fp32 masters rounded once
+                String dtype = cfg.saveDtype.equals("auto") ? ModelFolder.torchDtypeOf(Path.of(cfg.model)) : cfg.saveDtype;
+                ModelFolder.save(model, finalModel, Path.of(cfg.model), dtype);
             }
             try (MetricsLog log = new MetricsLog(runDir.resolve("metrics.jsonl"), 0)) {
                 for (Map<String, Double> r : s.rows()) {

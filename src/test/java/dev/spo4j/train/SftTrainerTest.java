@@ -66,4 +66,36 @@ class SftTrainerTest {
                     .rows().size());
         }
     }
+
+    /** final-model/ follows train's rule: the input's dtype by default, --save-dtype to choose; a bad name is refused. */
+    @Test
+    void finalModelIsSavedInTheInputsDtype(@TempDir Path tmp) throws Exception {
+        Path init = EmbeddedDefault.prepare(tmp.resolve("e"), 3).modelDir();
+        Path bf16 = tmp.resolve("bf16-input");
+        ModelFolder.save(ModelFolder.load(init), bf16, init, "bfloat16");
+        Path jsonl = tmp.resolve("sft.jsonl");
+        SftExample.write(jsonl, List.of(new SftExample("describe the cat .", "the cat is very good !")));
+        String[] common = {"--data", jsonl.toString(), "--max-steps", "1", "--batch-size", "1", "--threads", "1"};
+        for (String[] c : new String[][] {{bf16.toString(), "auto", "bfloat16"},
+            {bf16.toString(), "float32", "float32"}, {init.toString(), "auto", "float32"}}) {
+            Path run = tmp.resolve("run-" + c[2] + "-" + c[1] + "-" + Path.of(c[0]).getFileName());
+            List<String> args = new ArrayList<>(List.of("sft", "--model", c[0], "--out", run.toString(), "--save-dtype", c[1]));
+            args.addAll(List.of(common));
+            assertEquals(0, Main.run(args.toArray(String[]::new)), String.join(" ", args));
+            Path model = run.resolve("final-model");
+            assertTrue(Files.readString(model.resolve("config.json")).contains("\"torch_dtype\": \"" + c[2] + "\""),
+                    Files.readString(model.resolve("config.json")));
+            for (var t : dev.spo4j.model.SafeTensors.read(model.resolve("model.safetensors")).entrySet()) {
+                assertEquals(ModelFolder.scalarType(c[2]), t.getValue().scalar_type().intern(), t.getKey());
+            }
+        }
+        SftConfig bad = new SftConfig();
+        bad.model = init.toString();
+        bad.data = jsonl.toString();
+        bad.out = tmp.resolve("bad").toString();
+        bad.saveDtype = "float8";
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> SftTrainer.run(bad, null));
+        assertTrue(e.getMessage().contains("'float8'"), e.getMessage());
+        assertTrue(!Files.exists(tmp.resolve("bad")), "nothing written for a refused run");
+    }
 }
