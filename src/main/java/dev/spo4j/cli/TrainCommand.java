@@ -88,9 +88,11 @@ final class TrainCommand implements Callable<Integer> {
         dev.spo4j.model.ModelConfig mc = dev.spo4j.model.ModelConfig.read(dir.resolve(dev.spo4j.model.ModelFolder.CONFIG));
         dev.spo4j.model.Precision precision = config.precision(config.device.startsWith("cuda"), dir);
         dev.spo4j.train.MemoryEstimate e = dev.spo4j.train.MemoryEstimate.of(mc, precision, config.loraConfig(),
-                config.gradientCheckpointing, config.batchSize, config.maxLength, config.lmHead, config.lmHeadChunkBytes());
-        System.out.printf(Locale.ROOT, "expected peak memory of a step: %s, %s, %s%s, %s LM head, %d pairs x %d tokens "
-                + "per micro-batch%n", dir, precision.torchDtype(),
+                config.gradientCheckpointing, config.batchSize, config.maxLength, config.lmHead, config.lmHeadChunkBytes(),
+                config.device.startsWith("cuda"));
+        System.out.printf(Locale.ROOT, "expected peak memory of a step (%s): %s, %s, %s%s, %s LM head, %d pairs x %d tokens "
+                + "per micro-batch%n", config.device.startsWith("cuda") ? "GPU memory" : "resident memory of the process",
+                dir, precision.torchDtype(),
                 config.lora() ? "LoRA r " + config.loraConfig().r() : "full fine-tuning",
                 config.gradientCheckpointing ? ", activation checkpointing" : "",
                 config.lmHead.toString().toLowerCase(Locale.ROOT), config.batchSize, config.maxLength);

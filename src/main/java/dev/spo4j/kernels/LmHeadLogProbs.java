@@ -5,7 +5,6 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
-import org.bytedeco.pytorch.ScalarTypeOptional;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -236,7 +235,7 @@ public final class LmHeadLogProbs {
     }
 
     private static Tensor logitMean(Tensor h, Tensor w) {
-        Tensor wBar = w.mean(new long[] {0}, false, new ScalarTypeOptional(ScalarType.Float));  // [H] fp32
+        Tensor wBar = Tensors.columnMeansFloat(w);  // [H] fp32, a bf16 W widened a slice at a time
         return torch.mv(h.to(ScalarType.Float), wBar);
     }
 

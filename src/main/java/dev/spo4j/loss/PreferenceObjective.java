@@ -2,6 +2,7 @@ package dev.spo4j.loss;
 
 import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.TensorChecks;
+import dev.spo4j.kernels.Tensors;
 import dev.spo4j.kernels.TokenLogProbs;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -501,7 +502,7 @@ public final class PreferenceObjective {
 
     /** The mean logit of each row of [rows, V] logits, fp32 [rows]. */
     private static Tensor rowMean(Tensor z2d) {
-        return z2d.mean(new long[] {1}, false, new ScalarTypeOptional(ScalarType.Float));
+        return Tensors.rowMeansFloat(z2d);  // bf16 logits are widened a slice at a time, not all at once
     }
 
     private int threads() {

@@ -66,6 +66,40 @@ class MemoryEstimateTest {
                 "the fp32 full fine-tune does not");
     }
 
+    /**
+     * With checkpointing the recompute covers one row group (~2048 tokens): more pairs add only
+     * their layer inputs; replayed LoRA dropout masks make the whole batch one group.
+     */
+    @Test
+    void checkpointingRecomputesOneRowGroup() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-0.5b", "config.json"));
+        LoraConfig lora = new LoraConfig(16, 16, 0, LoraConfig.ALL_MODULES);
+        long two = MemoryEstimate.of(c, Precision.BF16, lora, true, 2, 1024).parts().get("activations");
+        long eight = MemoryEstimate.of(c, Precision.BF16, lora, true, 8, 1024).parts().get("activations");
+        long inputsPerPair = 2L * 1024 * c.numHiddenLayers() * c.hiddenSize() * 2;  // bf16 layer inputs of 2 sequences
+        assertEquals(6 * inputsPerPair, eight - two, "6 more pairs: only their layer inputs");
+        LoraConfig dropout = new LoraConfig(16, 16, 0.05, LoraConfig.ALL_MODULES);
+        long replayed = MemoryEstimate.of(c, Precision.BF16, dropout, true, 8, 1024).parts().get("activations");
+        assertTrue(replayed > 3 * eight, "dropout replay recomputes all 16 sequences at once: " + replayed + " vs " + eight);
+        // short sequences: the group holds whole rows, at most the batch
+        long shortSeq = MemoryEstimate.of(c, Precision.BF16, lora, true, 2, 64).parts().get("activations");
+        assertEquals(shortSeq, MemoryEstimate.of(c, Precision.BF16, dropout, true, 2, 64).parts().get("activations"),
+                "a batch smaller than one group is one group either way");
+    }
+
+    /** The runtime allowance: the process around the model on the CPU, device-memory slack on CUDA. */
+    @Test
+    void runtimeDependsOnTheDevice() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench", "configs", "qwen2.5-0.5b", "config.json"));
+        long cpu = MemoryEstimate.of(c, Precision.BF16, null, true, 4, 1024, LmHead.FUSED, 256L << 20, false).parts()
+                .get("runtime");
+        long cuda = MemoryEstimate.of(c, Precision.BF16, null, true, 4, 1024, LmHead.FUSED, 256L << 20, true).parts()
+                .get("runtime");
+        assertEquals(MemoryEstimate.RUNTIME_CPU, cpu);
+        assertEquals(MemoryEstimate.RUNTIME_CUDA, cuda);
+        assertTrue(cpu > cuda);
+    }
+
     /** The fused LM head keeps two chunks of fp32 logits, [N] lse and log-probs, fp32 dL/dh, and a bf16 head's fp32 dW. */
     @Test
     void fusedHeadKeepsChunksInsteadOfTheLogits() throws IOException {
@@ -101,7 +135,8 @@ class MemoryEstimateTest {
         assertEquals(0, code, out.toString());
         String s = out.toString();
         for (String part : new String[] {"weights", "master copy", "adapters", "gradients", "optimiser", "activations",
-            "LM head", "total", "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens"}) {
+            "LM head", "total", "resident memory of the process",
+            "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens"}) {
             assertTrue(s.contains(part), part + " missing from:\n" + s);
         }
     }
