@@ -17,8 +17,35 @@
 # by the OOM killer, taking the measurement with it); the table reports its estimate.
 # Peak = the process's maximum resident set (GNU time %M): loading, the reference pass and
 # the step. tokens/s = the step's tokens_per_second from metrics.jsonl.
+#   bench/memory/run.sh --reestimate CSV   recomputes a results file's estimate_gib and
+#   peak_vs_estimate columns with the current jar's train --dry-run (the measurements stay).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [[ ${1:-} == --reestimate ]]; then
+  CSV="$2"
+  MODEL="${WORK:-/tmp/spo4j-memory}/qwen2.5-0.5b"
+  [[ -f $MODEL/config.json ]] || MODEL=bench/configs/qwen2.5-0.5b
+  python3 - "$CSV" "$MODEL" <<'PY'
+import csv, subprocess, sys
+path, model = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(path)))
+for r in rows:
+    cmd = ["java", "-jar", "target/spo4j.jar", "train", "--dry-run", "--model", model, "--batch-size", r["pairs"],
+           "--max-length", r["length"], "--max-prompt-length", str(int(r["length"]) // 2), "--threads", r["threads"]]
+    cmd += r["options"].split()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    est = next(float(l.split()[1]) for l in out.splitlines() if l.split()[:1] == ["total"])
+    r["estimate_gib"] = f"{est:.2f}"
+    if r["peak_gib"]:
+        r["peak_vs_estimate"] = f"{float(r['peak_gib']) / est:.2f}"
+    print(r["case"], r["length"], "estimate", r["estimate_gib"], "peak", r["peak_gib"] or "-", "ratio", r["peak_vs_estimate"] or "-")
+with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+    w.writeheader()
+    w.writerows(rows)
+PY
+  exit 0
+fi
 LENGTH="${1:-1024}"
 THREADS="${2:-2}"
 CASES="${3:-a b c d e}"

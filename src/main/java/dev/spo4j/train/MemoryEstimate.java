@@ -24,7 +24,8 @@ import java.util.Map;
  *                  L · h · p per token (the layer inputs) plus, for one row group of about 2048
  *                  tokens (whole rows; the whole batch when LoRA dropout masks are replayed),
  *                  one layer's activations and their gradients (twice the per-token elements)
- *   LM head        materialised: the [N, V] logits and their gradient, in p bytes; fused
+ *   LM head        materialised: the [N, V] logits in p bytes (the fused loss kernel writes their
+ *                  gradient over them in place; measured on the CPU, see the README); fused
  *                  (LmHeadLogProbs, the default): two chunks of fp32 logits (a chunk and its
  *                  gradient, each at most the chunk budget), lse and log-probs [N] fp32, dL/dh
  *                  [N, h] fp32, and for a trained head below fp32 its fp32 dW [V, h]
@@ -118,7 +119,7 @@ public final class MemoryEstimate {
             long dw = lora == null && precision != Precision.FP32 ? c.vocabSize() * h * 4 : 0;
             e.parts.put("LM head", 2 * chunk + 2 * tokens * 4 + tokens * h * 4 + dw);
         } else {
-            e.parts.put("LM head", 2 * tokens * c.vocabSize() * p);
+            e.parts.put("LM head", tokens * c.vocabSize() * p);
         }
         e.parts.put("runtime", cuda ? RUNTIME_CUDA : RUNTIME_CPU);
         return e;
