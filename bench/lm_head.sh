@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The fused LM head at the head shapes real users have, as ratios in one run:
+#   LmHeadLogProbsBench (GEMM + token log-probs, forward and backward with dL/dh and dL/dW):
+#     fusedHead (recompute, the preference objective's regime), fusedHeadSinglePass (SFT's),
+#     materialised (full logits, the fused kernel in place) at Qwen2.5-0.5B's head (896 x 151936,
+#     N = 2048 and 8192 rows) and Llama-3-8B's (4096 x 128256, N = 2048), fp32 and bf16; LibTorch's
+#     composite only where it fits this machine (N = 2048: at N = 8192 it needs ~3 x 4.6 GiB of
+#     fp32 logits, softmax and gradient on top of the inputs)
+#   TrainStepBench: one SPO step of a 2-layer Qwen2.5-0.5B-shaped model (V = 151936, tied head,
+#     full fine-tuning in fp32), 4 pairs x 512 tokens, fused head vs materialised logits; the
+#     report adds each path's peak resident memory
+# One call per point (no warm-up: every call is 1-20 GEMMs of 0.5-2 TFLOP); run it on a quiet
+# machine. Usage: bench/lm_head.sh [THREADS=2]. Writes bench/results/jmh-<stamp>-lmhead.{json,md}
+# and jmh-<stamp>-trainstep.{json,md}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-2}
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
+mvn -o -q -B test-compile -Dspo4j.cuda=OFF
+cp_file=$(mktemp)
+mvn -o -q -B dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$cp_file"
+CP="target/classes:target/test-classes:$(cat "$cp_file")"
+rm -f "$cp_file"
+mkdir -p bench/results
+out="bench/results/jmh-$(date -u +%Y%m%dT%H%M%SZ)"
+jmh=(java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 0 -i 1 -p threads="$threads")
+"${jmh[@]}" LmHeadLogProbsBench -p provider=fusedHead,fusedHeadSinglePass,materialised -p dtype=fp32,bf16 \
+  -p shape=896x151936x2048,896x151936x8192,4096x128256x2048 -rf json -rff "$out-lmhead-fused.json" \
+  > "$out-lmhead-fused.log" 2>&1
+"${jmh[@]}" LmHeadLogProbsBench -p provider=composite -p dtype=fp32,bf16 -p shape=896x151936x2048,4096x128256x2048 \
+  -rf json -rff "$out-lmhead-composite.json" > "$out-lmhead-composite.log" 2>&1
+java -cp "$CP" dev.spo4j.bench.BenchReport "$out-lmhead-fused.json" "$out-lmhead-composite.json" --no-memory
+java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 1 -i 3 -p threads="$threads" TrainStepBench -p impl=fused -p lmHead=fused,materialised -p model=qwen2.5-2l -p vocab=151936 \
+  -p seqLen=512 -rf json -rff "$out-trainstep.json" > "$out-trainstep.log" 2>&1
+java -cp "$CP" dev.spo4j.bench.BenchReport "$out-trainstep.json"
+echo "results: $out-*"
