@@ -604,7 +604,8 @@ public final class LlamaModel extends Module {
     /**
      * {@link #layer} in its own pointer scope ({@link Tensors#scoped}): its temporaries are
      * released on return, so a forward without autograd holds one layer's activations at a
-     * time, and with autograd only what autograd saves.
+     * time, and with autograd only what autograd saves. Without autograd (and with no KV cache
+     * or LoRA dropout masks to draw) the layer runs on row groups of {@link #rowGroupTokens}.
      */
     private Tensor scopedLayer(int index, Tensor x, Tensor cos, Tensor sin, Masking masking, long b, long t,
                                KvCache cache) {

@@ -338,7 +338,7 @@ public final class LoraAdapters {
             return y;
         }
         Tensor cast = fp32Input(x);  // outside the scope below: q, k and v (gate and up) share it
-        // the update (fp32, as large as y) and its cast are released on return
+        // the fp32 update (as large as y) is released on return; only the result in y's dtype outlives it
         return Tensors.scoped(() -> {
             Tensor in = cast;
             if (config.dropout() > 0 && (GradMode.is_enabled() || dropoutWithoutGrad)) {
