@@ -204,7 +204,7 @@ template <int DT, class EXP>
 SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
                                      int64_t stride, const int64_t* targets, int64_t ignore_index,
                                      const float* lse, const float* grad_logp, void* grad,
-                                     int64_t gstride) {
+                                     int64_t gstride, int64_t toff, bool one_hot) {
     using IO = Io<DT>;
     using T = typename IO::T;
     const T* zb = static_cast<const T*>(logits);
@@ -218,7 +218,11 @@ SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t 
         }
         const T* z = zb + r * stride;
         const float g = grad_logp[r], l = lse[r];
-        const float zt = IO::get(z + tgt);  // read before an in-place overwrite
+        // a vocabulary slice [toff, toff + V) may not hold the target, and a caller may add the
+        // one-hot term itself (one_hot false): then only -g exp(z - lse) is written
+        const int64_t tl = tgt - toff;
+        const bool hit = one_hot && tl >= 0 && tl < V;
+        const float zt = hit ? IO::get(z + tl) : 0.0f;  // read before an in-place overwrite
         const vf lv = splat(l);
         const typename EXP::Scale sc = EXP::scale(-g);  // exp_times(x, sc) = -g * exp(x)
         int64_t v0 = 0;
@@ -241,8 +245,10 @@ SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t 
             vf x = splat(IO::get(z + v) - l);
             IO::put(out + v, EXP::exp_times(x, sc)[0]);
         }
-        vf xt = splat(zt - l);
-        IO::put(out + tgt, g * (1.0f - EXP::exp(xt)[0]));
+        if (hit) {
+            vf xt = splat(zt - l);
+            IO::put(out + tl, g * (1.0f - EXP::exp(xt)[0]));
+        }
     }
 }
 
@@ -252,8 +258,10 @@ SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t 
     const int64_t *targets, int64_t ignore_index, float *logp, float *lse, float *entropy, int64_t *bad_row
 #define SPO4J_FWD_PASS logits, begin, end, V, stride, targets, ignore_index, logp, lse, entropy, bad_row
 #define SPO4J_BWD_ARGS const void *logits, int64_t begin, int64_t end, int64_t V, int64_t stride, \
-    const int64_t *targets, int64_t ignore_index, const float *lse, const float *grad_logp, void *grad, int64_t gstride
-#define SPO4J_BWD_PASS logits, begin, end, V, stride, targets, ignore_index, lse, grad_logp, grad, gstride
+    const int64_t *targets, int64_t ignore_index, const float *lse, const float *grad_logp, void *grad, int64_t gstride, \
+    int64_t toff, bool one_hot
+#define SPO4J_BWD_PASS logits, begin, end, V, stride, targets, ignore_index, lse, grad_logp, grad, gstride, toff, \
+    one_hot
 template <int DT>
 SPO4J_CLONES void forward_rows(SPO4J_FWD_ARGS) { forward_rows_body<DT, ExpGeneric>(SPO4J_FWD_PASS); }
 template <int DT>
@@ -335,8 +343,11 @@ int report_bad_row(const void* logits, int32_t dtype, int64_t r, int64_t vocab, 
                 r, target);
 }
 
+// Targets are checked against target_limit: the row's whole vocabulary, which is vocab
+// except for a slice backward (then the slice's columns are [offset, offset + vocab)).
 int check_common(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
-                 int64_t row_stride, const int64_t* targets, int64_t ignore_index) {
+                 int64_t row_stride, const int64_t* targets, int64_t ignore_index,
+                 int64_t target_limit) {
     if (dtype != SPO4J_F32 && dtype != SPO4J_BF16 && dtype != SPO4J_F16)
         return fail(SPO4J_ERR_ARGUMENT, "unknown logits dtype %d (expected 0=f32, 1=bf16, 2=f16)", dtype);
     if (rows < 0) return fail(SPO4J_ERR_ARGUMENT, "rows = %" PRId64 " (expected >= 0)", rows);
@@ -347,11 +358,11 @@ int check_common(const void* logits, int32_t dtype, int64_t rows, int64_t vocab,
         return fail(SPO4J_ERR_ARGUMENT, "null logits or targets pointer");
     for (int64_t r = 0; r < rows; r++) {
         const int64_t t = targets[r];
-        if (t != ignore_index && (t < 0 || t >= vocab))
+        if (t != ignore_index && (t < 0 || t >= target_limit))
             return fail(SPO4J_ERR_TARGET,
                         "target %" PRId64 " at row %" PRId64 " is out of range [0, %" PRId64
                         ") and is not ignore_index %" PRId64,
-                        t, r, vocab, ignore_index);
+                        t, r, target_limit, ignore_index);
     }
     return SPO4J_OK;
 }
@@ -418,7 +429,7 @@ extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
         int32_t num_threads) {
     try {
         clear_error();
-        int st = check_common(logits, dtype, rows, vocab, row_stride, targets, ignore_index);
+        int st = check_common(logits, dtype, rows, vocab, row_stride, targets, ignore_index, vocab);
         if (st) return st;
         if (rows > 0 && (!logp || !lse)) return fail(SPO4J_ERR_ARGUMENT, "null logp or lse pointer");
         // Each block records its first row with no finite logit; the smallest is reported.
@@ -445,13 +456,21 @@ extern "C" SPO4J_API int spo4j_token_logprobs_fwd_cpu(
     }
 }
 
-extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cpu(
-        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
-        const int64_t* targets, int64_t ignore_index, const float* lse, const float* grad_logp,
-        void* grad_logits, int64_t grad_row_stride, int32_t num_threads) {
+namespace {
+// The backward of the whole row (vocab_offset 0, full_vocab = vocab) or of the columns
+// [vocab_offset, vocab_offset + vocab) of rows of full_vocab entries.
+int backward_impl(const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+                  const int64_t* targets, int64_t ignore_index, int64_t vocab_offset, int64_t full_vocab,
+                  bool one_hot, const float* lse, const float* grad_logp, void* grad_logits,
+                  int64_t grad_row_stride, int32_t num_threads) {
     try {
         clear_error();
-        int st = check_common(logits, dtype, rows, vocab, row_stride, targets, ignore_index);
+        if (vocab_offset < 0 || full_vocab < vocab || vocab_offset > full_vocab - vocab)
+            return fail(SPO4J_ERR_ARGUMENT,
+                        "vocabulary slice [%" PRId64 ", %" PRId64 " + %" PRId64
+                        ") is not inside [0, %" PRId64 ")",
+                        vocab_offset, vocab_offset, vocab, full_vocab);
+        int st = check_common(logits, dtype, rows, vocab, row_stride, targets, ignore_index, full_vocab);
         if (st) return st;
         if (grad_row_stride < vocab)
             return fail(SPO4J_ERR_ARGUMENT, "gradient row stride %" PRId64 " < vocab %" PRId64,
@@ -472,14 +491,32 @@ extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cpu(
         const bool avx512 = use_avx512_path();
         parallel_rows(rows, vocab, num_threads, MIN_WORK_PER_THREAD, [&](int64_t b, int64_t e) {
             if (dtype == SPO4J_F32)
-                backward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F32>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride, vocab_offset, one_hot);
             else if (dtype == SPO4J_BF16)
-                backward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_BF16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride, vocab_offset, one_hot);
             else
-                backward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride);
+                backward_rows_on<SPO4J_F16>(avx512, logits, b, e, vocab, row_stride, targets, ignore_index, lse, grad_logp, grad_logits, grad_row_stride, vocab_offset, one_hot);
         });
         return SPO4J_OK;
     } catch (...) {
         return fail(SPO4J_ERR_INTERNAL, "unexpected C++ exception in token_logprobs backward");
     }
+}
+}  // namespace
+
+extern "C" SPO4J_API int spo4j_token_logprobs_bwd_cpu(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index, const float* lse, const float* grad_logp,
+        void* grad_logits, int64_t grad_row_stride, int32_t num_threads) {
+    return backward_impl(logits, dtype, rows, vocab, row_stride, targets, ignore_index, 0, vocab, true, lse,
+                         grad_logp, grad_logits, grad_row_stride, num_threads);
+}
+
+extern "C" SPO4J_API int spo4j_token_logprobs_bwd_slice_cpu(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index, int64_t vocab_offset, int64_t full_vocab,
+        int32_t one_hot, const float* lse, const float* grad_logp, void* grad_logits,
+        int64_t grad_row_stride, int32_t num_threads) {
+    return backward_impl(logits, dtype, rows, vocab, row_stride, targets, ignore_index, vocab_offset,
+                         full_vocab, one_hot != 0, lse, grad_logp, grad_logits, grad_row_stride, num_threads);
 }

@@ -127,6 +127,20 @@ SPO4J_API int spo4j_token_logprobs_bwd_cpu(
         const float* lse, const float* grad_logp,
         void* grad_logits, int64_t grad_row_stride, int32_t num_threads);
 
+/* The backward over the vocabulary columns [vocab_offset, vocab_offset + vocab) of rows of
+ * full_vocab entries (the fused LM head's tiles: logits of a slice of the head): logits,
+ * row_stride and grad_logits describe the slice only; targets are ids in [0, full_vocab) (or
+ * ignore_index); lse is the whole row's. Every column gets -g * exp(z_v - lse[r]), and, when
+ * one_hot != 0, the column of the target (if the slice holds it) g * (1 - exp(z_t - lse[r]))
+ * as in the whole-row backward. With one_hot == 0 the caller adds the one-hot term g * 1[v == t]
+ * itself (the fused head adds its products to dL/dh and dL/dW in fp32). Same aliasing and
+ * statuses as above. */
+SPO4J_API int spo4j_token_logprobs_bwd_slice_cpu(
+        const void* logits, int32_t dtype, int64_t rows, int64_t vocab, int64_t row_stride,
+        const int64_t* targets, int64_t ignore_index, int64_t vocab_offset, int64_t full_vocab,
+        int32_t one_hot, const float* lse, const float* grad_logp,
+        void* grad_logits, int64_t grad_row_stride, int32_t num_threads);
+
 /* ---- preference losses ----------------------------------------------------------------
  * Inputs per pair i (already summed or length-normalised log-probs): policy_chosen,
  * policy_rejected, ref_chosen, ref_rejected; margin[i] (SPO target; NULL -> p->margin).

@@ -226,6 +226,50 @@ void cpu_check_token_case(Checker& ck, TokenCase& c, int threads, int64_t gpad) 
     ci.finish(ck, c.label);
     ck.record(pad_ok, "cpu bwd leaves gradient row padding untouched [" + c.label + "]");
     ck.record(inpad_ok, "cpu bwd in-place leaves logits row padding untouched [" + c.label + "]");
+
+    // the slice backward (the fused LM head's vocabulary tiles): three column windows of the
+    // same rows, the middle one in place over a copy, must reproduce the whole-row gradient
+    // bit for bit, the one-hot term only in the window holding the target
+    const int64_t cuts[4] = {0, c.vocab / 3, (2 * c.vocab) / 3, c.vocab};
+    std::vector<uint8_t> window = c.logits;
+    bool slices_ok = true;
+    for (int k = 0; k < 3; ++k) {
+        const int64_t v0 = cuts[k], width = cuts[k + 1] - cuts[k];
+        if (width == 0) continue;
+        const bool in_place = k == 1;
+        std::vector<uint8_t> out(size_t(c.rows * width * es), 0xff);
+        uint8_t* src = window.data() + size_t(v0 * es);
+        uint8_t* dst = in_place ? src : out.data();
+        st = spo4j_token_logprobs_bwd_slice_cpu(src, c.dtype, c.rows, width, c.stride, c.targets.data(),
+                                                c.ignore_index, v0, c.vocab, 1, c.lse_in.data(),
+                                                c.grad_logp.data(), dst, in_place ? c.stride : width, threads);
+        if (!ck.record(st == SPO4J_OK, strf("cpu bwd slice [%lld, %lld) status [", (long long)v0,
+                                            (long long)(v0 + width)) + c.label + "]",
+                       strf("status %d: %s", st, spo4j_last_error())))
+            return;
+        for (int64_t r = 0; r < c.rows; ++r) {
+            const uint8_t* got = in_place ? src + size_t(r * c.stride * es) : out.data() + size_t(r * width * es);
+            slices_ok &= same_bytes(got, c.grad_cpu.data() + size_t((r * c.vocab + v0) * es), size_t(width * es));
+        }
+    }
+    ck.record(slices_ok, "cpu bwd slices equal the whole-row gradient [" + c.label + "]");
+    // without the one-hot term (one_hot = 0): -g exp(z - lse) in every column, the target's too
+    std::vector<uint8_t> soft(size_t(c.rows * c.vocab * es), 0xff);
+    st = spo4j_token_logprobs_bwd_slice_cpu(c.logits.data(), c.dtype, c.rows, c.vocab, c.stride, c.targets.data(),
+                                            c.ignore_index, 0, c.vocab, 0, c.lse_in.data(), c.grad_logp.data(),
+                                            soft.data(), c.vocab, threads);
+    ck.record(st == SPO4J_OK, "cpu bwd without one-hot status [" + c.label + "]",
+              strf("status %d: %s", st, spo4j_last_error()));
+    Closeness cs("cpu bwd without one-hot");
+    for (int64_t r = 0; r < c.rows; ++r) {
+        ref_grad_row(c, r, ref);
+        const int64_t t = c.targets[size_t(r)];
+        if (t != c.ignore_index) ref[size_t(t)] -= c.grad_logp[size_t(r)];
+        for (int64_t v = 0; v < c.vocab; ++v)
+            cs.add(r * c.vocab + v, load_elem(soft.data() + size_t(r * c.vocab * es), c.dtype, v), ref[size_t(v)],
+                   tol_grad(c, r, ref[size_t(v)]));
+    }
+    cs.finish(ck, c.label);
     c.cpu_ok = true;
 }
 
@@ -267,6 +311,19 @@ void cpu_check_token_errors(Checker& ck) {
                                               c.stride, 1);
         expect_status(ck, st, SPO4J_ERR_TARGET, "cpu bwd in-place bad target -> TARGET " + d, "row 5");
         ck.record(copy == c.logits, "cpu bwd in-place bad target leaves logits untouched " + d);
+        // slice backward: targets are checked against the whole vocabulary, the slice must lie in it
+        st = spo4j_token_logprobs_bwd_slice_cpu(copy.data(), dtype, 7, 100, c.stride, bad.data(), -100, 29, 129, 1,
+                                                c.lse_in.data(), c.grad_logp.data(), copy.data(), c.stride, 1);
+        expect_status(ck, st, SPO4J_ERR_TARGET, "cpu bwd slice bad target -> TARGET " + d,
+                      "target 1000 at row 5 is out of range [0, 129)");
+        st = spo4j_token_logprobs_bwd_slice_cpu(copy.data(), dtype, 7, 100, c.stride, c.targets.data(), -100, 30,
+                                                129, 1, c.lse_in.data(), c.grad_logp.data(), copy.data(), c.stride, 1);
+        expect_status(ck, st, SPO4J_ERR_ARGUMENT, "cpu bwd slice past the vocabulary -> ARGUMENT " + d,
+                      "vocabulary slice [30, 30 + 100) is not inside [0, 129)");
+        st = spo4j_token_logprobs_bwd_slice_cpu(copy.data(), dtype, 7, 100, c.stride, c.targets.data(), -100, -1,
+                                                129, 1, c.lse_in.data(), c.grad_logp.data(), copy.data(), c.stride, 1);
+        expect_status(ck, st, SPO4J_ERR_ARGUMENT, "cpu bwd slice negative offset -> ARGUMENT " + d, "[-1, -1 + 100)");
+        ck.record(copy == c.logits, "cpu bwd slice errors leave logits untouched " + d);
         // a row with no finite logit
         copy = c.logits;
         for (int v = 0; v < 129; ++v)

@@ -21,23 +21,30 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *   dL/dh = dz W,   dL/dW = dz^T h
  * </pre>
  *
- * Rows are processed in chunks of {@link #chunkRows} rows: {@code z_c = h_c W^T} is one
- * LibTorch GEMM (MKL/oneDNN on the CPU, cuBLAS on CUDA), then {@link TokenLogProbs}'s
- * forward, or its in-place backward followed by {@code dh_c = dz_c W} and
- * {@code dW += dz_c^T h_c}. The extra memory is one chunk of logits (plus, for bf16/fp16
- * with a weight gradient, its fp32 copy), bounded by the chunk budget whatever N is.
+ * The forward processes rows in chunks of {@link #chunkRows} whole rows: {@code z_c = h_c W^T}
+ * is one LibTorch GEMM (MKL/oneDNN on the CPU, cuBLAS on CUDA), then {@link TokenLogProbs}'s
+ * forward. The extra memory is one chunk of logits (plus, for bf16/fp16, the products added
+ * into fp32 accumulators, counted in the budget), bounded by the chunk budget whatever N is.
  *
  * <p>Two regimes. <b>Recompute</b> ({@link #forward} then {@link #backward}): the forward
- * keeps only lse [N]; the backward recomputes each chunk's logits, so 4 GEMMs in all but memory
+ * keeps only lse [N]; the backward recomputes the logits, so 4 GEMMs in all but memory
  * independent of the sequence length, and g may depend on every row (a preference loss needs
- * whole sequences' sums before any g is known). <b>Single pass</b> ({@link #forwardBackward}):
- * when g is known before the forward (SFT: g = -1/n for every scored row), one pass computes
- * logp, dh and dW with 3 GEMMs.
+ * whole sequences' sums before any g is known). On the CPU the backward works on tiles of up
+ * to {@link #MAX_TILE_ROWS} rows by a slice of the vocabulary ({@link #backwardTile}), which
+ * the slice kernel turns into their gradient in place: each slice of dW is then one GEMM whose
+ * inner dimension is the whole row block, where row chunks of ~441 rows (V = 151936, fp32,
+ * 256 MiB) would read and write all of dW once per chunk (measured on a 2-core EPYC:
+ * {@code dz^T h} runs at 86 GFLOP/s fp32 and 108 bf16 with 441 and 294 rows against 142 and
+ * 389 with 2048). On CUDA the backward keeps row chunks (the slice kernel has no CUDA twin yet).
+ * <b>Single pass</b> ({@link #forwardBackward}): when g is known before the forward (SFT:
+ * g = -1/n for every scored row), one pass over row chunks computes logp, dh and dW with 3
+ * GEMMs.
  *
  * <p>The GEMMs run in the tensors' dtype (fp32, bf16 or fp16; LibTorch accumulates in fp32);
- * the kernel reads those logits and accumulates in fp32; logp, lse and entropy are fp32. The
- * weight gradient of a bf16/fp16 head accumulates over chunks in an fp32 tensor, so it is
- * rounded once. Arguments are checked (shapes, dtypes, devices, targets in [0, V) or
+ * the kernel reads those logits and accumulates in fp32; logp, lse and entropy are fp32. For a
+ * bf16/fp16 head, dW is an fp32 tensor: each GEMM's product is rounded to the narrow dtype
+ * (once per row block in the tiled backward, so once for N <= 8192 as in the materialised
+ * path; once per row chunk in the single pass) and added in fp32. Arguments are checked (shapes, dtypes, devices, targets in [0, V) or
  * ignoreIndex, budget >= one row) with an {@link IllegalArgumentException} before anything
  * is written. Everything runs on detached tensors under no-grad; {@link #propagate} hands
  * dh and dW to autograd.
@@ -87,10 +94,14 @@ public final class LmHeadLogProbs {
     /** dL/dh [N, H] in h's dtype, and dL/dW [V, H] fp32 (null when not asked for). */
     public record Gradients(Tensor hidden, Tensor weight) {}
 
-    /** Rows per chunk for a head of {@code vocab} entries in {@code dtype}; throws when not even one row fits. */
-    public long chunkRows(long vocab, ScalarType dtype, boolean weightGrad) {
-        long elem = dtype == ScalarType.Float ? 4 : 2;
-        long perRow = vocab * (elem + (weightGrad && elem != 4 ? 4 : 0));
+    /** The most rows of a backward tile: dW's GEMM then has an inner dimension this long. */
+    public static final long MAX_TILE_ROWS = 8192;
+    /** The fewest vocabulary columns of a backward tile before its rows are cut instead. */
+    public static final long MIN_TILE_COLUMNS = 256;
+
+    /** Rows per forward (and single-pass) chunk: whole rows of logits; throws when not even one row fits. */
+    public long chunkRows(long vocab, ScalarType dtype) {
+        long perRow = vocab * elemBytes(dtype);
         if (perRow > chunkBytes) {
             throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is smaller than one row of "
                     + vocab + " logits (" + perRow + " bytes; expected a budget of at least one row)");
@@ -98,20 +109,57 @@ public final class LmHeadLogProbs {
         return chunkBytes / perRow;
     }
 
+    /**
+     * A tile of the CPU recompute backward: {@code rows} x {@code columns} logits, the vocabulary
+     * cut into slices so that a tile holds many rows (dW's GEMM is then long in its inner
+     * dimension, and each slice of dW is written by one GEMM per row block instead of being read
+     * and written once per row chunk). For bf16/fp16 the bytes also count each tile's product
+     * for dL/dh ([rows, H]) and, with a weight gradient, for dL/dW ([columns, H]), both in the
+     * narrow dtype before they are added into fp32, and the fp32 widening buffer
+     * ({@link #WIDE_ROWS} x H).
+     */
+    public record Tile(long rows, long columns) {}
+
+    /** The backward tile for {@code n} rows of a {@code vocab} x {@code hidden} head. */
+    public Tile backwardTile(long n, long vocab, long hidden, ScalarType dtype, boolean weightGrad) {
+        chunkRows(vocab, dtype);  // the budget holds at least one whole row, as the forward needs
+        long elem = elemBytes(dtype);
+        boolean narrow = elem != 4;
+        long colMin = Math.min(vocab, MIN_TILE_COLUMNS);
+        long rows = Math.min(n, MAX_TILE_ROWS);
+        long cols = columnsFor(rows, hidden, elem, narrow, weightGrad);
+        if (cols < colMin) {  // a small budget: fewer rows, at least colMin columns
+            long fixed = (narrow && weightGrad ? colMin * hidden * 2 : 0) + (narrow ? WIDE_ROWS * hidden * 4 : 0);
+            rows = Math.max(1, Math.min(rows, (chunkBytes - fixed) / (colMin * elem + (narrow ? hidden * 2 : 0))));
+            cols = Math.max(1, columnsFor(rows, hidden, elem, narrow, weightGrad));
+        }
+        return new Tile(rows, Math.min(vocab, cols));
+    }
+
+    private long columnsFor(long rows, long hidden, long elem, boolean narrow, boolean weightGrad) {
+        long free = chunkBytes - (narrow ? rows * hidden * 2 + WIDE_ROWS * hidden * 4 : 0);
+        return Math.max(0, free) / (rows * elem + (narrow && weightGrad ? hidden * 2 : 0));
+    }
+
+    private static long elemBytes(ScalarType dtype) {
+        return dtype == ScalarType.Float ? 4 : 2;
+    }
+
     /** Forward only (recompute regime, or a reference model): keeps nothing but lse. */
     public Result forward(Tensor hidden, Tensor weight, Tensor targets, long ignoreIndex, boolean withEntropy,
                           TokenLogProbs.TargetCheck check) {
         Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
-        long step = chunkRows(s.vocab, s.dtype, false);
+        long step = chunkRows(s.vocab, s.dtype);
         Tensor logp = Tensors.emptyFloats(hidden, s.rows);
         Tensor lse = Tensors.emptyFloats(hidden, s.rows);
         Tensor entropy = withEntropy ? Tensors.emptyFloats(hidden, s.rows) : null;
         try (NoGradGuard ng = new NoGradGuard()) {
             Tensor h = hidden.detach(), w = weight.detach();
+            Tensor zBuf = buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
-                try (PointerScope chunk = new PointerScope()) {  // frees this chunk's logits at once
-                    Tensor z = torch.mm(h.narrow(0, r0, n), w.t());
+                try (PointerScope chunk = new PointerScope()) {
+                    Tensor z = torch.mm_out(view(zBuf, n, s.vocab), h.narrow(0, r0, n), w.t());
                     TokenLogProbs.Result c = TokenLogProbs.forward(z, targets.narrow(0, r0, n), ignoreIndex,
                             withEntropy, threads(), check);
                     logp.narrow(0, r0, n).copy_(c.logp());
@@ -134,7 +182,85 @@ public final class LmHeadLogProbs {
         Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
         rowVector(lse, "lse", s.rows, hidden);
         rowVector(gradLogp, "gradLogp", s.rows, hidden);
+        if (hidden.device().is_cpu()) {
+            return tiledBackward(s, hidden, weight, targets, lse, gradLogp, ignoreIndex, weightGrad);
+        }
         return pass(s, hidden, weight, targets, lse, gradLogp, ignoreIndex, weightGrad, false, check).grads;
+    }
+
+    /**
+     * The CPU recompute backward over tiles of {@link #backwardTile} (rows x a vocabulary
+     * slice): per tile {@code z = h_R W_b^T}, the slice kernel turns z in place into its softmax
+     * part {@code dz = -g softmax(z)}, then {@code dh_R += dz W_b} and {@code dW_b += dz^T h_R};
+     * the one-hot part {@code g 1[v == t]} is added at the end in fp32 ({@code dh += g W_t},
+     * {@code dW_t += g h}). With one row block (N <= 8192 at the default budget) every slice of
+     * dW is one GEMM of inner dimension N, written once and, for bf16/fp16, rounded once, as in
+     * the materialised path. dh adds the slices' products in fp32; for bf16/fp16 each slice's
+     * product is rounded first, which is why the one-hot part stays out of the slices: a row's
+     * slice holding its target would otherwise carry g W_t, the bulk of dh, rounded there and
+     * then cancelled by the other slices (with it in the slices, one of LmHeadLogProbsTest's
+     * bf16 cases had 2.7x the naive bf16 composite's dh error; without, all are within bound).
+     */
+    private Gradients tiledBackward(Shape s, Tensor hidden, Tensor weight, Tensor targets, Tensor lse,
+                                    Tensor gradLogp, long ignoreIndex, boolean weightGrad) {
+        Tile tile = backwardTile(s.rows, s.vocab, s.hidden, s.dtype, weightGrad);
+        boolean fp32 = s.dtype == ScalarType.Float;
+        try (NoGradGuard ng = new NoGradGuard()) {
+            Tensor h = hidden.detach(), w = weight.detach();
+            Tensor dhAcc = torch.zeros(new long[] {s.rows, s.hidden}, Tensors.options(ScalarType.Float,
+                    hidden.device()));
+            // every slice of dW is written by the first row block, then added to: no zero fill
+            Tensor dw = weightGrad ? torch.empty(new long[] {s.vocab, s.hidden},
+                    Tensors.options(ScalarType.Float, weight.device()), null) : null;
+            long rowsMax = Math.min(tile.rows(), s.rows), colsMax = tile.columns();
+            Tensor zBuf = buffer(rowsMax * colsMax, s.dtype, hidden);
+            Tensor dhBuf = fp32 ? null : buffer(rowsMax * s.hidden, s.dtype, hidden);
+            Tensor dwBuf = fp32 || !weightGrad ? null : buffer(colsMax * s.hidden, s.dtype, hidden);
+            Tensor wide = fp32 ? null : buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden);
+            for (long r0 = 0; r0 < s.rows; r0 += tile.rows()) {
+                long n = Math.min(tile.rows(), s.rows - r0);
+                Tensor hr = h.narrow(0, r0, n), tr = targets.narrow(0, r0, n);
+                Tensor lr = lse.narrow(0, r0, n), gr = gradLogp.narrow(0, r0, n), dhr = dhAcc.narrow(0, r0, n);
+                for (long v0 = 0; v0 < s.vocab; v0 += tile.columns()) {
+                    long m = Math.min(tile.columns(), s.vocab - v0);
+                    try (PointerScope scope = new PointerScope()) {
+                        Tensor wb = w.narrow(0, v0, m);
+                        // the tile's logits, then their gradient in place
+                        Tensor dz = torch.mm_out(view(zBuf, n, m), hr, wb.t());
+                        TokenLogProbs.backwardSliceInPlace(dz, tr, v0, s.vocab, false, lr, gr, ignoreIndex,
+                                threads());
+                        if (fp32) {
+                            dhr.addmm_(dz, wb);
+                            if (weightGrad && r0 == 0) {
+                                torch.mm_out(dw.narrow(0, v0, m), dz.t(), hr);
+                            } else if (weightGrad) {
+                                dw.narrow(0, v0, m).addmm_(dz.t(), hr);
+                            }
+                        } else {
+                            addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb), wide);
+                            if (weightGrad) {
+                                Tensor p = torch.mm_out(view(dwBuf, m, s.hidden), dz.t(), hr);
+                                if (r0 == 0) {  // the slice's first (with N <= 8192, only) product
+                                    dw.narrow(0, v0, m).copy_(p);
+                                } else {
+                                    addWidened(dw.narrow(0, v0, m), p, wide);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // the one-hot term g 1[v == t], in fp32 once: dh += g W_t, dW_t += g h
+            try (PointerScope scope = new PointerScope()) {
+                Tensor valid = targets.ne(new Scalar(ignoreIndex));
+                Tensor t = targets.where(valid, new Scalar(0L)), gv = gradLogp.mul(valid).unsqueeze(1);
+                dhAcc.add_(Tensors.widened(w.index_select(0, t)).mul_(gv));
+                if (weightGrad) {
+                    dw.index_add_(0, t, Tensors.widened(h).mul(gv));
+                }
+            }
+            return new Gradients(fp32 ? dhAcc : dhAcc.to(s.dtype), dw);
+        }
     }
 
     /** The single-pass outcome: the forward's values and the gradients for a g known in advance. */
@@ -154,7 +280,15 @@ public final class LmHeadLogProbs {
     /** One pass over the chunks: a forward when {@code lse} is null (single pass), then the backward. */
     private Pass pass(Shape s, Tensor hidden, Tensor weight, Tensor targets, Tensor lse, Tensor gradLogp,
                       long ignoreIndex, boolean weightGrad, boolean withEntropy, TokenLogProbs.TargetCheck check) {
-        long step = chunkRows(s.vocab, s.dtype, weightGrad);
+        long elem = elemBytes(s.dtype);
+        boolean narrowDw = weightGrad && elem != 4;
+        // bf16/fp16 dW: each chunk's product in the narrow dtype, a slice of dW at a time (an
+        // eighth of the budget), added into the fp32 accumulator
+        long dwSlice = narrowDw ? Math.max(1, Math.min(s.vocab, chunkBytes / 8 / (2 * s.hidden))) : s.vocab;
+        long step = narrowDw
+                ? Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - WIDE_ROWS * s.hidden * 4) / (s.vocab * elem))
+                : chunkRows(s.vocab, s.dtype);
+        chunkRows(s.vocab, s.dtype);
         boolean single = lse == null;
         Tensor logp = single ? Tensors.emptyFloats(hidden, s.rows) : null;
         Tensor lseOut = single ? Tensors.emptyFloats(hidden, s.rows) : lse;
@@ -164,12 +298,14 @@ public final class LmHeadLogProbs {
             Tensor dh = torch.empty(new long[] {s.rows, s.hidden}, Tensors.options(s.dtype, hidden.device()), null);
             Tensor dw = weightGrad ? torch.zeros(new long[] {s.vocab, s.hidden},
                     Tensors.options(ScalarType.Float, weight.device())) : null;
-            boolean upcast = weightGrad && s.dtype != ScalarType.Float;
+            Tensor zBuf = buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
+            Tensor dwBuf = narrowDw ? buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
+            Tensor wide = narrowDw ? buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
-                try (PointerScope chunk = new PointerScope()) {  // frees this chunk's logits at once
+                try (PointerScope chunk = new PointerScope()) {
                     Tensor hc = h.narrow(0, r0, n), tc = targets.narrow(0, r0, n);
-                    Tensor z = torch.mm(hc, w.t());
+                    Tensor z = torch.mm_out(view(zBuf, n, s.vocab), hc, w.t());
                     Tensor lc;
                     if (single) {
                         TokenLogProbs.Result c = TokenLogProbs.forward(z, tc, ignoreIndex, withEntropy, threads(),
@@ -186,9 +322,15 @@ public final class LmHeadLogProbs {
                     // in place: dz is z's storage, overwritten with its gradient
                     Tensor dz = TokenLogProbs.backward(z, tc, lc, gradLogp.narrow(0, r0, n), ignoreIndex, true,
                             threads(), check);
-                    dh.narrow(0, r0, n).copy_(torch.mm(dz, w));
-                    if (upcast) {  // fp32 accumulation over chunks: dW is rounded once, by the caller
-                        dw.addmm_(dz.to(ScalarType.Float).t(), hc.to(ScalarType.Float));
+                    torch.mm_out(dh.narrow(0, r0, n), dz, w);
+                    if (narrowDw) {
+                        for (long v0 = 0; v0 < s.vocab; v0 += dwSlice) {
+                            long m = Math.min(dwSlice, s.vocab - v0);
+                            try (PointerScope slice = new PointerScope()) {
+                                addWidened(dw.narrow(0, v0, m), torch.mm_out(view(dwBuf, m, s.hidden),
+                                        dz.narrow(1, v0, m).t(), hc), wide);
+                            }
+                        }
                     } else if (weightGrad) {
                         dw.addmm_(dz.t(), hc);
                     }
@@ -232,6 +374,40 @@ public final class LmHeadLogProbs {
         if (outs.size() > 0) {
             torch.backward(outs, gs, new BoolOptional(), false, new TensorVector());
         }
+    }
+
+    /**
+     * A flat scratch tensor reused by every chunk or tile of a call: a fresh tensor per chunk
+     * would be a fresh mmap of hundreds of MB, page-faulted again each time (on the 2-core EPYC,
+     * {@code .to(Float)} of 64 MiB slices ran at ~1.3 GB/s fresh against ~14 GB/s into a buffer
+     * already touched; the fused head's first version spent a third of its time in the kernel).
+     */
+    private static Tensor buffer(long elements, ScalarType dtype, Tensor like) {
+        return torch.empty(new long[] {Math.max(1, elements)}, Tensors.options(dtype, like.device()), null);
+    }
+
+    /** Rows of the fp32 widening buffer of {@link #addWidened} (256 x H x 4 bytes, in the budget). */
+    static final long WIDE_ROWS = 256;
+
+    /**
+     * {@code dst += src} for an fp32 {@code dst} and a bf16/fp16 {@code src} of the same [rows, H]
+     * shape, widening through {@code wide} a slice of rows at a time: LibTorch's mixed-dtype
+     * {@code add_} takes a slow casting path (1.1 s for 151936 x 896 here, against ~0.1 s for the
+     * copy into fp32 and an fp32 add).
+     */
+    private static void addWidened(Tensor dst, Tensor src, Tensor wide) {
+        long rows = src.size(0), cols = src.size(1), step = Math.max(1, wide.size(0) / Math.max(1, cols));
+        for (long r0 = 0; r0 < rows; r0 += step) {
+            long k = Math.min(step, rows - r0);
+            try (PointerScope s = new PointerScope()) {
+                dst.narrow(0, r0, k).add_(view(wide, k, cols).copy_(src.narrow(0, r0, k)));
+            }
+        }
+    }
+
+    /** The first rows x cols elements of a flat buffer as a contiguous [rows, cols] matrix. */
+    private static Tensor view(Tensor buf, long rows, long cols) {
+        return buf.narrow(0, 0, rows * cols).view(rows, cols);
     }
 
     private static Tensor logitMean(Tensor h, Tensor w) {

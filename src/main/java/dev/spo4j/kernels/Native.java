@@ -76,6 +76,12 @@ final class Native {
             @Const FloatPointer lse, @Const FloatPointer gradLogp,
             Pointer gradLogits, long gradRowStride, int numThreads);
 
+    static native int spo4j_token_logprobs_bwd_slice_cpu(
+            @Const Pointer logits, int dtype, long rows, long vocab, long rowStride,
+            @Cast("const int64_t*") LongPointer targets, long ignoreIndex, long vocabOffset, long fullVocab,
+            int oneHot, @Const FloatPointer lse, @Const FloatPointer gradLogp,
+            Pointer gradLogits, long gradRowStride, int numThreads);
+
     static native int spo4j_preference_loss_cpu(
             @Const LossParams p, long pairs,
             @Const FloatPointer policyChosen, @Const FloatPointer policyRejected,

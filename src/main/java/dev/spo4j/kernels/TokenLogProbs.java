@@ -169,6 +169,32 @@ public final class TokenLogProbs {
         return grad;
     }
 
+    /**
+     * The in-place backward of a vocabulary slice on the CPU (the fused LM head's tiles):
+     * {@code logits} [rows, m] are the columns [vocabOffset, vocabOffset + m) of rows of
+     * {@code fullVocab} entries, {@code targets} ids in [0, fullVocab) or ignoreIndex and
+     * {@code lse} the whole rows'. Each entry becomes -g exp(z_v - lse), plus, when {@code oneHot},
+     * g at the target's column if the slice holds it; without it the caller adds g 1[v == t]
+     * itself. The caller (LmHeadLogProbs) has checked the targets and ignoreIndex against
+     * fullVocab; the kernel checks them again.
+     */
+    static void backwardSliceInPlace(Tensor logits, Tensor targets, long vocabOffset, long fullVocab,
+                                     boolean oneHot, Tensor lse, Tensor gradLogp, long ignoreIndex, int numThreads) {
+        if (!logits.device().is_cpu() || logits.dim() != 2 || !logits.is_contiguous() || logits.requires_grad()) {
+            throw new IllegalArgumentException("slice logits must be a contiguous 2-D CPU tensor without grad, got "
+                    + Arrays.toString(TensorChecks.shape(logits)) + " on " + logits.device().str().getString());
+        }
+        int dtype = TensorChecks.kernelDtype(logits, "logits");
+        long rows = logits.size(0), width = logits.size(1);
+        TensorChecks.vector(targets, "targets", rows);
+        TensorChecks.vector(lse, "lse", rows);
+        TensorChecks.vector(gradLogp, "gradLogp", rows);
+        int status = Native.spo4j_token_logprobs_bwd_slice_cpu(logits.data_ptr(), dtype, rows, width, width,
+                targets.data_ptr_long(), ignoreIndex, vocabOffset, fullVocab, oneHot ? 1 : 0, lse.data_ptr_float(),
+                gradLogp.data_ptr_float(), logits.data_ptr(), width, Math.max(1, numThreads));
+        Native.check(status, "token log-probs slice backward");
+    }
+
     /** The checked geometry of a logits/targets pair. */
     private record Layout(long rows, long vocab, long rowStride, int dtype) {
         static Layout of(Tensor logits, Tensor targets, long ignoreIndex) {

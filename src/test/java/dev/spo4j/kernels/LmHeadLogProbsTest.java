@@ -117,7 +117,7 @@ class LmHeadLogProbsTest {
         Tensor[] in = inputs(n, hid, v, ScalarType.Float, 11L * n + v);
         Tensor t = targets(n, v, i0, i1, n);
         LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 4, 1);
-        assertEquals(chunk, head.chunkRows(v, ScalarType.Float, true));
+        assertEquals(chunk, head.chunkRows(v, ScalarType.Float));
         Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
         Tensor[] comp = composite(in[0], in[1], t, in[2], ScalarType.Float);
         Tensor[] mat = materialised(in[0], in[1], t, in[2]);
@@ -171,25 +171,91 @@ class LmHeadLogProbsTest {
     void bf16NoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1) {
         Tensor[] in = inputs(n, hid, v, ScalarType.BFloat16, 7L * n + v);
         Tensor t = targets(n, v, i0, i1, n + 1);
-        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * (2 + 4), 1);  // bf16 logits + fp32 copy
-        assertEquals(chunk, head.chunkRows(v, ScalarType.BFloat16, true));
+        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 2, 1);
+        assertEquals(chunk, head.chunkRows(v, ScalarType.BFloat16));
         Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
         Tensor[] naive = composite(in[0], in[1], t, in[2], ScalarType.BFloat16);
         LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
         LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
                 TokenLogProbs.TargetCheck.CHECKED);
-        Tensor[] fused = {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()};
+        LmHeadLogProbs.Pass one = head.forwardBackward(in[0], in[1], t, in[2], IGNORE, true, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        assertNoWorseThanNaive("recompute", truth, naive, t,
+                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
+        assertNoWorseThanNaive("single pass", truth, naive, t, new Tensor[] {one.result().logp(),
+                one.result().lse(), one.result().entropy(), one.grads().hidden(), one.grads().weight()});
+        assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
+        assertEquals(ScalarType.Float, gr.weight().scalar_type().intern());
+        assertEquals(ScalarType.BFloat16, one.grads().hidden().scalar_type().intern());
+        assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
+    }
+
+    /** Each of logp, lse, entropy, dh, dW within the naive bf16 composite's error + 5% + one bf16 ulp. */
+    static void assertNoWorseThanNaive(String regime, Tensor[] truth, Tensor[] naive, Tensor t, Tensor[] fused) {
         String[] names = {"logp", "lse", "entropy", "dh", "dW"};
         for (int k = 0; k < 5; k++) {
             double[] want = k < 3 ? masked(truth[k], t) : toDoubles(truth[k]);
             double errFused = maxAbsDiff(want, k < 3 ? masked(fused[k], t) : toDoubles(fused[k]));
             double errNaive = maxAbsDiff(want, k < 3 ? masked(naive[k], t) : toDoubles(naive[k]));
             double ulp = Math.scalb(maxAbs(want), -8);
-            assertTrue(errFused <= errNaive * 1.05 + ulp,
-                    names[k] + ": fused error " + errFused + " > naive bf16 composite's " + errNaive);
+            assertTrue(errFused <= errNaive * 1.05 + ulp, regime + " " + names[k] + ": fused error " + errFused
+                    + " > naive bf16 composite's " + errNaive + " + 5% + " + ulp);
         }
-        assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
-        assertEquals(ScalarType.Float, gr.weight().scalar_type().intern());
+    }
+
+    /**
+     * The CPU recompute backward's tiles: a budget of 8 rows x 256 columns cuts 37 rows into 5
+     * row blocks (the last of 5 rows) and V = 1000 into 4 vocabulary slices (the last of 232),
+     * with a whole row block ignored; dh and dW against the float64 truth (fp32) and within the
+     * naive composite's error (bf16), and the tile geometry itself.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("tiledDtypes")
+    void tiledBackwardOverRowBlocksAndVocabularySlices(ScalarType dt) {
+        int n = 37, hid = 16, v = 1000;
+        Tensor[] in = inputs(n, hid, v, dt, 4242);
+        Tensor t = targets(n, v, 8, 16, 99);
+        long elem = dt == ScalarType.Float ? 4 : 2;
+        // bf16 also holds a tile's dh product [8, 16] and dW product [256, 16] in bf16, and the
+        // fp32 widening buffer [256, 16]
+        long budget = 8 * 256 * elem + (elem == 2 ? 8 * hid * 2 + 256 * hid * 2 + 256 * hid * 4 : 0);
+        LmHeadLogProbs head = new LmHeadLogProbs(budget, 1);
+        assertEquals(new LmHeadLogProbs.Tile(8, 256), head.backwardTile(n, v, hid, dt, true));
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        if (dt == ScalarType.Float) {
+            assertAllClose("dh vs float64 truth", toDoubles(truth[3]), toDoubles(gr.hidden()), 2e-5, 2e-5);
+            assertAllClose("dW vs float64 truth", toDoubles(truth[4]), toDoubles(gr.weight()), 2e-5, 2e-5);
+        } else {
+            Tensor[] naive = composite(in[0], in[1], t, in[2], dt);
+            assertNoWorseThanNaive("tiled", truth, naive, t,
+                    new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
+        }
+        // the ignored row block (rows 8-15) has a zero gradient
+        double[] dh = toDoubles(gr.hidden());
+        for (int j = 8 * hid; j < 16 * hid; j++) {
+            assertEquals(0.0, dh[j], "dh of an ignored row");
+        }
+    }
+
+    static Stream<ScalarType> tiledDtypes() {
+        return Stream.of(ScalarType.Float, ScalarType.BFloat16);
+    }
+
+    /** Tiles at the shapes the benchmark uses: whole-batch row blocks up to 8192 rows, slices within budget. */
+    @Test
+    void backwardTilesAtRealShapes() {
+        LmHeadLogProbs head = new LmHeadLogProbs();
+        LmHeadLogProbs.Tile q = head.backwardTile(8192, 151936, 896, ScalarType.Float, true);
+        assertEquals(new LmHeadLogProbs.Tile(8192, 8192), q);
+        LmHeadLogProbs.Tile big = head.backwardTile(20000, 151936, 896, ScalarType.Float, true);
+        assertEquals(LmHeadLogProbs.MAX_TILE_ROWS, big.rows());
+        LmHeadLogProbs.Tile b = head.backwardTile(2048, 128256, 4096, ScalarType.BFloat16, true);
+        assertEquals(2048, b.rows());
+        long bytes = b.rows() * b.columns() * 2 + b.rows() * 4096 * 2 + b.columns() * 4096 * 2 + 256 * 4096 * 4;
+        assertTrue(bytes <= LmHeadLogProbs.DEFAULT_CHUNK_BYTES && b.columns() >= 4096, b + ": " + bytes + " bytes");
     }
 
     static double maxAbs(double[] x) {
