@@ -6,7 +6,9 @@
 # StreamBench (the memory floor, measured in that same run) and TokenLogProbsBench's native
 # provider. Then bench/cpu_path_ab.py prints the per-point medians over the rounds, the A/B
 # ratio and each path's native / floor ratio (floor as in BenchReport).
-#   bench/cpu_path_ab.sh [REPS]      (default 3; THREADS default 1; JMH_EXTRA adds options)
+#   bench/cpu_path_ab.sh [REPS]      (default 3; THREADS default 1; JMH_EXTRA adds options;
+#                                     PATHS="avx512" measures the default path alone: the
+#                                     kernel's distance from its floor, without the A/B)
 # Writes bench/results/jmh-<stamp>-exp-<path>-r<k>.json and bench/results/jmh-<stamp>-exp.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="bench/results/jmh-$stamp-exp"
 files=()
 for k in $(seq 1 "$reps"); do
-  for path in generic avx512; do
+  for path in ${PATHS:-generic avx512}; do
     f="$out-$path-r$k.json"
     env_path=$([[ $path == generic ]] && echo generic || echo auto)
     SPO4J_CPU_PATH=$env_path java -cp "$CP" org.openjdk.jmh.Main 'dev.spo4j.bench.(StreamBench|TokenLogProbsBench)' \

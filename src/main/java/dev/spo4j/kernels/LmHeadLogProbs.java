@@ -153,9 +153,9 @@ public final class LmHeadLogProbs {
         Tensor logp = Tensors.emptyFloats(hidden, s.rows);
         Tensor lse = Tensors.emptyFloats(hidden, s.rows);
         Tensor entropy = withEntropy ? Tensors.emptyFloats(hidden, s.rows) : null;
-        try (NoGradGuard ng = new NoGradGuard()) {
+        try (NoGradGuard ng = new NoGradGuard(); Scratch scratch = new Scratch()) {
             Tensor h = hidden.detach(), w = weight.detach();
-            Tensor zBuf = buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
+            Tensor zBuf = scratch.buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
                 try (PointerScope chunk = new PointerScope()) {
@@ -205,7 +205,7 @@ public final class LmHeadLogProbs {
                                     Tensor gradLogp, long ignoreIndex, boolean weightGrad) {
         Tile tile = backwardTile(s.rows, s.vocab, s.hidden, s.dtype, weightGrad);
         boolean fp32 = s.dtype == ScalarType.Float;
-        try (NoGradGuard ng = new NoGradGuard()) {
+        try (NoGradGuard ng = new NoGradGuard(); Scratch scratch = new Scratch()) {
             Tensor h = hidden.detach(), w = weight.detach();
             Tensor dhAcc = torch.zeros(new long[] {s.rows, s.hidden}, Tensors.options(ScalarType.Float,
                     hidden.device()));
@@ -213,10 +213,10 @@ public final class LmHeadLogProbs {
             Tensor dw = weightGrad ? torch.empty(new long[] {s.vocab, s.hidden},
                     Tensors.options(ScalarType.Float, weight.device()), null) : null;
             long rowsMax = Math.min(tile.rows(), s.rows), colsMax = tile.columns();
-            Tensor zBuf = buffer(rowsMax * colsMax, s.dtype, hidden);
-            Tensor dhBuf = fp32 ? null : buffer(rowsMax * s.hidden, s.dtype, hidden);
-            Tensor dwBuf = fp32 || !weightGrad ? null : buffer(colsMax * s.hidden, s.dtype, hidden);
-            Tensor wide = fp32 ? null : buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden);
+            Tensor zBuf = scratch.buffer(rowsMax * colsMax, s.dtype, hidden);
+            Tensor dhBuf = fp32 ? null : scratch.buffer(rowsMax * s.hidden, s.dtype, hidden);
+            Tensor dwBuf = fp32 || !weightGrad ? null : scratch.buffer(colsMax * s.hidden, s.dtype, hidden);
+            Tensor wide = fp32 ? null : scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden);
             for (long r0 = 0; r0 < s.rows; r0 += tile.rows()) {
                 long n = Math.min(tile.rows(), s.rows - r0);
                 Tensor hr = h.narrow(0, r0, n), tr = targets.narrow(0, r0, n);
@@ -259,7 +259,12 @@ public final class LmHeadLogProbs {
                     dw.index_add_(0, t, Tensors.widened(h).mul(gv));
                 }
             }
-            return new Gradients(fp32 ? dhAcc : dhAcc.to(s.dtype), dw);
+            if (fp32) {
+                return new Gradients(dhAcc, dw);
+            }
+            Tensor dh = dhAcc.to(s.dtype);
+            scratch.add(dhAcc);
+            return new Gradients(dh, dw);
         }
     }
 
@@ -288,19 +293,19 @@ public final class LmHeadLogProbs {
         long step = narrowDw
                 ? Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - WIDE_ROWS * s.hidden * 4) / (s.vocab * elem))
                 : chunkRows(s.vocab, s.dtype);
-        chunkRows(s.vocab, s.dtype);
+        chunkRows(s.vocab, s.dtype);  // throws when the budget holds less than one row, whichever the dtype
         boolean single = lse == null;
         Tensor logp = single ? Tensors.emptyFloats(hidden, s.rows) : null;
         Tensor lseOut = single ? Tensors.emptyFloats(hidden, s.rows) : lse;
         Tensor entropy = single && withEntropy ? Tensors.emptyFloats(hidden, s.rows) : null;
-        try (NoGradGuard ng = new NoGradGuard()) {
+        try (NoGradGuard ng = new NoGradGuard(); Scratch scratch = new Scratch()) {
             Tensor h = hidden.detach(), w = weight.detach();
             Tensor dh = torch.empty(new long[] {s.rows, s.hidden}, Tensors.options(s.dtype, hidden.device()), null);
             Tensor dw = weightGrad ? torch.zeros(new long[] {s.vocab, s.hidden},
                     Tensors.options(ScalarType.Float, weight.device())) : null;
-            Tensor zBuf = buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
-            Tensor dwBuf = narrowDw ? buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
-            Tensor wide = narrowDw ? buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
+            Tensor zBuf = scratch.buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
+            Tensor dwBuf = narrowDw ? scratch.buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
+            Tensor wide = narrowDw ? scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
                 try (PointerScope chunk = new PointerScope()) {
@@ -373,6 +378,28 @@ public final class LmHeadLogProbs {
         }
         if (outs.size() > 0) {
             torch.backward(outs, gs, new BoolOptional(), false, new TensorVector());
+        }
+    }
+
+    /**
+     * The scratch tensors of one call, freed when it returns (a handle left to the garbage
+     * collector would keep the forward's 256 MiB chunk buffer alive through the backward).
+     */
+    private static final class Scratch implements AutoCloseable {
+        private final java.util.List<Tensor> held = new java.util.ArrayList<>();
+
+        Tensor buffer(long elements, ScalarType dtype, Tensor like) {
+            return add(LmHeadLogProbs.buffer(elements, dtype, like));
+        }
+
+        Tensor add(Tensor t) {
+            held.add(t);
+            return t;
+        }
+
+        @Override
+        public void close() {
+            held.forEach(Tensor::close);
         }
     }
 
