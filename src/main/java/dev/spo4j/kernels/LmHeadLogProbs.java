@@ -44,10 +44,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * the kernel reads those logits and accumulates in fp32; logp, lse and entropy are fp32. For a
  * bf16/fp16 head, dW is an fp32 tensor: each GEMM's product is rounded to the narrow dtype
  * (once per row block in the tiled backward, so once for N <= 8192 as in the materialised
- * path; once per row chunk in the single pass) and added in fp32. Arguments are checked (shapes, dtypes, devices, targets in [0, V) or
- * ignoreIndex, budget >= one row) with an {@link IllegalArgumentException} before anything
- * is written. Everything runs on detached tensors under no-grad; {@link #propagate} hands
- * dh and dW to autograd.
+ * path; once per row chunk in the single pass) and added in fp32. Arguments are checked
+ * (shapes, dtypes, devices, targets in [0, V) or ignoreIndex, budget >= one row) with an
+ * {@link IllegalArgumentException} before anything is written. Everything runs on detached
+ * tensors under no-grad; {@link #propagate} hands dh and dW to autograd.
  *
  * <p>Test: {@code LmHeadLogProbsTest}; benchmark: {@code bench/java/.../LmHeadLogProbsBench}.
  */
