@@ -188,6 +188,15 @@ public final class LmHeadLogProbs {
         return pass(s, hidden, weight, targets, lse, gradLogp, ignoreIndex, weightGrad, false, check).grads;
     }
 
+    /** The row-chunk recompute backward that CUDA takes, on any device (tests compare it on the CPU). */
+    Gradients rowChunkBackward(Tensor hidden, Tensor weight, Tensor targets, Tensor lse, Tensor gradLogp,
+                               long ignoreIndex, boolean weightGrad, TokenLogProbs.TargetCheck check) {
+        Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
+        rowVector(lse, "lse", s.rows, hidden);
+        rowVector(gradLogp, "gradLogp", s.rows, hidden);
+        return pass(s, hidden, weight, targets, lse, gradLogp, ignoreIndex, weightGrad, false, check).grads;
+    }
+
     /**
      * The CPU recompute backward over tiles of {@link #backwardTile} (rows x a vocabulary
      * slice): per tile {@code z = h_R W_b^T}, the slice kernel turns z in place into its softmax

@@ -127,10 +127,13 @@ class LmHeadLogProbsTest {
                 TokenLogProbs.TargetCheck.CHECKED);
         LmHeadLogProbs.Pass one = head.forwardBackward(in[0], in[1], t, in[2], IGNORE, true, true,
                 TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients rows = head.rowChunkBackward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);  // CUDA's backward, here on the CPU
         Tensor[][] fused = {
             {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()},
             {one.result().logp(), one.result().lse(), one.result().entropy(), one.grads().hidden(),
-                one.grads().weight()}};
+                one.grads().weight()},
+            {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()}};
         String[] names = {"logp", "lse", "entropy", "dh", "dW"};
         for (Tensor[] f : fused) {
             for (int k = 0; k < 5; k++) {
@@ -184,6 +187,10 @@ class LmHeadLogProbsTest {
                 new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
         assertNoWorseThanNaive("single pass", truth, naive, t, new Tensor[] {one.result().logp(),
                 one.result().lse(), one.result().entropy(), one.grads().hidden(), one.grads().weight()});
+        LmHeadLogProbs.Gradients rows = head.rowChunkBackward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        assertNoWorseThanNaive("row chunks", truth, naive, t,
+                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()});
         assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
         assertEquals(ScalarType.Float, gr.weight().scalar_type().intern());
         assertEquals(ScalarType.BFloat16, one.grads().hidden().scalar_type().intern());
