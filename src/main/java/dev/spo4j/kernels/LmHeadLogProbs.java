@@ -132,8 +132,24 @@ public final class LmHeadLogProbs {
             long fixed = (narrow && weightGrad ? colMin * hidden * 2 : 0) + (narrow ? WIDE_ROWS * hidden * 4 : 0);
             rows = Math.max(1, Math.min(rows, (chunkBytes - fixed) / (colMin * elem + (narrow ? hidden * 2 : 0))));
             cols = Math.max(1, columnsFor(rows, hidden, elem, narrow, weightGrad));
+            long tiles = ceilDiv(n, rows) * ceilDiv(vocab, cols);
+            if (tiles > MAX_CALLS) {  // a budget that leaves tiles of a few columns: a hang, not a run
+                long least = fixed + colMin * elem + (narrow ? hidden * 2 : 0);  // one row of colMin columns
+                throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for the "
+                        + "backward of " + n + " rows of a " + vocab + " x " + hidden + " " + dtype + " head"
+                        + (weightGrad ? " with its weight gradient" : "") + ": " + tiles + " tiles of " + rows
+                        + " x " + cols + " (expected at most " + MAX_CALLS + "; a budget of at least " + least
+                        + " bytes gives tiles of " + colMin + " columns)");
+            }
         }
         return new Tile(rows, Math.min(vocab, cols));
+    }
+
+    /** The most tiles (or chunk x dW-slice products) one call may take before a budget is called too small. */
+    static final long MAX_CALLS = 1L << 16;
+
+    private static long ceilDiv(long a, long b) {
+        return (a + b - 1) / b;
     }
 
     private long columnsFor(long rows, long hidden, long elem, boolean narrow, boolean weightGrad) {
@@ -298,11 +314,19 @@ public final class LmHeadLogProbs {
         boolean narrowDw = weightGrad && elem != 4;
         // bf16/fp16 dW: each chunk's product in the narrow dtype, a slice of dW at a time (an
         // eighth of the budget), added into the fp32 accumulator
-        long dwSlice = narrowDw ? Math.max(1, Math.min(s.vocab, chunkBytes / 8 / (2 * s.hidden))) : s.vocab;
-        long step = narrowDw
-                ? Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - WIDE_ROWS * s.hidden * 4) / (s.vocab * elem))
-                : chunkRows(s.vocab, s.dtype);
-        chunkRows(s.vocab, s.dtype);  // throws when the budget holds less than one row, whichever the dtype
+        long step = chunkRows(s.vocab, s.dtype);  // throws when the budget holds less than one row
+        long dwSlice = s.vocab;
+        if (narrowDw) {
+            dwSlice = Math.max(1, Math.min(s.vocab, chunkBytes / 8 / (2 * s.hidden)));
+            step = Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - WIDE_ROWS * s.hidden * 4) / (s.vocab * elem));
+            long calls = ceilDiv(s.rows, step) * ceilDiv(s.vocab, dwSlice);
+            if (calls > MAX_CALLS) {
+                throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for "
+                        + s.rows + " rows of a " + s.vocab + " x " + s.hidden + " " + s.dtype + " head with its "
+                        + "weight gradient: " + calls + " products of " + step + "-row chunks by " + dwSlice
+                        + "-row slices of dW (expected at most " + MAX_CALLS + ")");
+            }
+        }
         boolean single = lse == null;
         Tensor logp = single ? Tensors.emptyFloats(hidden, s.rows) : null;
         Tensor lseOut = single ? Tensors.emptyFloats(hidden, s.rows) : lse;
@@ -422,8 +446,8 @@ public final class LmHeadLogProbs {
         return torch.empty(new long[] {Math.max(1, elements)}, Tensors.options(dtype, like.device()), null);
     }
 
-    /** Rows of the fp32 widening buffer of {@link #addWidened} (256 x H x 4 bytes, in the budget). */
-    static final long WIDE_ROWS = 256;
+    /** Rows of the fp32 widening buffer of {@link #addWidened} (64 x H x 4 bytes, in the budget). */
+    static final long WIDE_ROWS = 64;
 
     /**
      * {@code dst += src} for an fp32 {@code dst} and a bf16/fp16 {@code src} of the same [rows, H]
