@@ -26,9 +26,12 @@ import java.util.Map;
  *                  one layer's activations and their gradients (twice the per-token elements)
  *   LM head        materialised: the [N, V] logits in p bytes (the fused loss kernel writes their
  *                  gradient over them in place; measured on the CPU, see the README); fused
- *                  (LmHeadLogProbs, the default): two chunks of fp32 logits (a chunk and its
- *                  gradient, each at most the chunk budget), lse and log-probs [N] fp32, dL/dh
- *                  [N, h] fp32, and for a trained head below fp32 its fp32 dW [V, h]
+ *                  (LmHeadLogProbs, the default): two chunk budgets (the operator holds one:
+ *                  a chunk or tile of logits whose gradient overwrites it, with bf16 products
+ *                  inside the budget; the second is kept for GEMM workspaces and allocator
+ *                  slack, since case (e) of the memory benchmark still peaks 1.12x above this
+ *                  estimate), lse and log-probs [N] fp32, dL/dh [N, h] fp32, and for a trained
+ *                  head below fp32 its fp32 dW [V, h]
  *   runtime        CPU: 1.1 GiB for the process around the model (JVM heap with the tokenizer,
  *                  LibTorch's libraries, allocator slack), measured: the CLI with a 4-layer model
  *                  at 32 tokens peaks 1.14 GiB above its weights; CUDA: 0.5 GiB of device memory
