@@ -56,13 +56,14 @@ public final class Tensors {
         }
         long n = z.size(0), cols = Math.max(1, z.size(1)), step = Math.max(1, WIDEN_ELEMENTS / cols);
         Tensor out = emptyFloats(z, n);
-        Tensor buf = emptyFloats(z, Math.min(step, n) * cols);
-        for (long r0 = 0; r0 < n; r0 += step) {
-            long k = Math.min(step, n - r0);
-            try (PointerScope s = new PointerScope()) {
-                Tensor wide = buf.narrow(0, 0, k * cols).view(k, cols).copy_(z.narrow(0, r0, k));
-                out.narrow(0, r0, k).copy_(wide.mean(new long[] {1}, false,
-                        new org.bytedeco.pytorch.ScalarTypeOptional()));
+        try (Tensor buf = emptyFloats(z, Math.min(step, n) * cols)) {  // freed on return, not by the GC
+            for (long r0 = 0; r0 < n; r0 += step) {
+                long k = Math.min(step, n - r0);
+                try (PointerScope s = new PointerScope()) {
+                    Tensor wide = buf.narrow(0, 0, k * cols).view(k, cols).copy_(z.narrow(0, r0, k));
+                    out.narrow(0, r0, k).copy_(wide.mean(new long[] {1}, false,
+                            new org.bytedeco.pytorch.ScalarTypeOptional()));
+                }
             }
         }
         return out;
@@ -75,12 +76,13 @@ public final class Tensors {
         }
         long v = w.size(0), cols = Math.max(1, w.size(1)), step = Math.max(1, WIDEN_ELEMENTS / cols);
         Tensor sum = torch.zeros(new long[] {w.size(1)}, options(ScalarType.Float, w.device()));
-        Tensor buf = emptyFloats(w, Math.min(step, v) * cols);
-        for (long r0 = 0; r0 < v; r0 += step) {
-            long k = Math.min(step, v - r0);
-            try (PointerScope s = new PointerScope()) {
-                Tensor wide = buf.narrow(0, 0, k * cols).view(k, cols).copy_(w.narrow(0, r0, k));
-                sum.add_(wide.sum(new long[] {0}, false, new org.bytedeco.pytorch.ScalarTypeOptional()));
+        try (Tensor buf = emptyFloats(w, Math.min(step, v) * cols)) {
+            for (long r0 = 0; r0 < v; r0 += step) {
+                long k = Math.min(step, v - r0);
+                try (PointerScope s = new PointerScope()) {
+                    Tensor wide = buf.narrow(0, 0, k * cols).view(k, cols).copy_(w.narrow(0, r0, k));
+                    sum.add_(wide.sum(new long[] {0}, false, new org.bytedeco.pytorch.ScalarTypeOptional()));
+                }
             }
         }
         return sum.div_(new org.bytedeco.pytorch.Scalar((double) v));
@@ -91,7 +93,7 @@ public final class Tensors {
         return t.scalar_type().intern() == ScalarType.Float ? t : t.to(ScalarType.Float);
     }
 
-        /** Options for a new tensor of {@code dtype} on {@code device}. */
+    /** Options for a new tensor of {@code dtype} on {@code device}. */
     public static TensorOptions options(ScalarType dtype, Device device) {
         return new TensorOptions(dtype).device(new DeviceOptional(device));
     }

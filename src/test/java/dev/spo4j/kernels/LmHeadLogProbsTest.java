@@ -166,8 +166,9 @@ class LmHeadLogProbsTest {
      * bf16: judged against the float64 truth on the same bf16 inputs, each output no worse than
      * LibTorch's naive bf16 composite plus 5% and one bf16 ulp of the output's largest value
      * (2^-8 max|truth|: two correctly rounded bf16 paths can differ by one final rounding). The
-     * GEMM rounds the logits to bf16 in both; the kernel then works in fp32 and dW is
-     * accumulated in fp32.
+     * GEMM rounds the logits to bf16 in both; the kernel then works in fp32, and dW's bf16 GEMM
+     * products (one per row block in the tiled backward, one per chunk in the single pass and
+     * the row-chunk backward) are added in fp32. All three backwards are held to that bound.
      */
     @ParameterizedTest(name = "bf16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
     @MethodSource("cases")
