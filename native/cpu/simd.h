@@ -126,12 +126,13 @@ SPO4J_INLINE vf vexp(vf x) {
 }
 
 // The generic exp as a policy type for the row templates (vexp above).
-// one_pass_forward: whether the row forward may take a chunk's max and exp sums in one pass
-// (token_logprobs.cpp); off on the generic path, which stays as it was.
+// base2: whether the row forward sums in base 2 with fma / exp2 and half-precision gradients
+// take exp2_times_half (the AVX-512 policies below; token_logprobs.cpp); off on the generic
+// path, which stays as it was.
 // native_bf16: whether the backward may round its bf16 gradient with VCVTNE2PS2BF16.
 // Scale / scale(c) / exp_times(x, s): c * exp(x), for the backward.
 struct ExpGeneric {
-    static constexpr bool one_pass_forward = false;
+    static constexpr bool base2 = false;
     static constexpr bool native_bf16 = false;
     SPO4J_INLINE vf exp(vf x) { return vexp(x); }
     struct Scale {
@@ -194,13 +195,70 @@ SPO4J_V4 inline vf vexp_avx512(vf x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
     return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
 }
+// 2^u for the AVX-512 path's base-2 forward (token_logprobs.cpp), where u = z log2(e) + c is
+// the logit in base-2 units relative to the row's running base: n = roundscale(u), f = u - n
+// (exact: |f| <= 1/2), 2^f by the degree-5 polynomial of vexp_avx512, scalef(2^f, n). Four
+// instructions and the polynomial: the subtraction of the max and the split of log2(e) into
+// two FMAs are gone (u comes from one FMA in the caller). The relative error is that of the
+// polynomial (2.3e-7) plus the rounding of u (2^-24 |u|, so 3.3e-7 for |u| < 16; the forward
+// keeps the terms that matter there). Very negative finite u gives exactly 0 (scalef rounds
+// below 2^-149 to 0). No clamp: u = -inf, +inf or NaN gives NaN, so a caller that feeds it
+// unchecked logits must detect a non-finite sum and redo that part with u clamped at EXP2_CLAMP.
+SPO4J_V4 inline vf vexp2_avx512(vf u) {
+    const __m512 um = (__m512)u;
+    const __m512 n = _mm512_mask_roundscale_ps(um, 0xffff, um, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(um, n);
+    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+// Callers clamp u at EXP2_CLAMP first where it may be -inf: 2^-160 rounds to exactly 0, and
+// the clamped u keeps the entropy's product 2^u u finite (0 * -inf would be NaN).
+constexpr float EXP2_CLAMP = -160.0f;
+SPO4J_V4 inline vf vfma_avx512(vf a, vf b, vf c) {
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+}
+// c * 2^u for a half-precision (bf16 / fp16) gradient: u clamped at -160 (so -inf gives
+// exactly 0), and a degree-4 polynomial (relative error 2.7e-6, against 2^-9 for the bf16
+// rounding that follows and 2^-12 for fp16) with c folded into its five coefficients once per
+// row (vexp2_half_coeffs). Two FMAs fewer than vexp_avx512_poly, whose degree 5 and split
+// log2(e) serve fp32 gradients.
+struct Exp2HalfScale {
+    __m512 k[5];
+};
+SPO4J_V4 inline Exp2HalfScale vexp2_half_coeffs(float c) {
+    static const float coef[5] = {9.57004725933075e-3f, 5.591774731874466e-2f, 2.40247443318367e-1f,
+                                  6.931218504905701e-1f, 9.999992847442627e-1f};
+    Exp2HalfScale s;
+    for (int i = 0; i < 5; i++) s.k[i] = _mm512_set1_ps(c * coef[i]);
+    return s;
+}
+SPO4J_V4 inline vf vexp2_half_poly(vf u, const Exp2HalfScale& s) {
+    // max(lo, u) is lo > u ? lo : u, so a NaN u passes (as with the ternary, in one instruction)
+    const __m512 um = _mm512_maskz_max_ps(0xffff, _mm512_set1_ps(EXP2_CLAMP), (__m512)u);
+    const __m512 n = _mm512_mask_roundscale_ps(um, 0xffff, um, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(um, n);
+    __m512 p = s.k[0];
+    for (int i = 1; i < 5; i++) p = _mm512_fmadd_ps(p, f, s.k[i]);
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
+
 struct ExpAvx512 {
-    static constexpr bool one_pass_forward = true;
+    static constexpr bool base2 = true;
     static constexpr bool native_bf16 = false;
     SPO4J_V4 static inline vf exp(vf x) { return vexp_avx512(x); }
     using Scale = ExpAvx512Scale;
     SPO4J_V4 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
     SPO4J_V4 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
+    SPO4J_V4 static inline vf fma(vf a, vf b, vf c) { return vfma_avx512(a, b, c); }
+    SPO4J_V4 static inline vf exp2(vf u) { return vexp2_avx512(u); }
+    using HalfScale = Exp2HalfScale;
+    SPO4J_V4 static inline HalfScale half_scale(float c) { return vexp2_half_coeffs(c); }
+    SPO4J_V4 static inline vf exp2_times_half(vf u, const HalfScale& s) { return vexp2_half_poly(u, s); }
 };
 
 // The AVX-512 path on a CPU that also has AVX512-BF16 (x86-64-v4 does not include it):
@@ -211,12 +269,17 @@ struct ExpAvx512 {
 #define SPO4J_V4_BF16 __attribute__((target("arch=x86-64-v4,avx512bf16")))
 #define SPO4J_V4_BF16_FLATTEN __attribute__((target("arch=x86-64-v4,avx512bf16"), flatten))
 struct ExpAvx512Bf16 {
-    static constexpr bool one_pass_forward = true;
+    static constexpr bool base2 = true;
     static constexpr bool native_bf16 = true;
     SPO4J_V4_BF16 static inline vf exp(vf x) { return vexp_avx512(x); }
     using Scale = ExpAvx512Scale;
     SPO4J_V4_BF16 static inline Scale scale(float c) { return vexp_avx512_coeffs(c); }
     SPO4J_V4_BF16 static inline vf exp_times(vf x, const Scale& s) { return vexp_avx512_poly(x, s.k); }
+    SPO4J_V4_BF16 static inline vf fma(vf a, vf b, vf c) { return vfma_avx512(a, b, c); }
+    SPO4J_V4_BF16 static inline vf exp2(vf u) { return vexp2_avx512(u); }
+    using HalfScale = Exp2HalfScale;
+    SPO4J_V4_BF16 static inline HalfScale half_scale(float c) { return vexp2_half_coeffs(c); }
+    SPO4J_V4_BF16 static inline vf exp2_times_half(vf u, const HalfScale& s) { return vexp2_half_poly(u, s); }
     // p[0..15] -> lo, p[16..31] -> hi, as fp32 (Io<SPO4J_BF16>::load, defined below)
     SPO4J_V4_BF16 static inline void load32(const uint16_t* p, vf& lo, vf& hi);
     SPO4J_V4_BF16 static inline void store32(uint16_t* p, vf lo, vf hi) {
@@ -306,8 +369,12 @@ template <> struct Io<SPO4J_BF16> {
 };
 #if SPO4J_HAVE_V4_PATH
 SPO4J_V4_BF16 inline void ExpAvx512Bf16::load32(const uint16_t* p, vf& lo, vf& hi) {
-    lo = Io<SPO4J_BF16>::load(p);
-    hi = Io<SPO4J_BF16>::load(p + W);
+    // VPMOVZXWD from memory and a shift: GCC compiles Io<SPO4J_BF16>::load's vector
+    // conversion into two 128-bit widenings and an insert per 16 values here
+    // (the zero-masked forms with an all-ones mask: the plain ones trip -Wmaybe-uninitialized)
+    const __mmask16 all = 0xffff;
+    lo = (vf)_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, _mm256_loadu_si256((const __m256i*)p)), 16);
+    hi = (vf)_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, _mm256_loadu_si256((const __m256i*)(p + W))), 16);
 }
 #endif
 template <> struct Io<SPO4J_F16> {

@@ -11,13 +11,16 @@
 // Per element the cost is the exp (one per logit in the forward, one in the backward), so the
 // row loops are templates on an exp policy (simd.h), compiled for two paths, chosen once per
 // call (use_avx512_path()):
-//   AVX-512 (*_rows_avx512, compiled for x86-64-v4 only, on CPUs that have it): vexp_avx512
-//     (roundscale + two FMAs + polynomial + scalef, ~2 ulp at any x); one-pass forward
-//     chunks (exp sums relative to the running max, taken in the pass that finds the chunk
-//     max, then rescaled: see ONE_PASS_HEADROOM), so no separate max pass; in the backward,
-//     -g folded into the exp's polynomial coefficients once per row (exp_times: no multiply
-//     per element); and, where the CPU has AVX512-BF16, the bf16 gradient rounded by
-//     VCVTNE2PS2BF16 (*_rows_avx512_bf16).
+//   AVX-512 (*_rows_avx512, compiled for x86-64-v4 only, on CPUs that have it): the forward
+//     sums in base 2 relative to a running base (row_forward_base2): each logit is one FMA
+//     (u = z log2(e) + c) and a 2^u of roundscale, a subtraction, a degree-5 polynomial and
+//     scalef, with no max subtraction, max tracking or clamp in the chunks that pass a check
+//     on their sum (the others are redone with a max pass); the fp32 backward uses
+//     vexp_avx512 (roundscale + two FMAs + polynomial + scalef, ~2 ulp at any x) with -g
+//     folded into the polynomial's coefficients once per row (exp_times: no multiply per
+//     element); bf16 / fp16 gradients take 2^u with u from one FMA and a degree-4 polynomial
+//     (their rounding is 2^-9 / 2^-12; the polynomial's error 2.7e-6); and, where the CPU has
+//     AVX512-BF16, the bf16 gradient is rounded by VCVTNE2PS2BF16 (*_rows_avx512_bf16).
 //   generic (*_rows, cloned per ISA and picked by the loader's ifunc; elsewhere, or forced by
 //     SPO4J_CPU_PATH=generic / spo4j_debug_cpu_path(1)): vexp; per chunk a max pass and then
 //     an exp-sum pass over the same chunk from L1; bf16 rounded in integer ops.
@@ -98,16 +101,8 @@ SPO4J_INLINE void chunk_sums(const typename Io<DT>::T* z, int64_t c0, int64_t pa
     if constexpr (TRACK_MAX) mv = vmax(mv, tail_v);
 }
 
-// One-pass chunks (EXP::one_pass_forward): once the running max m is finite, a chunk's sums
-// are taken relative to m in the same pass that finds the chunk's max mc, and rescaled to mc
-// afterwards if mc > m. This is exact arithmetic-wise as long as exp(z - m) cannot overflow
-// the sums: for mc <= m + HEADROOM each term is at most e^64 (6e27), and a row's sums stay far
-// below FLT_MAX. A chunk with mc beyond that (or +inf / NaN) is redone with two passes.
-// Saves the separate max pass, and with it the wait on DRAM that the max pass did not
-// overlap with any exp work.
-constexpr float ONE_PASS_HEADROOM = 64.0f;
-
-// One row, forward. Returns lse and (if want_entropy) the entropy. EXP: ExpGeneric or ExpAvx512.
+// One row, forward, on the generic path: per chunk a max pass, then the exp sums from L1.
+// Returns lse and (if want_entropy) the entropy.
 template <int DT, class EXP>
 SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool want_entropy) {
     using IO = Io<DT>;
@@ -122,26 +117,6 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
         vf tail_v = splat(NEG_INF);
         if (rem) {
             for (int i = 0; i < W; i++) tail_v[i] = i < rem ? IO::get(z + full + i) : NEG_INF;
-        }
-        if constexpr (EXP::one_pass_forward) {
-            if (m > NEG_INF) {
-                vf sv{}, tv{}, mv = splat(NEG_INF);
-                chunk_sums<DT, EXP, true>(z, c0, pairs_end, full, tail_v, splat(m), want_entropy, sv, tv, mv);
-                const float mc = hmax(mv);
-                if (mc <= m + ONE_PASS_HEADROOM) {
-                    s += hsum(sv);
-                    t += hsum(tv);
-                    if (mc > m) {  // move the sums from m to mc
-                        const float d = m - mc;
-                        const float scale = std::exp(d);
-                        t = rescale_entropy_term(scale, d, s, t);
-                        s = scale * s;
-                        m = mc;
-                    }
-                    continue;
-                }
-                // else: the chunk's sums may have overflowed; redo it with two passes
-            }
         }
         // pass 1: chunk max
         vf mv = tail_v;
@@ -177,6 +152,185 @@ SPO4J_INLINE RowStats row_forward(const typename Io<DT>::T* z, int64_t V, bool w
     return r;
 }
 
+// One row, forward, on the AVX-512 path (EXP::base2): the sums are kept in base 2 relative to
+// a running base c (a float holding an integer), each logit entering as u = z log2(e) + c in
+// one FMA, its term 2^u by EXP::exp2 (no clamp, no max subtraction, no max tracking):
+//   s = sum 2^u,   T = sum 2^u u,   lse = -c / log2(e) + ln s,   entropy = ln s - T / (s log2(e))
+// (u = (z - m) log2(e) exactly for m = -c / log2(e), so the fp32 value of log2(e) only scales
+// z - m by 1 - 1.3e-8, and |z - m| is small for the terms that matter). After each chunk the
+// base moves up by k = ilogb(s) when s >= 2: c -= k, s *= 2^-k, T = 2^-k (T - k s), all exact,
+// so s stays in [1/2, 2) and the next chunk's terms near 1.
+// A fast chunk is accepted when its sum is below FAST_ACCEPT (2^11 = CHUNK): then every term
+// had u < 11, where the rounding of u costs at most 3.3e-7 relative. Otherwise (a logit more
+// than 11 doublings above the base, or +inf / NaN, which make the sum inf or NaN, or -inf in a
+// row with entropy: see below) the chunk
+// is redone carefully: a max pass, the base moved up to the chunk's max, and sums with the
+// clamped exp (-inf gives exactly 0). A row whose chunk max is beyond +-2^20 is handed to the
+// two-pass kernel (row_forward). The first chunk with a finite max sets the base. On
+// real rows the careful pass runs for the first chunk and rarely after it (each redo raises
+// the base by at least the jump that caused it).
+constexpr float FAST_ACCEPT = 2048.0f;
+constexpr float LOG2E_F = 1.44269504088896341f;
+constexpr float BASE2_MAX_LOGIT = 1048576.0f;
+
+struct Base2Sums {
+    float c = 0.0f;  // base: term = 2^(z log2e + c)
+    float s = 0.0f;  // sum of terms
+    float t = 0.0f;  // sum of term * u (entropy)
+    bool based = false;
+    // Moves the base up by k >= 1 doublings (exact while |c| < 2^24, where c holds an integer;
+    // beyond that every float is an integer and c - k rounds to an integer too).
+    void shift(int k) {
+        c -= float(k);
+        t = std::ldexp(t - float(k) * s, -k);
+        s = std::ldexp(s, -k);
+    }
+    // Keeps s in [1/2, 2) after a chunk.
+    void renormalise() {
+        if (s >= 2.0f && std::isfinite(s)) shift(std::ilogb(s));
+    }
+};
+
+// sv += 2^u (tv += 2^u u when ENT) over one chunk's full vectors [c0, full), u = z log2e + c.
+template <int DT, class EXP, bool CLAMPED, bool ENT>
+SPO4J_INLINE void base2_chunk(const typename Io<DT>::T* z, int64_t c0, int64_t pairs_end, int64_t full,
+                              vf cv, vf& sv, vf& tv) {
+    using IO = Io<DT>;
+    const vf L = splat(LOG2E_F);
+    if constexpr (DT == SPO4J_BF16) {
+        for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+            vf a, b;
+            split_bf16(z + v, a, b);
+            vf ua = EXP::fma(a, L, cv), ub = EXP::fma(b, L, cv);
+            if constexpr (CLAMPED) {  // a finite u for the entropy's product (0 * -inf is NaN)
+                const vf lo = splat(EXP2_CLAMP);
+                ua = ua < lo ? lo : ua;
+                ub = ub < lo ? lo : ub;
+            }
+            vf ea = EXP::exp2(ua), eb = EXP::exp2(ub);
+            sv += ea + eb;
+            if constexpr (ENT) tv = EXP::fma(ea, ua, EXP::fma(eb, ub, tv));
+        }
+    }
+    for (int64_t v = pairs_end; v < full; v += W) {
+        vf u = EXP::fma(IO::load(z + v), L, cv);
+        if constexpr (CLAMPED) {
+            const vf lo = splat(EXP2_CLAMP);
+            u = u < lo ? lo : u;
+        }
+        vf e = EXP::exp2(u);
+        sv += e;
+        if constexpr (ENT) tv = EXP::fma(e, u, tv);
+    }
+}
+
+template <int DT, class EXP>
+SPO4J_INLINE RowStats row_forward_base2(const typename Io<DT>::T* z, int64_t V, bool want_entropy) {
+    using IO = Io<DT>;
+    const float NEG_INF = -std::numeric_limits<float>::infinity();
+    const float NAN_F = std::numeric_limits<float>::quiet_NaN();
+    Base2Sums b;
+    for (int64_t c0 = 0; c0 < V; c0 += CHUNK) {
+        const int64_t c1 = c0 + CHUNK < V ? c0 + CHUNK : V;
+        const int64_t pairs_end = DT == SPO4J_BF16 ? c0 + ((c1 - c0) / (2 * W)) * (2 * W) : c0;
+        const int64_t full = pairs_end + ((c1 - pairs_end) / W) * W;
+        const int64_t rem = c1 - full;
+        vf tail_v = splat(NEG_INF);
+        if (rem) {
+            for (int i = 0; i < W; i++) tail_v[i] = i < rem ? IO::get(z + full + i) : NEG_INF;
+        }
+        if (b.based) {
+            vf sv{}, tv{};
+            const vf cv = splat(b.c);
+            if (want_entropy) {
+                base2_chunk<DT, EXP, false, true>(z, c0, pairs_end, full, cv, sv, tv);
+            } else {
+                base2_chunk<DT, EXP, false, false>(z, c0, pairs_end, full, cv, sv, tv);
+            }
+            if (rem) {  // the padding is -inf: the clamped exp
+                vf u = EXP::fma(tail_v, splat(LOG2E_F), cv);
+                const vf lo = splat(EXP2_CLAMP);
+                u = u < lo ? lo : u;
+                vf e = EXP::exp2(u);
+                sv += e;
+                tv = EXP::fma(e, u, tv);
+            }
+            // Not accepted: a NaN or +inf sum, and an entropy sum made NaN by 2^u u at u = -inf
+            // (scalef gives 2^-inf = 0 from the NaN polynomial on the CPUs measured here: the
+            // term itself is then right, its product with u is not).
+            const float sc = hsum(sv), tc = want_entropy ? hsum(tv) : 0.0f;
+            if (sc < FAST_ACCEPT && !std::isnan(tc)) {
+                b.s += sc;
+                b.t += tc;
+                b.renormalise();
+                continue;
+            }
+        }
+        // careful: the chunk's max first
+        vf mv = tail_v;
+        if constexpr (DT == SPO4J_BF16) {
+            for (int64_t v = c0; v < pairs_end; v += 2 * W) {
+                vf x, y;
+                split_bf16(z + v, x, y);
+                mv = vmax(mv, vmax(x, y));
+            }
+        }
+        for (int64_t v = pairs_end; v < full; v += W) mv = vmax(mv, IO::load(z + v));
+        const float mc = hmax(mv);
+        if (!(mc > NEG_INF)) {  // every logit -inf (contributes nothing), unless a NaN hid in the max
+            for (int64_t v = c0; v < c1; v++)
+                if (std::isnan(IO::get(z + v))) return RowStats{NAN_F, NAN_F};
+            continue;
+        }
+        if (!(mc < std::numeric_limits<float>::infinity())) return RowStats{NAN_F, NAN_F};  // +inf or NaN
+        // Logits of magnitude 2^20 and more: fp32 cannot hold z log2(e) + c to a fraction of
+        // a doubling there, so the row goes through the two-pass kernel (exact at any scale).
+        if (std::fabs(mc) > BASE2_MAX_LOGIT) return row_forward<DT, EXP>(z, V, want_entropy);
+        const float top = std::ceil(mc * LOG2E_F);
+        if (!b.based) {
+            b.c = -top;
+            b.based = true;
+        } else {
+            const float umax = std::fma(mc, LOG2E_F, b.c);
+            if (umax > 200.0f) {  // everything so far is below 2^-200 of this chunk's max
+                b = Base2Sums{};
+                b.c = -top;
+                b.based = true;
+            } else if (umax > 0.0f) {
+                b.shift(int(std::ceil(umax)));
+            }
+        }
+        vf sv{}, tv{};
+        const vf cv = splat(b.c);
+        if (want_entropy) {
+            base2_chunk<DT, EXP, true, true>(z, c0, pairs_end, full, cv, sv, tv);
+        } else {
+            base2_chunk<DT, EXP, true, false>(z, c0, pairs_end, full, cv, sv, tv);
+        }
+        {
+            vf u = EXP::fma(tail_v, splat(LOG2E_F), cv);
+            const vf lo = splat(EXP2_CLAMP);
+            u = u < lo ? lo : u;
+            vf e = EXP::exp2(u);
+            sv += e;
+            tv = EXP::fma(e, u, tv);
+        }
+        b.s += hsum(sv);
+        b.t += want_entropy ? hsum(tv) : 0.0f;  // NaN logits: s is NaN, and so is lse below
+        b.renormalise();
+    }
+    RowStats r;
+    if (!b.based) {  // no finite logit: lse = -inf, as on the generic path; the caller reports it
+        r.lse = NEG_INF;
+        r.entropy = NAN_F;
+        return r;
+    }
+    const double ln_s = std::log(double(b.s));
+    r.lse = float(-double(b.c) / double(LOG2E_F) + ln_s);
+    r.entropy = want_entropy ? float(ln_s - double(b.t) / (double(b.s) * double(LOG2E_F))) : 0.0f;
+    return r;
+}
+
 template <int DT, class EXP>
 SPO4J_INLINE void forward_rows_body(const void* logits, int64_t begin, int64_t end, int64_t V,
                                     int64_t stride, const int64_t* targets, int64_t ignore_index,
@@ -192,7 +346,12 @@ SPO4J_INLINE void forward_rows_body(const void* logits, int64_t begin, int64_t e
             continue;
         }
         const T* z = base + r * stride;
-        RowStats st = row_forward<DT, EXP>(z, V, entropy != nullptr);
+        RowStats st;
+        if constexpr (EXP::base2) {
+            st = row_forward_base2<DT, EXP>(z, V, entropy != nullptr);
+        } else {
+            st = row_forward<DT, EXP>(z, V, entropy != nullptr);
+        }
         if (!std::isfinite(st.lse) && *bad_row < 0) *bad_row = r;  // -inf: no finite logit; NaN: a NaN or +inf one
         lse[r] = st.lse;
         logp[r] = Io<DT>::get(z + tgt) - st.lse;
@@ -226,11 +385,58 @@ SPO4J_INLINE void backward_rows_body(const void* logits, int64_t begin, int64_t 
         const vf lv = splat(l);
         const typename EXP::Scale sc = EXP::scale(-g);  // exp_times(x, sc) = -g * exp(x)
         int64_t v0 = 0;
+        if constexpr (DT != SPO4J_F32 && EXP::base2) {
+            // Half-precision gradients on the AVX-512 path: -g 2^u with u = z log2(e) - P in
+            // one FMA, P = fl(lse log2(e)), and a degree-4 polynomial (simd.h, vexp2_half_poly).
+            // The rounding of P, e = lse log2(e) - P (exact by an FMA), is folded into the
+            // polynomial's scale as 2^-e, so the result does not depend on lse's magnitude;
+            // beyond 2^20 (where P's rounding reaches whole doublings) the row takes the
+            // general loop below. The vector loops leave v0 = V, which skips that loop.
+            if (std::fabs(l) <= BASE2_MAX_LOGIT) {
+                const float P = l * LOG2E_F, e = std::fma(l, LOG2E_F, -P);
+                const vf L = splat(LOG2E_F), cu = splat(-P);
+                const typename EXP::HalfScale hs = EXP::half_scale(-g * std::exp2(-e));
+                if constexpr (DT == SPO4J_BF16 && EXP::native_bf16) {
+                    // the last < 2W values too, through a padded copy: VCVTNE2PS2BF16 flushes
+                    // fp32 denormals where the software rounding keeps them, so every value of
+                    // a row takes the same rounding and vocabulary slices match the whole row
+                    for (int64_t n = 0; v0 < V; v0 += n) {
+                        const bool part = v0 + 2 * W > V;
+                        n = part ? V - v0 : 2 * W;
+                        uint16_t zin[2 * W] = {}, gout[2 * W];
+                        const uint16_t* zp = part ? zin : z + v0;
+                        if (part) std::memcpy(zin, z + v0, size_t(n) * 2);
+                        vf a, b;
+                        EXP::load32(zp, a, b);
+                        EXP::store32(part ? gout : out + v0, EXP::exp2_times_half(EXP::fma(a, L, cu), hs),
+                                     EXP::exp2_times_half(EXP::fma(b, L, cu), hs));
+                        if (part) std::memcpy(out + v0, gout, size_t(n) * 2);
+                    }
+                } else if constexpr (DT == SPO4J_BF16) {
+                    for (; v0 + 2 * W <= V; v0 += 2 * W) {
+                        vf a, b;
+                        split_bf16(z + v0, a, b);
+                        join_bf16(out + v0, EXP::exp2_times_half(EXP::fma(a, L, cu), hs),
+                                  EXP::exp2_times_half(EXP::fma(b, L, cu), hs));
+                    }
+                }
+                for (; v0 + W <= V; v0 += W)
+                    IO::store(out + v0, EXP::exp2_times_half(EXP::fma(IO::load(z + v0), L, cu), hs));
+                for (; v0 < V; v0++)  // the same arithmetic, so a vocabulary slice's edges match the whole row
+                    IO::put(out + v0, EXP::exp2_times_half(EXP::fma(splat(IO::get(z + v0)), L, cu), hs)[0]);
+            }
+        }
         if constexpr (DT == SPO4J_BF16 && EXP::native_bf16) {
-            for (; v0 + 2 * W <= V; v0 += 2 * W) {
+            for (int64_t n = 0; v0 < V; v0 += n) {  // with a padded last step, as above
+                const bool part = v0 + 2 * W > V;
+                n = part ? V - v0 : 2 * W;
+                uint16_t zin[2 * W] = {}, gout[2 * W];
+                const uint16_t* zp = part ? zin : z + v0;
+                if (part) std::memcpy(zin, z + v0, size_t(n) * 2);
                 vf a, b;
-                EXP::load32(z + v0, a, b);
-                EXP::store32(out + v0, EXP::exp_times(a - lv, sc), EXP::exp_times(b - lv, sc));
+                EXP::load32(zp, a, b);
+                EXP::store32(part ? gout : out + v0, EXP::exp_times(a - lv, sc), EXP::exp_times(b - lv, sc));
+                if (part) std::memcpy(out + v0, gout, size_t(n) * 2);
             }
         } else if constexpr (DT == SPO4J_BF16) {
             for (; v0 + 2 * W <= V; v0 += 2 * W) {
@@ -320,6 +526,17 @@ SPO4J_INLINE void exp_array_body(const float* x, float* y, int64_t n) {
 SPO4J_CLONES void exp_array_generic(const float* x, float* y, int64_t n) { exp_array_body<ExpGeneric>(x, y, n); }
 #if SPO4J_HAVE_V4_PATH
 SPO4J_V4_FLATTEN void exp_array_avx512(const float* x, float* y, int64_t n) { exp_array_body<ExpAvx512>(x, y, n); }
+// y = 2^x with the base-2 forward's exp (half false) or the half-precision gradients' (true)
+SPO4J_V4_FLATTEN void exp2_array_avx512(const float* x, float* y, int64_t n, bool half) {
+    const Exp2HalfScale one = vexp2_half_coeffs(1.0f);
+    for (int64_t i = 0; i < n; i += W) {
+        const int64_t k = n - i < W ? n - i : W;
+        vf v{};
+        for (int64_t j = 0; j < k; j++) v[j] = x[i + j];
+        v = half ? vexp2_half_poly(v, one) : vexp2_avx512(v);
+        for (int64_t j = 0; j < k; j++) y[i + j] = v[j];
+    }
+}
 #endif
 
 // The status and message for a row whose lse is not finite: which kind of logit made it so.
@@ -411,6 +628,10 @@ extern "C" SPO4J_API int spo4j_debug_cpu_exp(const float* x, float* y, int64_t n
 #if SPO4J_HAVE_V4_PATH
     if (path == CPU_PATH_AVX512 && cpu_has_v4()) {
         exp_array_avx512(x, y, n);
+        return SPO4J_OK;
+    }
+    if ((path == 3 || path == 4) && cpu_has_v4()) {
+        exp2_array_avx512(x, y, n, path == 4);
         return SPO4J_OK;
     }
 #endif

@@ -30,9 +30,12 @@ constexpr double kEps32 = 1.1920928955078125e-07;  // 2^-23
 // With huge_span instead, every row: N(0, sigma^2) with 5% of entries at -1e38 and at least
 // one at +1e38, placed after the first 2048 entries when V > 2048 (the CPU kernel's chunk),
 // so that the running max jumps by more than FLT_MAX / s after mass has accumulated.
+// With spike > 0, every row: N(0, sigma^2) and, after the first 2048 entries, one entry at
+// the row's max + spike * (0.5 + U) and sometimes a second, higher one further on: the jumps
+// of the running base that the AVX-512 forward's fast chunks must refuse and redo.
 TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
                           double ignore_frac, bool extreme, bool entropy, int64_t ignore_index,
-                          uint64_t seed, bool huge_span = false) {
+                          uint64_t seed, bool huge_span = false, double spike = 0.0) {
     Rng rng(seed);
     TokenCase c;
     c.dtype = dtype;
@@ -44,7 +47,8 @@ TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
     c.huge_span = huge_span;
     c.label = strf("%s rows=%" PRId64 " V=%" PRId64 " stride=%" PRId64 " ignored=%.2g%s%s ii=%" PRId64,
                      dtype_name(dtype), rows, vocab, c.stride, ignore_frac,
-                     huge_span ? " span>FLT_MAX" : extreme ? " extreme" : "", entropy ? " entropy" : "",
+                     huge_span ? " span>FLT_MAX" : spike > 0 ? strf(" spike=%g", spike).c_str() : extreme ? " extreme" : "",
+                     entropy ? " entropy" : "",
                      ignore_index);
     const int es = elem_size(dtype);
     c.logits.assign(size_t(rows * c.stride * es), 0);
@@ -71,6 +75,14 @@ TokenCase make_token_case(int64_t rows, int64_t vocab, int dtype, int64_t pad,
             const int64_t from = vocab > 2048 ? 2048 : 0;
             z[size_t(from + rng.below(vocab - from))] = 1e38f;
             if (rng.uniform() < 0.5) z[size_t(rng.below(vocab))] = 1e38f;
+        }
+        if (spike > 0 && vocab > 2048) {
+            float top = z[0];
+            for (float x : z) top = x > top ? x : top;
+            const int64_t at = 2048 + rng.below(vocab - 2048);
+            z[size_t(at)] = float(top + spike * (0.5 + rng.uniform()));
+            if (at + 1 < vocab && rng.uniform() < 0.5)
+                z[size_t(at + 1 + rng.below(vocab - at - 1))] = float(z[size_t(at)] + spike * (0.5 + rng.uniform()));
         }
         bool any_finite = false;
         for (float x : z) any_finite |= std::isfinite(x);
@@ -616,26 +628,70 @@ void cpu_check_exp(Checker& ck) {
         for (size_t i = 0; i < n_finite; ++i)
             if (x[i] <= -106.0f) below_zero &= y[i] == 0.0f;
         ck.record(below_zero, strf("cpu exp %s: exactly 0 for x <= -106 down to -FLT_MAX", pi.name));
-        if (pi.path == 2) {
-            // The AVX-512 path's one-pass forward also takes exp(z - m) with z up to m + 64.
-            std::vector<float> xp, yp;
-            for (int i = 0; i <= (1 << 16); ++i) xp.push_back(float(64.0 * i / double(1 << 16)));
-            yp.resize(xp.size());
-            spo4j_debug_cpu_exp(xp.data(), yp.data(), int64_t(xp.size()), pi.path);
-            double worst = 0;
-            for (size_t i = 0; i < xp.size(); ++i) {
-                const double ref = std::exp(double(xp[i]));
-                worst = std::max(worst, std::fabs(double(yp[i]) - ref) / ref);
-            }
-            ck.record(worst <= 2.5e-7, "cpu exp avx512 on [0, 64] (the one-pass forward's range) within 2.5e-7",
-                      strf("max relative error %.3g", worst));
-            ck.note(strf("exp avx512 vs std::exp (double), x in [0, 64]: max relative error %.3g", worst));
-        }
         // the tail path (n not a multiple of the vector width) gives the same values
         std::vector<float> y7(7);
         spo4j_debug_cpu_exp(x.data() + 1000, y7.data(), 7, pi.path);
         ck.record(std::memcmp(y7.data(), y.data() + 1000, 7 * sizeof(float)) == 0,
                   strf("cpu exp %s: a 7-element call gives the same values as the vector loop", pi.name));
+    }
+}
+
+// The AVX-512 path's base-2 exps (simd.h) against std::exp2 in double: the forward's
+// (spo4j_debug_cpu_exp path 3: degree 5, no clamp) over [-150, 11] (the fast chunks keep
+// every accepted term below 2^11; below -126 the results are denormals, rounded once by
+// scalef) and at very negative finite u (exactly 0); the half-precision gradients' (path 4:
+// degree 4, clamped at -160) over the same range, -inf exactly 0 and NaN kept.
+void cpu_check_exp2(Checker& ck) {
+    std::vector<float> x;
+    const int64_t n_even = int64_t(1) << 21;
+    for (int64_t i = 0; i <= n_even; ++i) x.push_back(float(-150.0 + 161.0 * double(i) / double(n_even)));
+    Rng rng(4711);
+    for (int i = 0; i < (1 << 18); ++i) x.push_back(float(rng.uniform() - 0.5));
+    const size_t n_grid = x.size();
+    for (float v : {-200.0f, -1e4f, -1e30f, -std::numeric_limits<float>::max()}) x.push_back(v);
+    const size_t n_finite = x.size();
+    x.push_back(-std::numeric_limits<float>::infinity());
+    x.push_back(std::numeric_limits<float>::quiet_NaN());
+    const double kFltMin = 0x1.0p-126, kDenormStep = 0x1.0p-149;
+    for (int path : {3, 4}) {
+        const char* name = path == 3 ? "exp2 forward (degree 5)" : "exp2 half gradient (degree 4)";
+        const double model = path == 3 ? 2.5e-7 : 3.0e-6;
+        std::vector<float> y(x.size(), 123.0f);
+        const int st = spo4j_debug_cpu_exp(x.data(), y.data(), int64_t(x.size()), path);
+        if (st == SPO4J_ERR_NOT_BUILT) {
+            ck.note(strf("%s: the AVX-512 path is not available on this CPU", name));
+            continue;
+        }
+        if (!ck.record(st == SPO4J_OK, strf("cpu %s: status", name), spo4j_last_error())) continue;
+        double worst = 0, worst_x = 0;
+        int64_t bad = 0;
+        std::string first_bad;
+        for (size_t i = 0; i < n_grid; ++i) {
+            const double ref = std::exp2(double(x[i]));
+            const double got = y[i];
+            bool ok;
+            if (ref >= kFltMin) {
+                const double rel = std::fabs(got - ref) / ref;
+                if (rel > worst) worst = rel, worst_x = x[i];
+                ok = rel <= model;
+            } else {
+                ok = got >= 0.0 && std::fabs(got - ref) <= kDenormStep + model * ref;
+            }
+            if (!ok && bad++ < 5) first_bad += strf("\n      u = %.9g: got %.9g, exp2 %.9g", double(x[i]), got, ref);
+        }
+        ck.record(bad == 0, strf("cpu %s within %.2g relative on [-150, 11] (%zu points)", name, model, n_grid),
+                  strf("%" PRId64 " outside%s", bad, first_bad.c_str()));
+        ck.note(strf("%s vs std::exp2 (double), u in [-150, 11]: max relative error %.3g at u = %.7g", name, worst,
+                     worst_x));
+        bool zero = true;
+        for (size_t i = n_grid; i < n_finite; ++i) zero &= y[i] == 0.0f && !std::signbit(y[i]);
+        ck.record(zero, strf("cpu %s: exactly +0 for u <= -200 down to -FLT_MAX", name));
+        if (path == 4) {
+            ck.record(y[n_finite] == 0.0f, strf("cpu %s: 2^-inf is exactly 0", name),
+                      strf("got %a", double(y[n_finite])));
+        }
+        ck.record(std::isnan(y[n_finite + 1]), strf("cpu %s: NaN stays NaN", name),
+                  strf("got %g", double(y[n_finite + 1])));
     }
 }
 
@@ -678,6 +734,19 @@ void token_sweep(Checker& ck, bool cuda, bool quick) {
     // CPU kernel's chunk rescale for V > 2048): warp and block paths, fp32 and bf16 (fp16
     // cannot hold 1e38).
     cpu_check_entropy_rescale(ck);
+    // Jumps of the running max after the first chunk: within the fast chunks' acceptance (a
+    // few nats), beyond it (a careful redo) and beyond 200 doublings (a fresh base).
+    for (double spike : {3.0, 12.0, 160.0}) {
+        for (int dtype : {SPO4J_F32, SPO4J_BF16, SPO4J_F16}) {
+            TokenCase c = make_token_case(33, 9000, dtype, 3, 0.1, false, true, SPO4J_IGNORE_INDEX,
+                                          uint64_t(990001 + int(spike) * 17 + dtype), false, spike);
+            const int before = ck.failed;
+            cpu_check_token_case(ck, c, 2, 0);
+            if (cuda) cuda_check_token_case(ck, c, uint64_t(spike) * 977 + uint64_t(dtype));
+            std::printf("%s case %s\n", ck.failed == before ? "ok  " : "FAIL", c.label.c_str());
+            std::fflush(stdout);
+        }
+    }
     for (int64_t V : {129, 5000}) {
         for (int dtype : {SPO4J_F32, SPO4J_BF16}) {
             TokenCase c = make_token_case(9, V, dtype, 1, 0.1, false, true, SPO4J_IGNORE_INDEX,
@@ -695,6 +764,7 @@ void token_sweep(Checker& ck, bool cuda, bool quick) {
 
 void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
     cpu_check_exp(ck);
+    cpu_check_exp2(ck);
     // The sweep on the path in effect (AVX-512 where the CPU has it, unless
     // SPO4J_CPU_PATH=generic), then, on an AVX-512 CPU, its small cases again on the forced
     // generic path (the per-ISA clones), so that the fallback stays covered here too.
