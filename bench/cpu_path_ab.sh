@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 threads=${THREADS:-1}
-export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 if [[ ! -f target/test-classes/META-INF/BenchmarkList ]]; then mvn -o -q -B test-compile; fi
 cp_file=$(mktemp)
 mvn -o -q -B dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$cp_file"

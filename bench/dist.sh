@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 steps=${STEPS:-40}
 global=${GLOBAL:-16}
 warmup=${WARMUP:-5}
-export OMP_WAIT_POLICY=passive
+export OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 [[ -f target/spo4j.jar ]] || mvn -B -q package -DskipTests
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
-export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 mvn -o -q -B test-compile -Dspo4j.cuda=OFF
 cp_file=$(mktemp)
 mvn -o -q -B dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$cp_file"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${THREADS:-2}
-export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 

@@ -64,7 +64,7 @@ mkdir -p "$OUT"
 CSV="$OUT/memory-$STAMP.csv"
 MEM_KB=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
 echo "case,options,pairs,length,threads,estimate_gib,peak_gib,peak_vs_estimate,tokens_per_second,step_s,wall_s,status" > "$CSV"
-export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 for c in $CASES; do
   case $c in
     a) opts="--dtype fp32 --lm-head materialised" ;;

@@ -25,7 +25,7 @@ public final class Main implements Runnable {
 
     /** Runs a command and exits with its code. */
     public static void main(String[] args) {
-        OpenMp.passiveWaitUnlessSet();  // before anything loads LibTorch
+        OpenMp.defaultsUnlessSet();  // before anything loads LibTorch or allocates with it
         System.exit(run(args));
     }
 

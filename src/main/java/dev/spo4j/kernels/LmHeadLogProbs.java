@@ -42,9 +42,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *
  * <p>The GEMMs run in the tensors' dtype (fp32, bf16 or fp16; LibTorch accumulates in fp32);
  * the kernel reads those logits and accumulates in fp32; logp, lse and entropy are fp32. For a
- * bf16/fp16 head, dW is an fp32 tensor: each GEMM's product is rounded to the narrow dtype
- * (once per row block in the tiled backward, so once for N <= 8192 as in the materialised
- * path; once per row chunk in the single pass) and added in fp32. Arguments are checked
+ * bf16/fp16 head, dW is written in the head's dtype when one GEMM makes each element (the
+ * tiled backward with one row block: N <= 8192 at the default budget, as in the materialised
+ * path); otherwise it is an fp32 tensor, each GEMM's product rounded to the narrow dtype (once
+ * per row block, or once per row chunk in the single pass) and added in fp32. Arguments are checked
  * (shapes, dtypes, devices, targets in [0, V) or ignoreIndex, budget >= one row) with an
  * {@link IllegalArgumentException} before anything is written. Everything runs on detached
  * tensors under no-grad; {@link #propagate} hands dh and dW to autograd.
@@ -91,7 +92,12 @@ public final class LmHeadLogProbs {
      */
     public record Result(Tensor logp, Tensor lse, Tensor entropy, Tensor logitMean) {}
 
-    /** dL/dh [N, H] in h's dtype, and dL/dW [V, H] fp32 (null when not asked for). */
+    /**
+     * dL/dh [N, H] in h's dtype, and dL/dW [V, H] (null when not asked for): fp32, except from
+     * the CPU recompute backward of a bf16/fp16 head whose rows fit one backward tile (N <= 8192
+     * at the default budget), where every element is one GEMM's output and dW comes in the
+     * head's dtype, rounded once as in the materialised path (half the bytes, no widening).
+     */
     public record Gradients(Tensor hidden, Tensor weight) {}
 
     /** The most rows of a backward tile: dW's GEMM then has an inner dimension this long. */
@@ -191,8 +197,8 @@ public final class LmHeadLogProbs {
 
     /**
      * The recompute backward: dL/dh for the upstream gradient {@code gradLogp} [N] fp32 and,
-     * when {@code weightGrad}, dL/dW (fp32). Recomputes the logits from h and W: by tiles on the
-     * CPU ({@link #backwardTile}), by row chunks on CUDA.
+     * when {@code weightGrad}, dL/dW (see {@link Gradients} for its dtype). Recomputes the logits
+     * from h and W: by tiles on the CPU ({@link #backwardTile}), by row chunks on CUDA.
      */
     public Gradients backward(Tensor hidden, Tensor weight, Tensor targets, Tensor lse, Tensor gradLogp,
                               long ignoreIndex, boolean weightGrad, TokenLogProbs.TargetCheck check) {
@@ -235,13 +241,18 @@ public final class LmHeadLogProbs {
             Tensor h = hidden.detach(), w = weight.detach();
             Tensor dhAcc = torch.zeros(new long[] {s.rows, s.hidden}, Tensors.options(ScalarType.Float,
                     hidden.device()));
-            // every slice of dW is written by the first row block, then added to: no zero fill
+            // One row block of a bf16/fp16 head: every element of dW is one GEMM's output, so dW
+            // is written in the head's dtype, rounded once as in the materialised path, with the
+            // one-hot term put into each tile's dz before its dW product (narrowDw). Otherwise
+            // dW is fp32: every slice written by the first row block, then added to (no zero fill).
+            boolean narrowDw = weightGrad && !fp32 && tile.rows() >= s.rows;
             Tensor dw = weightGrad ? torch.empty(new long[] {s.vocab, s.hidden},
-                    Tensors.options(ScalarType.Float, weight.device()), null) : null;
+                    Tensors.options(narrowDw ? s.dtype : ScalarType.Float, weight.device()), null) : null;
             long rowsMax = Math.min(tile.rows(), s.rows), colsMax = tile.columns();
             Tensor zBuf = scratch.buffer(rowsMax * colsMax, s.dtype, hidden);
             Tensor dhBuf = fp32 ? null : scratch.buffer(rowsMax * s.hidden, s.dtype, hidden);
-            Tensor dwBuf = fp32 || !weightGrad ? null : scratch.buffer(colsMax * s.hidden, s.dtype, hidden);
+            Tensor dwBuf = fp32 || !weightGrad || narrowDw ? null
+                    : scratch.buffer(colsMax * s.hidden, s.dtype, hidden);
             Tensor wide = fp32 ? null : scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden);
             for (long r0 = 0; r0 < s.rows; r0 += tile.rows()) {
                 long n = Math.min(tile.rows(), s.rows - r0);
@@ -253,6 +264,7 @@ public final class LmHeadLogProbs {
                         Tensor wb = w.narrow(0, v0, m);
                         // the tile's logits, then their gradient in place
                         Tensor dz = torch.mm_out(view(zBuf, n, m), hr, wb.t());
+                        OneHot hot = narrowDw ? OneHot.before(dz, tr, v0, ignoreIndex) : null;
                         TokenLogProbs.backwardSliceInPlace(dz, tr, v0, s.vocab, false, lr, gr, ignoreIndex,
                                 threads());
                         if (fp32) {
@@ -264,7 +276,10 @@ public final class LmHeadLogProbs {
                             }
                         } else {
                             addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb), wide);
-                            if (weightGrad) {
+                            if (narrowDw) {
+                                hot.put(dz, lr, gr);
+                                torch.mm_out(dw.narrow(0, v0, m), dz.t(), hr);
+                            } else if (weightGrad) {
                                 Tensor p = torch.mm_out(view(dwBuf, m, s.hidden), dz.t(), hr);
                                 if (r0 == 0) {  // the slice's first (with N <= 8192, only) product
                                     dw.narrow(0, v0, m).copy_(p);
@@ -281,7 +296,7 @@ public final class LmHeadLogProbs {
                 Tensor valid = targets.ne(new Scalar(ignoreIndex));
                 Tensor t = targets.where(valid, new Scalar(0L)), gv = gradLogp.mul(valid).unsqueeze(1);
                 dhAcc.add_(Tensors.widened(w.index_select(0, t)).mul_(gv));
-                if (weightGrad) {
+                if (weightGrad && !narrowDw) {
                     dw.index_add_(0, t, Tensors.widened(h).mul(gv));
                 }
             }
@@ -291,6 +306,30 @@ public final class LmHeadLogProbs {
             Tensor dh = dhAcc.to(s.dtype);
             scratch.add(dhAcc);
             return new Gradients(dh, dw);
+        }
+    }
+
+    /**
+     * The one-hot term of a tile's dz for a dW written in the head's dtype: the target logits of
+     * the rows whose target lies in the tile's slice, gathered before the slice kernel overwrites
+     * them; after dh's product, {@link #put} writes {@code g (1 - exp(z_t - lse))} there (fp32,
+     * rounded once to the tile's dtype, as the whole-row kernel writes it), so that dW's product
+     * sees the full gradient while dh's (summed over slices) never carries {@code g W_t}.
+     */
+    private record OneHot(Tensor index, Tensor inSlice, Tensor logit) {
+        static OneHot before(Tensor dz, Tensor targets, long v0, long ignoreIndex) {
+            long m = dz.size(1);
+            Tensor local = targets.sub(new Scalar(v0));
+            Tensor in = local.ge(new Scalar(0L)).logical_and_(local.lt(new Scalar(m)))
+                    .logical_and_(targets.ne(new Scalar(ignoreIndex)));
+            Tensor index = local.where(in, new Scalar(0L)).unsqueeze(1);
+            return new OneHot(index, in.unsqueeze(1), dz.gather(1, index).to(ScalarType.Float));
+        }
+
+        void put(Tensor dz, Tensor lse, Tensor g) {
+            Tensor p = logit.sub(lse.unsqueeze(1)).exp_();
+            Tensor hot = g.unsqueeze(1).mul(p.neg_().add_(new Scalar(1.0))).to(dz.scalar_type().intern());
+            dz.scatter_(1, index, hot.where(inSlice, dz.gather(1, index)));
         }
     }
 

@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.util.Arrays;
 import java.util.Random;
 import java.util.stream.Stream;
 import org.bytedeco.pytorch.BoolOptional;
@@ -168,7 +169,8 @@ class LmHeadLogProbsTest {
      * (2^-8 max|truth|: two correctly rounded bf16 paths can differ by one final rounding). The
      * GEMM rounds the logits to bf16 in both; the kernel then works in fp32, and dW's bf16 GEMM
      * products (one per row block in the tiled backward, one per chunk in the single pass and
-     * the row-chunk backward) are added in fp32. All three backwards are held to that bound.
+     * the row-chunk backward) are added in fp32, or, with one row block, are dW itself (bf16,
+     * the one-hot term put into dz first). All three backwards are held to that bound.
      */
     @ParameterizedTest(name = "bf16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
     @MethodSource("cases")
@@ -193,7 +195,9 @@ class LmHeadLogProbsTest {
         assertNoWorseThanNaive("row chunks", truth, naive, t,
                 new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()});
         assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
-        assertEquals(ScalarType.Float, gr.weight().scalar_type().intern());
+        // the tiled backward writes a bf16 dW when all rows fit one row block, fp32 otherwise
+        boolean oneBlock = head.backwardTile(n, v, hid, ScalarType.BFloat16, true).rows() >= n;
+        assertEquals(oneBlock ? ScalarType.BFloat16 : ScalarType.Float, gr.weight().scalar_type().intern());
         assertEquals(ScalarType.BFloat16, one.grads().hidden().scalar_type().intern());
         assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
     }
@@ -246,6 +250,40 @@ class LmHeadLogProbsTest {
         for (int j = 8 * hid; j < 16 * hid; j++) {
             assertEquals(0.0, dh[j], "dh of an ignored row");
         }
+    }
+
+    /**
+     * bf16 with one row block over vocabulary slices: dW is written in bf16, each slice one GEMM
+     * of a dz that has the one-hot term put back after dh's product. 37 rows x 4 slices of 256
+     * columns (the last of 232), targets in every slice and a third of the rows ignored; within
+     * the naive bf16 composite's error, like the fp32-accumulated paths.
+     */
+    @Test
+    void bf16OneRowBlockWritesDwInBf16() {
+        int n = 37, hid = 16, v = 1000;
+        ScalarType dt = ScalarType.BFloat16;
+        Tensor[] in = inputs(n, hid, v, dt, 5151);
+        Tensor t = targets(n, v, 20, 32, 17);
+        long budget = n * 256 * 2 + n * hid * 2 + 256 * hid * 2 + 64 * hid * 4;
+        LmHeadLogProbs head = new LmHeadLogProbs(budget, 1);
+        assertEquals(new LmHeadLogProbs.Tile(n, 256), head.backwardTile(n, v, hid, dt, true));
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        assertEquals(ScalarType.BFloat16, gr.weight().scalar_type().intern());
+        long[] targetsPerSlice = new long[4];
+        for (double x : toDoubles(t)) {
+            if (x != IGNORE) {
+                targetsPerSlice[(int) x / 256]++;
+            }
+        }
+        for (long c : targetsPerSlice) {
+            assertTrue(c > 0, "every slice holds a target: " + Arrays.toString(targetsPerSlice));
+        }
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        Tensor[] naive = composite(in[0], in[1], t, in[2], dt);
+        assertNoWorseThanNaive("one row block", truth, naive, t,
+                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
     }
 
     static Stream<ScalarType> tiledDtypes() {
