@@ -177,6 +177,17 @@ SPO4J_V4 inline ExpAvx512Scale vexp_avx512_coeffs(float c) {
     for (int i = 0; i < 6; i++) s.k[i] = _mm512_set1_ps(c * coef[i]);
     return s;
 }
+// 2^f (|f| <= 1/2) by the degree-5 polynomial, times 2^n by scalef: the shared tail of
+// vexp_avx512 and vexp2_avx512.
+SPO4J_V4 inline vf vexp2_poly5_scalef(__m512 f, __m512 n) {
+    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
+    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+}
 SPO4J_V4 inline vf vexp_avx512(vf x) {
     const vf lo = vf{} - 106.0f;
     x = x < lo ? lo : x;
@@ -187,13 +198,7 @@ SPO4J_V4 inline vf vexp_avx512(vf x) {
     const __m512 n = _mm512_mask_roundscale_ps(t, 0xffff, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_fmsub_ps(xm, _mm512_set1_ps(1.4426950216293335f), n);  // L_hi = float(log2 e)
     f = _mm512_fmadd_ps(xm, _mm512_set1_ps(1.925963033500011e-08f), f);        // L_lo = log2 e - L_hi
-    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
-    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+    return vexp2_poly5_scalef(f, n);
 }
 // 2^u for the AVX-512 path's base-2 forward (token_logprobs.cpp), where u = z log2(e) + c is
 // the logit in base-2 units relative to the row's running base: n = roundscale(u), f = u - n
@@ -208,13 +213,7 @@ SPO4J_V4 inline vf vexp2_avx512(vf u) {
     const __m512 um = (__m512)u;
     const __m512 n = _mm512_mask_roundscale_ps(um, 0xffff, um, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(um, n);
-    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675541892647743e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
-    return (vf)_mm512_mask_scalef_ps(p, 0xffff, p, n);
+    return vexp2_poly5_scalef(f, n);
 }
 // Callers clamp u at EXP2_CLAMP first where it may be -inf: 2^-160 rounds to exactly 0, and
 // the clamped u keeps the entropy's product 2^u u finite (0 * -inf would be NaN).
