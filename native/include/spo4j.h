@@ -141,6 +141,12 @@ SPO4J_API int spo4j_token_logprobs_bwd_slice_cpu(
         int32_t one_hot, const float* lse, const float* grad_logp,
         void* grad_logits, int64_t grad_row_stride, int32_t num_threads);
 
+/* dst[i] += (float)src[i] for i in [0, n): an fp32 accumulator and an f32/bf16/f16 source,
+ * both contiguous (the fused LM head's bf16/fp16 gradient products into fp32). One rounding per
+ * element, as dst + float(src). num_threads <= 0 means 1. */
+SPO4J_API int spo4j_add_widened_cpu(float* dst, const void* src, int32_t dtype, int64_t n,
+                                    int32_t num_threads);
+
 /* ---- preference losses ----------------------------------------------------------------
  * Inputs per pair i (already summed or length-normalised log-probs): policy_chosen,
  * policy_rejected, ref_chosen, ref_rejected; margin[i] (SPO target; NULL -> p->margin).

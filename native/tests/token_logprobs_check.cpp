@@ -641,6 +641,58 @@ void cpu_check_exp(Checker& ck) {
 // every accepted term below 2^11; below -126 the results are denormals, rounded once by
 // scalef) and at very negative finite u (exactly 0); the half-precision gradients' (path 4:
 // degree 4, clamped at -160) over the same range, -inf exactly 0 and NaN kept.
+// spo4j_add_widened_cpu against dst + float(src) element by element, bit for bit (one fp32
+// rounding either way): every dtype, lengths around the vector width and one split over two
+// threads, specials (inf, NaN, -0, subnormal halves), and the argument errors.
+void cpu_check_add_widened(Checker& ck) {
+    Rng rng(2718);
+    const float specials[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(), -0.0f, 0x1.0p-140f, 65504.0f, 1e-6f};
+    for (int32_t dt : {int32_t(SPO4J_F32), int32_t(SPO4J_BF16), int32_t(SPO4J_F16)}) {
+        const char* name = dt == SPO4J_F32 ? "f32" : dt == SPO4J_BF16 ? "bf16" : "f16";
+        for (int64_t n : {int64_t(0), int64_t(1), int64_t(15), int64_t(16), int64_t(17), int64_t(1000),
+                          int64_t(600037)}) {
+            for (int threads : {1, 2}) {
+                std::vector<float> dst(size_t(n) + 1), want(size_t(n) + 1);
+                std::vector<float> src32(static_cast<size_t>(n));
+                std::vector<uint16_t> src16(static_cast<size_t>(n));
+                for (int64_t i = 0; i < n; ++i) {
+                    float v = float(rng.normal() * 4.0);
+                    if (i % 97 == 5) v = specials[(i / 97) % 7];
+                    dst[size_t(i)] = i % 89 == 3 ? specials[(i / 89) % 7] : float(rng.normal() * 100.0);
+                    float widened = v;
+                    if (dt == SPO4J_BF16) src16[size_t(i)] = float_to_bf16(v), widened = bf16_to_float(src16[size_t(i)]);
+                    if (dt == SPO4J_F16) src16[size_t(i)] = float_to_f16(v), widened = f16_to_float(src16[size_t(i)]);
+                    src32[size_t(i)] = v;
+                    want[size_t(i)] = dst[size_t(i)] + widened;
+                }
+                dst[size_t(n)] = want[size_t(n)] = 42.0f;  // one past the end: untouched
+                const void* src = dt == SPO4J_F32 ? static_cast<const void*>(src32.data()) : src16.data();
+                const int st = spo4j_add_widened_cpu(dst.data(), src, dt, n, threads);
+                if (!ck.record(st == SPO4J_OK, strf("cpu add_widened %s n=%" PRId64 " threads=%d: status", name, n,
+                                                    threads), spo4j_last_error()))
+                    continue;
+                int64_t bad = -1;
+                for (int64_t i = 0; i <= n && bad < 0; ++i) {
+                    const float a = dst[size_t(i)], b = want[size_t(i)];
+                    if (!(std::isnan(a) && std::isnan(b)) && std::memcmp(&a, &b, 4) != 0) bad = i;
+                }
+                ck.record(bad < 0, strf("cpu add_widened %s n=%" PRId64 " threads=%d: dst + float(src) bit for bit",
+                                        name, n, threads),
+                          bad < 0 ? "" : strf("element %" PRId64 ": got %.9g, expected %.9g", bad,
+                                              double(dst[size_t(bad)]), double(want[size_t(bad)])));
+            }
+        }
+    }
+    float d = 1.0f;
+    const uint16_t h = 0;
+    ck.record(spo4j_add_widened_cpu(&d, &h, SPO4J_BF16, -1, 1) == SPO4J_ERR_ARGUMENT, "cpu add_widened: n < 0 refused");
+    ck.record(spo4j_add_widened_cpu(&d, &h, 7, 1, 1) == SPO4J_ERR_ARGUMENT, "cpu add_widened: unknown dtype refused");
+    ck.record(spo4j_add_widened_cpu(nullptr, &h, SPO4J_BF16, 1, 1) == SPO4J_ERR_ARGUMENT,
+              "cpu add_widened: null dst refused");
+    ck.record(d == 1.0f, "cpu add_widened: refused calls write nothing");
+}
+
 void cpu_check_exp2(Checker& ck) {
     std::vector<float> x;
     const int64_t n_even = int64_t(1) << 21;
@@ -765,6 +817,7 @@ void token_sweep(Checker& ck, bool cuda, bool quick) {
 void check_token_logprobs(Checker& ck, bool cuda, bool quick) {
     cpu_check_exp(ck);
     cpu_check_exp2(ck);
+    cpu_check_add_widened(ck);
     // The sweep on the path in effect (AVX-512 where the CPU has it, unless
     // SPO4J_CPU_PATH=generic), then, on an AVX-512 CPU, its small cases again on the forced
     // generic path (the per-ISA clones), so that the fallback stays covered here too.

@@ -253,7 +253,7 @@ public final class LmHeadLogProbs {
             Tensor dhBuf = fp32 ? null : scratch.buffer(rowsMax * s.hidden, s.dtype, hidden);
             Tensor dwBuf = fp32 || !weightGrad || narrowDw ? null
                     : scratch.buffer(colsMax * s.hidden, s.dtype, hidden);
-            Tensor wide = fp32 ? null : scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden);
+            Tensor wide = null;  // the CPU widens natively (addWidened)
             for (long r0 = 0; r0 < s.rows; r0 += tile.rows()) {
                 long n = Math.min(tile.rows(), s.rows - r0);
                 Tensor hr = h.narrow(0, r0, n), tr = targets.narrow(0, r0, n);
@@ -378,7 +378,8 @@ public final class LmHeadLogProbs {
                     Tensors.options(ScalarType.Float, weight.device())) : null;
             Tensor zBuf = scratch.buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
             Tensor dwBuf = narrowDw ? scratch.buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
-            Tensor wide = narrowDw ? scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
+            Tensor wide = narrowDw && !hidden.device().is_cpu()
+                    ? scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
                 try (PointerScope chunk = new PointerScope()) {
@@ -487,16 +488,24 @@ public final class LmHeadLogProbs {
         return torch.empty(new long[] {Math.max(1, elements)}, Tensors.options(dtype, like.device()), null);
     }
 
-    /** Rows of the fp32 widening buffer of {@link #addWidened} (64 x H x 4 bytes, in the budget). */
+    /** Rows of the fp32 widening buffer of {@link #addWidened} off the CPU (64 x H x 4 bytes, in the budget). */
     static final long WIDE_ROWS = 64;
 
     /**
      * {@code dst += src} for an fp32 {@code dst} and a bf16/fp16 {@code src} of the same [rows, H]
-     * shape, widening through {@code wide} a slice of rows at a time: LibTorch's mixed-dtype
-     * {@code add_} takes a slow casting path (1.1 s for 151936 x 896 here, against ~0.1 s for the
-     * copy into fp32 and an fp32 add).
+     * shape. On the CPU one native pass ({@code spo4j_add_widened_cpu}); elsewhere widening through
+     * {@code wide} a slice of rows at a time. LibTorch's mixed-dtype {@code add_} takes a slow
+     * casting path (1.1 s for 151936 x 896 on the 2-core EPYC, against ~0.1 s for the copy into
+     * fp32 and an fp32 add), and the 64-row slices cost four JNI calls each: ~0.5 s of a 3.6 s
+     * bf16 single pass at 896 x 151936 x 2048 (three passes over dW), which the native pass removes.
      */
-    private static void addWidened(Tensor dst, Tensor src, Tensor wide) {
+    private void addWidened(Tensor dst, Tensor src, Tensor wide) {
+        if (dst.device().is_cpu() && dst.is_contiguous() && src.is_contiguous()) {
+            // one native pass (read src, read and write dst): no widening copies, no JNI call per slice
+            Native.check(Native.spo4j_add_widened_cpu(dst.data_ptr_float(), src.data_ptr(),
+                    TensorChecks.kernelDtype(src, "src"), src.numel(), threads()), "fp32 += bf16/fp16 gradient");
+            return;
+        }
         long rows = src.size(0), cols = src.size(1), step = Math.max(1, wide.size(0) / Math.max(1, cols));
         for (long r0 = 0; r0 < rows; r0 += step) {
             long k = Math.min(step, rows - r0);

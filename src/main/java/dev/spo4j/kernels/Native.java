@@ -82,6 +82,8 @@ final class Native {
             int oneHot, @Const FloatPointer lse, @Const FloatPointer gradLogp,
             Pointer gradLogits, long gradRowStride, int numThreads);
 
+    static native int spo4j_add_widened_cpu(FloatPointer dst, @Const Pointer src, int dtype, long n, int numThreads);
+
     static native int spo4j_preference_loss_cpu(
             @Const LossParams p, long pairs,
             @Const FloatPointer policyChosen, @Const FloatPointer policyRejected,
