@@ -9,12 +9,16 @@
 #   TrainStepBench: one SPO step of a 2-layer Qwen2.5-0.5B-shaped model (V = 151936, tied head,
 #     full fine-tuning in fp32), 4 pairs x 512 tokens, fused head vs materialised logits; the
 #     report adds each path's peak resident memory
-# One call per point (no warm-up: every call is 1-20 GEMMs of 0.5-2 TFLOP); run it on a quiet
-# machine. Usage: bench/lm_head.sh [THREADS=2]. Writes bench/results/jmh-<stamp>-lmhead.{json,md}
+# One call per point and round (no warm-up: every call is 1-20 GEMMs of 0.5-2 TFLOP), ROUNDS
+# rounds of the fused/materialised matrix, each a pass over every point, so that the providers
+# alternate in time; the table gives each point's median and the median of its per-round ratios
+# to the same round's materialised call, with their range. Run it on a quiet machine.
+# Usage: bench/lm_head.sh [THREADS=2] [ROUNDS=3]. Writes bench/results/jmh-<stamp>-lmhead-*.{json,md}
 # and jmh-<stamp>-trainstep.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
+rounds=${2:-3}
 export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive THP_MEM_ALLOC_ENABLE=1
 mvn -o -q -B test-compile -Dspo4j.cuda=OFF
 cp_file=$(mktemp)
@@ -24,12 +28,16 @@ rm -f "$cp_file"
 mkdir -p bench/results
 out="bench/results/jmh-$(date -u +%Y%m%dT%H%M%SZ)"
 jmh=(java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 0 -i 1 -p threads="$threads")
-"${jmh[@]}" LmHeadLogProbsBench -p provider=fusedHead,fusedHeadSinglePass,materialised -p dtype=fp32,bf16 \
-  -p shape=896x151936x2048,896x151936x8192,4096x128256x2048 -rf json -rff "$out-lmhead-fused.json" \
-  > "$out-lmhead-fused.log" 2>&1
+fused=()
+for round in $(seq 1 "$rounds"); do
+  "${jmh[@]}" LmHeadLogProbsBench -p provider=fusedHead,fusedHeadSinglePass,materialised -p dtype=fp32,bf16 \
+    -p shape=896x151936x2048,896x151936x8192,4096x128256x2048 -rf json -rff "$out-lmhead-fused-r$round.json" \
+    > "$out-lmhead-fused-r$round.log" 2>&1
+  fused+=("$out-lmhead-fused-r$round.json")
+done
 "${jmh[@]}" LmHeadLogProbsBench -p provider=composite -p dtype=fp32,bf16 -p shape=896x151936x2048,4096x128256x2048 \
   -rf json -rff "$out-lmhead-composite.json" > "$out-lmhead-composite.log" 2>&1
-java -cp "$CP" dev.spo4j.bench.BenchReport "$out-lmhead-fused.json" "$out-lmhead-composite.json" --no-memory
+java -cp "$CP" dev.spo4j.bench.BenchReport "${fused[@]}" "$out-lmhead-composite.json" --no-memory
 java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 1 -i 3 -p threads="$threads" TrainStepBench -p impl=fused -p lmHead=fused,materialised -p model=qwen2.5-2l -p vocab=151936 \
   -p seqLen=512 -rf json -rff "$out-trainstep.json" > "$out-trainstep.log" 2>&1
 java -cp "$CP" dev.spo4j.bench.BenchReport "$out-trainstep.json"

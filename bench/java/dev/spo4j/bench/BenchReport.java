@@ -36,7 +36,8 @@ public final class BenchReport {
     private BenchReport() {}
 
     /** One JMH result: the median of its samples and, where reported, the largest peakExtraMiB sample. */
-    record Row(String benchmark, Map<String, String> params, double median, String unit, double peakMiB) {}
+    record Row(String benchmark, Map<String, String> params, double median, String unit, double peakMiB,
+               int source) {}
 
     public static void main(String[] args) throws IOException {
         List<Path> files = new ArrayList<>();
@@ -52,8 +53,8 @@ public final class BenchReport {
         Path json = files.get(0);
         boolean memory = !Arrays.asList(args).contains("--no-memory");
         List<Row> rows = new ArrayList<>();
-        for (Path f : files) {
-            rows.addAll(parse(f));
+        for (int i = 0; i < files.size(); i++) {
+            rows.addAll(parse(files.get(i), i));
         }
         Map<String, Double> bandwidth = new TreeMap<>();
         for (Row r : rows) {
@@ -159,24 +160,7 @@ public final class BenchReport {
             }
         }
         if (!heads.isEmpty()) {
-            md.append("\nLM head + token log-probs, forward and backward (logp, dL/dh, dL/dW; median of single calls;"
-                    + " peak extra = resident growth during the call, dW included):\n\n");
-            md.append("| shape H x V x N | dtype | provider | threads | chunk MiB | ms | time vs materialised |"
-                    + " peak extra MiB | memory vs materialised |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n");
-            Map<String, Row> mat = new TreeMap<>();
-            for (Row r : heads) {
-                if (r.params.get("provider").equals("materialised")) {
-                    mat.put(r.params.get("shape") + "|" + r.params.get("dtype"), r);
-                }
-            }
-            for (Row r : heads) {
-                Map<String, String> p = r.params;
-                Row m = mat.get(p.get("shape") + "|" + p.get("dtype"));
-                md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s | %.0f | %s | %.0f | %s |%n",
-                        p.get("shape"), p.get("dtype"), p.get("provider"), p.get("threads"), p.get("chunkMb"), r.median,
-                        m == null ? "-" : String.format(Locale.ROOT, "%.2fx", r.median / m.median), r.peakMiB,
-                        m == null ? "-" : String.format(Locale.ROOT, "%.2fx", r.peakMiB / m.peakMiB)));
-            }
+            headTable(md, heads);
         }
         md.append("\nfloor ms = minimum bytes (forward: rows x V x elem; backward: 2x; forwardBackward: 3x; plus O(rows))"
                 + " / the best measured bandwidth. Peak extra memory: growth of the resident set during one call,"
@@ -188,6 +172,71 @@ public final class BenchReport {
         System.out.println("\nwrote " + out);
     }
 
+    /**
+     * The LM head table. A point measured in several rounds (one result file per round, each a
+     * pass over every point, so the providers alternate in time) shows the median of its rounds'
+     * times and the median of its per-round ratios to the materialised path of the same round,
+     * with their range: the ratio that drift between rounds cannot fake. A point without a
+     * materialised result in its own file is compared with the materialised median.
+     */
+    static void headTable(StringBuilder md, List<Row> heads) {
+        Map<String, List<Row>> byPoint = new java.util.LinkedHashMap<>();
+        Map<String, Map<Integer, Row>> matByRound = new TreeMap<>();
+        for (Row r : heads) {
+            Map<String, String> p = r.params;
+            String shapeKey = p.get("shape") + "|" + p.get("dtype") + "|" + p.get("threads") + "|" + p.get("chunkMb");
+            byPoint.computeIfAbsent(shapeKey + "|" + p.get("provider"), k -> new ArrayList<>()).add(r);
+            if (p.get("provider").equals("materialised")) {
+                matByRound.computeIfAbsent(shapeKey, k -> new TreeMap<>()).put(r.source, r);
+            }
+        }
+        md.append("\nLM head + token log-probs, forward and backward (logp, dL/dh, dL/dW; single calls, median over"
+                + " rounds; time ratio = median of the per-round ratios to the same round's materialised call, range"
+                + " in brackets; peak extra = largest resident growth during a call, dW included):\n\n");
+        md.append("| shape H x V x N | dtype | provider | threads | chunk MiB | rounds | ms | time vs materialised |"
+                + " peak extra MiB | memory vs materialised |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (List<Row> point : byPoint.values()) {
+            Map<String, String> p = point.get(0).params;
+            String shapeKey = p.get("shape") + "|" + p.get("dtype") + "|" + p.get("threads") + "|" + p.get("chunkMb");
+            Map<Integer, Row> mats = matByRound.getOrDefault(shapeKey, Map.of());
+            double matMedian = median(mats.values().stream().map(Row::median).toList());
+            double matPeak = mats.values().stream().mapToDouble(Row::peakMiB).max().orElse(Double.NaN);
+            List<Double> times = new ArrayList<>(), ratios = new ArrayList<>();
+            double peak = Double.NaN;
+            for (Row r : point) {
+                times.add(r.median);
+                Row m = mats.get(r.source);
+                double base = m != null ? m.median : matMedian;
+                if (!Double.isNaN(base)) {
+                    ratios.add(r.median / base);
+                }
+                peak = Double.isNaN(peak) ? r.peakMiB : Math.max(peak, r.peakMiB);
+            }
+            String ratio = "-";
+            if (!ratios.isEmpty()) {
+                ratio = String.format(Locale.ROOT, "%.2fx", median(ratios));
+                if (ratios.size() > 1) {
+                    ratio += String.format(Locale.ROOT, " [%.2f-%.2f]", java.util.Collections.min(ratios),
+                            java.util.Collections.max(ratios));
+                }
+            }
+            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s | %d | %.0f | %s | %.0f | %s |%n",
+                    p.get("shape"), p.get("dtype"), p.get("provider"), p.get("threads"), p.get("chunkMb"), point.size(),
+                    median(times), ratio, peak,
+                    Double.isNaN(matPeak) ? "-" : String.format(Locale.ROOT, "%.2fx", peak / matPeak)));
+        }
+    }
+
+    static double median(List<Double> values) {
+        if (values.isEmpty()) {
+            return Double.NaN;
+        }
+        List<Double> v = new ArrayList<>(values);
+        v.sort(Double::compare);
+        int n = v.size();
+        return n % 2 == 1 ? v.get(n / 2) : (v.get(n / 2 - 1) + v.get(n / 2)) / 2;
+    }
+
     static String ms(Row r) {
         return r == null ? "-" : String.format(Locale.ROOT, "%.1f", r.median);
     }
@@ -196,7 +245,7 @@ public final class BenchReport {
         return bytes < 0 ? "-" : String.format(Locale.ROOT, "%.2f", bytes / 1048576.0);
     }
 
-    static List<Row> parse(Path json) throws IOException {
+    static List<Row> parse(Path json, int source) throws IOException {
         List<Row> out = new ArrayList<>();
         JsonArray all = JsonParser.parseString(Files.readString(json)).getAsJsonArray();
         for (JsonElement el : all) {
@@ -228,7 +277,7 @@ public final class BenchReport {
                 }
             }
             out.add(new Row(o.get("benchmark").getAsString(), params, median, pm.get("scoreUnit").getAsString(),
-                    peakMiB));
+                    peakMiB, source));
         }
         return out;
     }
