@@ -120,9 +120,9 @@ public final class LmHeadLogProbs {
      * cut into slices so that a tile holds many rows (dW's GEMM is then long in its inner
      * dimension, and each slice of dW is written by one GEMM per row block instead of being read
      * and written once per row chunk). For bf16/fp16 the bytes also count each tile's product
-     * for dL/dh ([rows, H]) and, with a weight gradient, for dL/dW ([columns, H]), both in the
-     * narrow dtype before they are added into fp32, and the fp32 widening buffer
-     * ({@link #WIDE_ROWS} x H).
+     * for dL/dh ([rows, H]) and, with a weight gradient over more than one row block, for dL/dW
+     * ([columns, H]), both in the narrow dtype before they are added into fp32 (one row block
+     * writes dW's slices directly).
      */
     public record Tile(long rows, long columns) {}
 
@@ -133,11 +133,11 @@ public final class LmHeadLogProbs {
         boolean narrow = elem != 4;
         long colMin = Math.min(vocab, MIN_TILE_COLUMNS);
         long rows = Math.min(n, MAX_TILE_ROWS);
-        long cols = columnsFor(rows, hidden, elem, narrow, weightGrad);
-        if (cols < colMin) {  // a small budget: fewer rows, at least colMin columns
-            long fixed = (narrow && weightGrad ? colMin * hidden * 2 : 0) + (narrow ? WIDE_ROWS * hidden * 4 : 0);
+        long cols = columnsFor(rows, n, hidden, elem, narrow, weightGrad);
+        if (cols < colMin) {  // a small budget: fewer rows (row blocks: a dW product), at least colMin columns
+            long fixed = narrow && weightGrad ? colMin * hidden * 2 : 0;
             rows = Math.max(1, Math.min(rows, (chunkBytes - fixed) / (colMin * elem + (narrow ? hidden * 2 : 0))));
-            cols = Math.max(1, columnsFor(rows, hidden, elem, narrow, weightGrad));
+            cols = Math.max(1, columnsFor(rows, n, hidden, elem, narrow, weightGrad));
             long tiles = ceilDiv(n, rows) * ceilDiv(vocab, cols);
             if (tiles > MAX_CALLS) {  // a budget that leaves tiles of a few columns: a hang, not a run
                 long least = fixed + colMin * elem + (narrow ? hidden * 2 : 0);  // one row of colMin columns
@@ -158,9 +158,10 @@ public final class LmHeadLogProbs {
         return (a + b - 1) / b;
     }
 
-    private long columnsFor(long rows, long hidden, long elem, boolean narrow, boolean weightGrad) {
-        long free = chunkBytes - (narrow ? rows * hidden * 2 + WIDE_ROWS * hidden * 4 : 0);
-        return Math.max(0, free) / (rows * elem + (narrow && weightGrad ? hidden * 2 : 0));
+    private long columnsFor(long rows, long n, long hidden, long elem, boolean narrow, boolean weightGrad) {
+        long free = chunkBytes - (narrow ? rows * hidden * 2 : 0);
+        boolean dwProduct = narrow && weightGrad && rows < n;  // one row block writes dW's slices itself
+        return Math.max(0, free) / (rows * elem + (dwProduct ? hidden * 2 : 0));
     }
 
     private static long elemBytes(ScalarType dtype) {
@@ -358,7 +359,8 @@ public final class LmHeadLogProbs {
         long dwSlice = s.vocab;
         if (narrowDw) {
             dwSlice = Math.max(1, Math.min(s.vocab, chunkBytes / 8 / (2 * s.hidden)));
-            step = Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - WIDE_ROWS * s.hidden * 4) / (s.vocab * elem));
+            long wideBytes = hidden.device().is_cpu() ? 0 : WIDE_ROWS * s.hidden * 4;  // the CPU widens natively
+            step = Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - wideBytes) / (s.vocab * elem));
             long calls = ceilDiv(s.rows, step) * ceilDiv(s.vocab, dwSlice);
             if (calls > MAX_CALLS) {
                 throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for "
@@ -374,8 +376,9 @@ public final class LmHeadLogProbs {
         try (NoGradGuard ng = new NoGradGuard(); Scratch scratch = new Scratch()) {
             Tensor h = hidden.detach(), w = weight.detach();
             Tensor dh = torch.empty(new long[] {s.rows, s.hidden}, Tensors.options(s.dtype, hidden.device()), null);
-            Tensor dw = weightGrad ? torch.zeros(new long[] {s.vocab, s.hidden},
-                    Tensors.options(ScalarType.Float, weight.device())) : null;
+            // written by the first chunk, then added to (no zero fill)
+            Tensor dw = weightGrad ? torch.empty(new long[] {s.vocab, s.hidden},
+                    Tensors.options(ScalarType.Float, weight.device()), null) : null;
             Tensor zBuf = scratch.buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
             Tensor dwBuf = narrowDw ? scratch.buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
             Tensor wide = narrowDw && !hidden.device().is_cpu()
@@ -406,10 +409,16 @@ public final class LmHeadLogProbs {
                         for (long v0 = 0; v0 < s.vocab; v0 += dwSlice) {
                             long m = Math.min(dwSlice, s.vocab - v0);
                             try (PointerScope slice = new PointerScope()) {
-                                addWidened(dw.narrow(0, v0, m), torch.mm_out(view(dwBuf, m, s.hidden),
-                                        dz.narrow(1, v0, m).t(), hc), wide);
+                                Tensor p = torch.mm_out(view(dwBuf, m, s.hidden), dz.narrow(1, v0, m).t(), hc);
+                                if (r0 == 0) {
+                                    dw.narrow(0, v0, m).copy_(p);
+                                } else {
+                                    addWidened(dw.narrow(0, v0, m), p, wide);
+                                }
                             }
                         }
+                    } else if (weightGrad && r0 == 0) {
+                        torch.mm_out(dw, dz.t(), hc);
                     } else if (weightGrad) {
                         dw.addmm_(dz.t(), hc);
                     }

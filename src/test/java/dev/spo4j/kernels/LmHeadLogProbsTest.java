@@ -228,9 +228,9 @@ class LmHeadLogProbsTest {
         Tensor[] in = inputs(n, hid, v, dt, 4242);
         Tensor t = targets(n, v, 8, 16, 99);
         long elem = dt == ScalarType.Float ? 4 : 2;
-        // bf16 also holds a tile's dh product [8, 16] and dW product [256, 16] in bf16, and the
-        // fp32 widening buffer [64, 16]
-        long budget = 8 * 256 * elem + (elem == 2 ? 8 * hid * 2 + 256 * hid * 2 + 64 * hid * 4 : 0);
+        // bf16 also holds a tile's dh product [8, 16] and, with several row blocks, its dW product
+        // [256, 16] in bf16 (37 rows in one block would leave fewer than 256 columns)
+        long budget = 8 * 256 * elem + (elem == 2 ? 8 * hid * 2 + 256 * hid * 2 : 0);
         LmHeadLogProbs head = new LmHeadLogProbs(budget, 1);
         assertEquals(new LmHeadLogProbs.Tile(8, 256), head.backwardTile(n, v, hid, dt, true));
         LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
@@ -264,7 +264,7 @@ class LmHeadLogProbsTest {
         ScalarType dt = ScalarType.BFloat16;
         Tensor[] in = inputs(n, hid, v, dt, 5151);
         Tensor t = targets(n, v, 20, 32, 17);
-        long budget = n * 256 * 2 + n * hid * 2 + 256 * hid * 2 + 64 * hid * 4;
+        long budget = n * 256 * 2 + n * hid * 2;  // the tile and dh's product: one row block has no dW product
         LmHeadLogProbs head = new LmHeadLogProbs(budget, 1);
         assertEquals(new LmHeadLogProbs.Tile(n, 256), head.backwardTile(n, v, hid, dt, true));
         LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
@@ -300,7 +300,7 @@ class LmHeadLogProbsTest {
         assertEquals(LmHeadLogProbs.MAX_TILE_ROWS, big.rows());
         LmHeadLogProbs.Tile b = head.backwardTile(2048, 128256, 4096, ScalarType.BFloat16, true);
         assertEquals(2048, b.rows());
-        long bytes = b.rows() * b.columns() * 2 + b.rows() * 4096 * 2 + b.columns() * 4096 * 2 + 64 * 4096 * 4;
+        long bytes = b.rows() * b.columns() * 2 + b.rows() * 4096 * 2;  // one row block: no dW product
         assertTrue(bytes <= LmHeadLogProbs.DEFAULT_CHUNK_BYTES && b.columns() >= 4096, b + ": " + bytes + " bytes");
     }
 
@@ -403,18 +403,21 @@ class LmHeadLogProbsTest {
                 "smaller than one row");
         assertMessage(() -> new LmHeadLogProbs(0, 1), "chunk budget");
         // bf16 with a weight gradient: a budget that holds one row of logits (40000 bytes for
-        // V = 20000) leaves room for tiles of 1 x 180 logits only: 600 rows would take 67200
-        // tiles (and the single pass 307800 products), each a few GEMM calls; refused up front
-        Tensor hb = torch.randn(new long[] {600, 64}).to(ScalarType.BFloat16);
-        Tensor wb = torch.randn(new long[] {20000, 64}).to(ScalarType.BFloat16);
+        // V = 20000) but not a 256-column slice of dW's product at H = 256 (131072 bytes) leaves
+        // room for tiles of 1 x 76 logits only: 600 rows would take 158400 tiles (and the single
+        // pass 1333800 products), each a few GEMM calls; refused up front
+        Tensor hb = torch.randn(new long[] {600, 256}).to(ScalarType.BFloat16);
+        Tensor wb = torch.randn(new long[] {20000, 256}).to(ScalarType.BFloat16);
         Tensor tb = torch.randint(20000, new long[] {600}, new TensorOptions(ScalarType.Long));
         Tensor gb = torch.ones(new long[] {600});
         LmHeadLogProbs tiny = new LmHeadLogProbs(40_000, 1);
         LmHeadLogProbs.Result rb = tiny.forward(hb, wb, tb, IGNORE, false, c);  // the forward fits
-        assertMessage(() -> tiny.backward(hb, wb, tb, rb.lse(), gb, IGNORE, true, c), "67200 tiles of 1 x 180");
+        assertMessage(() -> tiny.backward(hb, wb, tb, rb.lse(), gb, IGNORE, true, c), "158400 tiles of 1 x 76");
         assertMessage(() -> tiny.forwardBackward(hb, wb, tb, gb, IGNORE, false, true, c), "too small for 600 rows");
-        assertEquals(new LmHeadLogProbs.Tile(1, 180), new LmHeadLogProbs(40_000, 1)
-                .backwardTile(8, 20000, 64, ScalarType.BFloat16, true));  // 896 tiles for 8 rows: allowed
+        // 8 rows are one row block, which writes dW's slices without a product buffer: 9 tiles of
+        // 8 x 2244, allowed
+        assertEquals(new LmHeadLogProbs.Tile(8, 2244), new LmHeadLogProbs(40_000, 1)
+                .backwardTile(8, 20000, 256, ScalarType.BFloat16, true));
         assertMessage(() -> head.backward(h, w, t, lse, g.narrow(0, 0, 5), IGNORE, true, c), "gradLogp");
         // a bad target in the last chunk: the backward throws before any chunk is processed
         Tensor late = longs(0, 1, 2, 3, 4, 99);
