@@ -15,7 +15,7 @@ namespace {
 constexpr int64_t MIN_ADD_PER_THREAD = 1 << 18;  // elements; below this, one thread
 
 template <int DT>
-void add_widened(float* dst, const void* src, int64_t b, int64_t e) {
+SPO4J_CLONES void add_widened(float* dst, const void* src, int64_t b, int64_t e) {
     using T = typename Io<DT>::T;
     const T* s = static_cast<const T*>(src);
     int64_t i = b;

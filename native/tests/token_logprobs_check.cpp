@@ -636,11 +636,6 @@ void cpu_check_exp(Checker& ck) {
     }
 }
 
-// The AVX-512 path's base-2 exps (simd.h) against std::exp2 in double: the forward's
-// (spo4j_debug_cpu_exp path 3: degree 5, no clamp) over [-150, 11] (the fast chunks keep
-// every accepted term below 2^11; below -126 the results are denormals, rounded once by
-// scalef) and at very negative finite u (exactly 0); the half-precision gradients' (path 4:
-// degree 4, clamped at -160) over the same range, -inf exactly 0 and NaN kept.
 // spo4j_add_widened_cpu against dst + float(src) element by element, bit for bit (one fp32
 // rounding either way): every dtype, lengths around the vector width and one split over two
 // threads, specials (inf, NaN, -0, subnormal halves), and the argument errors.
@@ -693,6 +688,11 @@ void cpu_check_add_widened(Checker& ck) {
     ck.record(d == 1.0f, "cpu add_widened: refused calls write nothing");
 }
 
+// The AVX-512 path's base-2 exps (simd.h) against std::exp2 in double: the forward's
+// (spo4j_debug_cpu_exp path 3: degree 5, no clamp) over [-150, 11] (the fast chunks keep
+// every accepted term below 2^11; below -126 the results are denormals, rounded once by
+// scalef) and at very negative finite u (exactly 0); the half-precision gradients' (path 4:
+// degree 4, clamped at -160) over the same range, -inf exactly 0 and NaN kept.
 void cpu_check_exp2(Checker& ck) {
     std::vector<float> x;
     const int64_t n_even = int64_t(1) << 21;

@@ -200,7 +200,8 @@ public final class BenchReport {
             String shapeKey = p.get("shape") + "|" + p.get("dtype") + "|" + p.get("threads") + "|" + p.get("chunkMb");
             Map<Integer, Row> mats = matByRound.getOrDefault(shapeKey, Map.of());
             double matMedian = median(mats.values().stream().map(Row::median).toList());
-            double matPeak = mats.values().stream().mapToDouble(Row::peakMiB).max().orElse(Double.NaN);
+            double matPeak = mats.values().stream().mapToDouble(Row::peakMiB).filter(d -> !Double.isNaN(d)).max()
+                    .orElse(Double.NaN);
             List<Double> times = new ArrayList<>(), ratios = new ArrayList<>();
             double peak = Double.NaN;
             for (Row r : point) {
@@ -210,7 +211,9 @@ public final class BenchReport {
                 if (!Double.isNaN(base)) {
                     ratios.add(r.median / base);
                 }
-                peak = Double.isNaN(peak) ? r.peakMiB : Math.max(peak, r.peakMiB);
+                if (!Double.isNaN(r.peakMiB)) {  // a round without the secondary result does not blank the others
+                    peak = Double.isNaN(peak) ? r.peakMiB : Math.max(peak, r.peakMiB);
+                }
             }
             String ratio = "-";
             if (!ratios.isEmpty()) {

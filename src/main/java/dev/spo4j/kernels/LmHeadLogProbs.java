@@ -509,10 +509,18 @@ public final class LmHeadLogProbs {
      * bf16 single pass at 896 x 151936 x 2048 (three passes over dW), which the native pass removes.
      */
     private void addWidened(Tensor dst, Tensor src, Tensor wide) {
+        if (dst.numel() != src.numel() || dst.scalar_type().intern() != ScalarType.Float) {
+            throw new IllegalStateException("widening add of " + src.numel() + " " + src.scalar_type().intern()
+                    + " values into " + dst.numel() + " " + dst.scalar_type().intern() + " (expected as many, into Float)");
+        }
         if (dst.device().is_cpu() && dst.is_contiguous() && src.is_contiguous()) {
             // one native pass (read src, read and write dst): no widening copies, no JNI call per slice
             Native.check(Native.spo4j_add_widened_cpu(dst.data_ptr_float(), src.data_ptr(),
                     TensorChecks.kernelDtype(src, "src"), src.numel(), threads()), "fp32 += bf16/fp16 gradient");
+            return;
+        }
+        if (wide == null) {  // no buffer (a CPU caller): LibTorch's mixed-dtype add, slow but right
+            dst.add_(src);
             return;
         }
         long rows = src.size(0), cols = src.size(1), step = Math.max(1, wide.size(0) / Math.max(1, cols));

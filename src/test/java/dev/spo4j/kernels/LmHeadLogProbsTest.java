@@ -202,6 +202,36 @@ class LmHeadLogProbsTest {
         assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
     }
 
+    /**
+     * fp16 (Half) heads take the same paths as bf16 with the f16 conversions (the native widening
+     * add's included): recompute, single pass and row chunks within the naive fp16 composite's
+     * error + 5% + 2^-8 of the largest value (the bf16 slack, looser than fp16's own rounding).
+     */
+    @ParameterizedTest(name = "fp16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
+    @MethodSource("cases")
+    void fp16NoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1) {
+        Tensor[] in = inputs(n, hid, v, ScalarType.Half, 11L * n + v);
+        Tensor t = targets(n, v, i0, i1, n + 3);
+        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 2, 1);
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        Tensor[] naive = composite(in[0], in[1], t, in[2], ScalarType.Half);
+        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Pass one = head.forwardBackward(in[0], in[1], t, in[2], IGNORE, true, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        LmHeadLogProbs.Gradients rows = head.rowChunkBackward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
+                TokenLogProbs.TargetCheck.CHECKED);
+        assertNoWorseThanNaive("fp16 recompute", truth, naive, t,
+                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
+        assertNoWorseThanNaive("fp16 single pass", truth, naive, t, new Tensor[] {one.result().logp(),
+                one.result().lse(), one.result().entropy(), one.grads().hidden(), one.grads().weight()});
+        assertNoWorseThanNaive("fp16 row chunks", truth, naive, t,
+                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()});
+        assertEquals(ScalarType.Half, gr.hidden().scalar_type().intern());
+        assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
+    }
+
     /** Each of logp, lse, entropy, dh, dW within the naive bf16 composite's error + 5% + one bf16 ulp. */
     static void assertNoWorseThanNaive(String regime, Tensor[] truth, Tensor[] naive, Tensor t, Tensor[] fused) {
         String[] names = {"logp", "lse", "entropy", "dh", "dW"};
@@ -211,7 +241,7 @@ class LmHeadLogProbsTest {
             double errNaive = maxAbsDiff(want, k < 3 ? masked(naive[k], t) : toDoubles(naive[k]));
             double ulp = Math.scalb(maxAbs(want), -8);
             assertTrue(errFused <= errNaive * 1.05 + ulp, regime + " " + names[k] + ": fused error " + errFused
-                    + " > naive bf16 composite's " + errNaive + " + 5% + " + ulp);
+                    + " > the naive composite's (same dtype) " + errNaive + " + 5% + " + ulp);
         }
     }
 
