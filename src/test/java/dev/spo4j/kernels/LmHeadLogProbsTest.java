@@ -164,23 +164,23 @@ class LmHeadLogProbsTest {
     }
 
     /**
-     * bf16: judged against the float64 truth on the same bf16 inputs, each output no worse than
-     * LibTorch's naive bf16 composite plus 5% and one bf16 ulp of the output's largest value
+     * bf16 and fp16: judged against the float64 truth on the same inputs, each output no worse than
+     * LibTorch's naive composite in that dtype plus 5% and one bf16 ulp of the output's largest value
      * (2^-8 max|truth|: two correctly rounded bf16 paths can differ by one final rounding). The
      * GEMM rounds the logits to bf16 in both; the kernel then works in fp32, and dW's bf16 GEMM
      * products (one per row block in the tiled backward, one per chunk in the single pass and
      * the row-chunk backward) are added in fp32, or, with one row block, are dW itself (bf16,
      * the one-hot term put into dz first). All three backwards are held to that bound.
      */
-    @ParameterizedTest(name = "bf16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
-    @MethodSource("cases")
-    void bf16NoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1) {
-        Tensor[] in = inputs(n, hid, v, ScalarType.BFloat16, 7L * n + v);
+    @ParameterizedTest(name = "{6} N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
+    @MethodSource("halfCases")
+    void halfNoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1, ScalarType dt) {
+        Tensor[] in = inputs(n, hid, v, dt, 7L * n + v);
         Tensor t = targets(n, v, i0, i1, n + 1);
         LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 2, 1);
-        assertEquals(chunk, head.chunkRows(v, ScalarType.BFloat16));
+        assertEquals(chunk, head.chunkRows(v, dt));
         Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
-        Tensor[] naive = composite(in[0], in[1], t, in[2], ScalarType.BFloat16);
+        Tensor[] naive = composite(in[0], in[1], t, in[2], dt);
         LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
         LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
                 TokenLogProbs.TargetCheck.CHECKED);
@@ -194,42 +194,23 @@ class LmHeadLogProbsTest {
                 TokenLogProbs.TargetCheck.CHECKED);
         assertNoWorseThanNaive("row chunks", truth, naive, t,
                 new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()});
-        assertEquals(ScalarType.BFloat16, gr.hidden().scalar_type().intern());
-        // the tiled backward writes a bf16 dW when all rows fit one row block, fp32 otherwise
-        boolean oneBlock = head.backwardTile(n, v, hid, ScalarType.BFloat16, true).rows() >= n;
-        assertEquals(oneBlock ? ScalarType.BFloat16 : ScalarType.Float, gr.weight().scalar_type().intern());
-        assertEquals(ScalarType.BFloat16, one.grads().hidden().scalar_type().intern());
+        assertEquals(dt, gr.hidden().scalar_type().intern());
+        // the tiled backward writes a bf16/fp16 dW when all rows fit one row block, fp32 otherwise
+        boolean oneBlock = head.backwardTile(n, v, hid, dt, true).rows() >= n;
+        assertEquals(oneBlock ? dt : ScalarType.Float, gr.weight().scalar_type().intern());
+        assertEquals(dt, one.grads().hidden().scalar_type().intern());
         assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
     }
 
     /**
-     * fp16 (Half) heads take the same paths as bf16 with the f16 conversions (the native widening
-     * add's included): recompute, single pass and row chunks within the naive fp16 composite's
-     * error + 5% + 2^-8 of the largest value (the bf16 slack, looser than fp16's own rounding).
+     * The cases in bf16 and in fp16 (Half: the same paths with the f16 conversions, the native
+     * widening add's included; judged with the bf16 slack, looser than fp16's own rounding).
      */
-    @ParameterizedTest(name = "fp16 N={0} H={1} V={2} chunk={3} ignored=[{4},{5})")
-    @MethodSource("cases")
-    void fp16NoWorseThanNaiveComposite(int n, int hid, int v, int chunk, int i0, int i1) {
-        Tensor[] in = inputs(n, hid, v, ScalarType.Half, 11L * n + v);
-        Tensor t = targets(n, v, i0, i1, n + 3);
-        LmHeadLogProbs head = new LmHeadLogProbs((long) chunk * v * 2, 1);
-        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
-        Tensor[] naive = composite(in[0], in[1], t, in[2], ScalarType.Half);
-        LmHeadLogProbs.Result fwd = head.forward(in[0], in[1], t, IGNORE, true, TokenLogProbs.TargetCheck.CHECKED);
-        LmHeadLogProbs.Gradients gr = head.backward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
-                TokenLogProbs.TargetCheck.CHECKED);
-        LmHeadLogProbs.Pass one = head.forwardBackward(in[0], in[1], t, in[2], IGNORE, true, true,
-                TokenLogProbs.TargetCheck.CHECKED);
-        LmHeadLogProbs.Gradients rows = head.rowChunkBackward(in[0], in[1], t, fwd.lse(), in[2], IGNORE, true,
-                TokenLogProbs.TargetCheck.CHECKED);
-        assertNoWorseThanNaive("fp16 recompute", truth, naive, t,
-                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), gr.hidden(), gr.weight()});
-        assertNoWorseThanNaive("fp16 single pass", truth, naive, t, new Tensor[] {one.result().logp(),
-                one.result().lse(), one.result().entropy(), one.grads().hidden(), one.grads().weight()});
-        assertNoWorseThanNaive("fp16 row chunks", truth, naive, t,
-                new Tensor[] {fwd.logp(), fwd.lse(), fwd.entropy(), rows.hidden(), rows.weight()});
-        assertEquals(ScalarType.Half, gr.hidden().scalar_type().intern());
-        assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
+    static Stream<Arguments> halfCases() {
+        return Stream.of(ScalarType.BFloat16, ScalarType.Half).flatMap(dt -> cases().map(a -> {
+            Object[] x = a.get();
+            return Arguments.of(x[0], x[1], x[2], x[3], x[4], x[5], dt);
+        }));
     }
 
     /** Each of logp, lse, entropy, dh, dW within the naive bf16 composite's error + 5% + one bf16 ulp. */
