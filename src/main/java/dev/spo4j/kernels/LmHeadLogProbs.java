@@ -254,7 +254,6 @@ public final class LmHeadLogProbs {
             Tensor dhBuf = fp32 ? null : scratch.buffer(rowsMax * s.hidden, s.dtype, hidden);
             Tensor dwBuf = fp32 || !weightGrad || narrowDw ? null
                     : scratch.buffer(colsMax * s.hidden, s.dtype, hidden);
-            Tensor wide = null;  // the CPU widens natively (addWidened)
             for (long r0 = 0; r0 < s.rows; r0 += tile.rows()) {
                 long n = Math.min(tile.rows(), s.rows - r0);
                 Tensor hr = h.narrow(0, r0, n), tr = targets.narrow(0, r0, n);
@@ -276,7 +275,8 @@ public final class LmHeadLogProbs {
                                 dw.narrow(0, v0, m).addmm_(dz.t(), hr);
                             }
                         } else {
-                            addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb), wide);
+                            // CPU only, so widened natively: no buffer
+                            addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb), null);
                             if (narrowDw) {
                                 hot.put(dz, lr, gr);
                                 torch.mm_out(dw.narrow(0, v0, m), dz.t(), hr);
@@ -285,7 +285,7 @@ public final class LmHeadLogProbs {
                                 if (r0 == 0) {  // the slice's first (with N <= 8192, only) product
                                     dw.narrow(0, v0, m).copy_(p);
                                 } else {
-                                    addWidened(dw.narrow(0, v0, m), p, wide);
+                                    addWidened(dw.narrow(0, v0, m), p, null);
                                 }
                             }
                         }
@@ -511,7 +511,8 @@ public final class LmHeadLogProbs {
     private void addWidened(Tensor dst, Tensor src, Tensor wide) {
         if (dst.numel() != src.numel() || dst.scalar_type().intern() != ScalarType.Float) {
             throw new IllegalStateException("widening add of " + src.numel() + " " + src.scalar_type().intern()
-                    + " values into " + dst.numel() + " " + dst.scalar_type().intern() + " (expected as many, into Float)");
+                    + " values into " + dst.numel() + " " + dst.scalar_type().intern()
+                    + " (expected as many, into Float)");
         }
         if (dst.device().is_cpu() && dst.is_contiguous() && src.is_contiguous()) {
             // one native pass (read src, read and write dst): no widening copies, no JNI call per slice

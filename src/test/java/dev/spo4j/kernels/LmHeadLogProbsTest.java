@@ -167,7 +167,7 @@ class LmHeadLogProbsTest {
      * bf16 and fp16: judged against the float64 truth on the same inputs, each output no worse than
      * LibTorch's naive composite in that dtype plus 5% and one bf16 ulp of the output's largest value
      * (2^-8 max|truth|: two correctly rounded bf16 paths can differ by one final rounding). The
-     * GEMM rounds the logits to bf16 in both; the kernel then works in fp32, and dW's bf16 GEMM
+     * GEMM rounds the logits to the narrow dtype in both; the kernel then works in fp32, and dW's GEMM
      * products (one per row block in the tiled backward, one per chunk in the single pass and
      * the row-chunk backward) are added in fp32, or, with one row block, are dW itself (bf16,
      * the one-hot term put into dz first). All three backwards are held to that bound.
