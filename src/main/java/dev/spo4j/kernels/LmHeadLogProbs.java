@@ -218,7 +218,8 @@ public final class LmHeadLogProbs {
         Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
         rowVector(lse, "lse", s.rows, hidden);
         rowVector(gradLogp, "gradLogp", s.rows, hidden);
-        return pass(s, hidden, weight, targets, lse, gradLogp, ignoreIndex, weightGrad, false, check).grads;
+        return pass(s, hidden, weight, targets, lse, known(gradLogp), 1, ignoreIndex, weightGrad, false,
+                check).grads;
     }
 
     /**
@@ -334,7 +335,7 @@ public final class LmHeadLogProbs {
         }
     }
 
-    /** The single-pass outcome: the forward's values and the gradients for a g known in advance. */
+    /** The single-pass outcome: the forward's values and the gradients. */
     public record Pass(Result result, Gradients grads) {}
 
     /**
@@ -345,12 +346,91 @@ public final class LmHeadLogProbs {
                                 boolean withEntropy, boolean weightGrad, TokenLogProbs.TargetCheck check) {
         Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
         rowVector(gradLogp, "gradLogp", s.rows, hidden);
-        return pass(s, hidden, weight, targets, null, gradLogp, ignoreIndex, weightGrad, withEntropy, check);
+        return pass(s, hidden, weight, targets, null, known(gradLogp), 1, ignoreIndex, weightGrad, withEntropy,
+                check);
     }
 
-    /** One pass over the chunks: a forward when {@code lse} is null (single pass), then the backward. */
-    private Pass pass(Shape s, Tensor hidden, Tensor weight, Tensor targets, Tensor lse, Tensor gradLogp,
-                      long ignoreIndex, boolean weightGrad, boolean withEntropy, TokenLogProbs.TargetCheck check) {
+    /**
+     * The upstream gradient of one chunk of rows, computed from that chunk's forward (the single
+     * pass of {@link #forwardBackwardGroups}).
+     */
+    @FunctionalInterface
+    public interface ChunkGradient {
+        /**
+         * @param row0 the chunk's first row (a multiple of the group size)
+         * @param rows the chunk's row count (whole groups)
+         * @param logp the chunk's token log-probs, fp32 [rows] (0 at ignored rows)
+         * @return dL/dlogp of these rows, fp32 [rows] on logp's device
+         */
+        Tensor gradient(long row0, long rows, Tensor logp);
+    }
+
+    /**
+     * Single pass over chunks of whole groups of {@code groupRows} consecutive rows (Liger's
+     * regime for a loss that is a sum over groups: a preference pair is a group of 2T rows).
+     * Each chunk's forward gives its log-probs, {@code gradient} turns them into that chunk's
+     * g, and its backward runs on the logits still in the chunk buffer: 3 GEMMs, where
+     * {@link #forward} then {@link #backward} take 4. Valid only when a group's g depends on no
+     * row outside the group. A chunk is at least one group: the budget must hold
+     * {@code groupRows} rows of logits (see {@link #groupsFit}), else an
+     * {@link IllegalArgumentException} before anything is computed.
+     */
+    public Pass forwardBackwardGroups(Tensor hidden, Tensor weight, Tensor targets, long groupRows,
+                                      ChunkGradient gradient, long ignoreIndex, boolean withEntropy,
+                                      boolean weightGrad, TokenLogProbs.TargetCheck check) {
+        Shape s = Shape.of(hidden, weight, targets, ignoreIndex, check);
+        if (gradient == null) {
+            throw new IllegalArgumentException("chunk gradient is null (expected a function of the chunk's logp)");
+        }
+        if (groupRows < 1 || s.rows % groupRows != 0) {
+            throw new IllegalArgumentException("group of " + groupRows + " rows for " + s.rows
+                    + " rows (expected a positive divisor of the row count)");
+        }
+        if (!groupsFit(groupRows, s.vocab, s.hidden, s.dtype, weightGrad, hidden.device().is_cpu())) {
+            throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is smaller than one group of "
+                    + groupRows + " rows of " + s.vocab + " " + s.dtype + " logits (" + groupRows * s.vocab
+                    * elemBytes(s.dtype) + " bytes; expected a budget of at least one group)");
+        }
+        return pass(s, hidden, weight, targets, null, gradient, groupRows, ignoreIndex, weightGrad, withEntropy,
+                check);
+    }
+
+    /**
+     * Whether one chunk of {@code groupRows} rows fits the budget in the single pass (with the
+     * bf16/fp16 weight gradient's product slice, and off the CPU its widening buffer).
+     */
+    public boolean groupsFit(long groupRows, long vocab, long hidden, ScalarType dtype, boolean weightGrad,
+                             boolean cpu) {
+        return passStep(vocab, hidden, dtype, weightGrad, cpu) >= groupRows;
+    }
+
+    /** A known upstream gradient as a chunk function. */
+    private static ChunkGradient known(Tensor gradLogp) {
+        return (r0, n, logp) -> gradLogp.narrow(0, r0, n);
+    }
+
+    /** Rows per single-pass chunk (0 when not one row fits next to a narrow dW's product slice). */
+    private long passStep(long vocab, long hidden, ScalarType dtype, boolean weightGrad, boolean cpu) {
+        long elem = elemBytes(dtype);
+        if (!(weightGrad && elem != 4)) {
+            return chunkBytes / (vocab * elem);
+        }
+        long wideBytes = cpu ? 0 : WIDE_ROWS * hidden * 4;  // the CPU widens natively
+        return Math.max(0, chunkBytes - dwSlice(vocab, hidden) * 2 * hidden - wideBytes) / (vocab * elem);
+    }
+
+    /** Rows of a narrow dW's product slice in the single pass: an eighth of the budget. */
+    private long dwSlice(long vocab, long hidden) {
+        return Math.max(1, Math.min(vocab, chunkBytes / 8 / (2 * hidden)));
+    }
+
+    /**
+     * One pass over the chunks: a forward when {@code lse} is null (single pass), then the
+     * backward; chunks hold whole groups of {@code groupRows} rows.
+     */
+    private Pass pass(Shape s, Tensor hidden, Tensor weight, Tensor targets, Tensor lse, ChunkGradient gradient,
+                      long groupRows, long ignoreIndex, boolean weightGrad, boolean withEntropy,
+                      TokenLogProbs.TargetCheck check) {
         long elem = elemBytes(s.dtype);
         boolean narrowDw = weightGrad && elem != 4;
         // bf16/fp16 dW: each chunk's product in the narrow dtype, a slice of dW at a time (an
@@ -358,9 +438,8 @@ public final class LmHeadLogProbs {
         long step = chunkRows(s.vocab, s.dtype);  // throws when the budget holds less than one row
         long dwSlice = s.vocab;
         if (narrowDw) {
-            dwSlice = Math.max(1, Math.min(s.vocab, chunkBytes / 8 / (2 * s.hidden)));
-            long wideBytes = hidden.device().is_cpu() ? 0 : WIDE_ROWS * s.hidden * 4;  // the CPU widens natively
-            step = Math.max(1, (chunkBytes - dwSlice * 2 * s.hidden - wideBytes) / (s.vocab * elem));
+            dwSlice = dwSlice(s.vocab, s.hidden);
+            step = Math.max(1, passStep(s.vocab, s.hidden, s.dtype, true, hidden.device().is_cpu()));
             long calls = ceilDiv(s.rows, step) * ceilDiv(s.vocab, dwSlice);
             if (calls > MAX_CALLS) {
                 throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for "
@@ -369,6 +448,7 @@ public final class LmHeadLogProbs {
                         + "-row slices of dW (expected at most " + MAX_CALLS + ")");
             }
         }
+        step = Math.max(groupRows, step / groupRows * groupRows);  // whole groups (the caller checked one fits)
         boolean single = lse == null;
         Tensor logp = single ? Tensors.emptyFloats(hidden, s.rows) : null;
         Tensor lseOut = single ? Tensors.emptyFloats(hidden, s.rows) : lse;
@@ -388,7 +468,7 @@ public final class LmHeadLogProbs {
                 try (PointerScope chunk = new PointerScope()) {
                     Tensor hc = h.narrow(0, r0, n), tc = targets.narrow(0, r0, n);
                     Tensor z = torch.mm_out(view(zBuf, n, s.vocab), hc, w.t());
-                    Tensor lc;
+                    Tensor lc, gc;
                     if (single) {
                         TokenLogProbs.Result c = TokenLogProbs.forward(z, tc, ignoreIndex, withEntropy, threads(),
                                 check);
@@ -398,12 +478,13 @@ public final class LmHeadLogProbs {
                             entropy.narrow(0, r0, n).copy_(c.entropy());
                         }
                         lc = c.lse();
+                        gc = chunkGradient(gradient, r0, n, c.logp(), hidden);
                     } else {
                         lc = lseOut.narrow(0, r0, n);
+                        gc = gradient.gradient(r0, n, null);
                     }
                     // in place: dz is z's storage, overwritten with its gradient
-                    Tensor dz = TokenLogProbs.backward(z, tc, lc, gradLogp.narrow(0, r0, n), ignoreIndex, true,
-                            threads(), check);
+                    Tensor dz = TokenLogProbs.backward(z, tc, lc, gc, ignoreIndex, true, threads(), check);
                     torch.mm_out(dh.narrow(0, r0, n), dz, w);
                     if (narrowDw) {
                         for (long v0 = 0; v0 < s.vocab; v0 += dwSlice) {
@@ -427,6 +508,17 @@ public final class LmHeadLogProbs {
             Result r = single ? new Result(logp, lseOut, entropy, logitMean(h, w)) : null;
             return new Pass(r, new Gradients(dh, dw));
         }
+    }
+
+    /** A chunk's g from the caller's function, checked: fp32 [rows] on hidden's device. */
+    private static Tensor chunkGradient(ChunkGradient fn, long r0, long n, Tensor logp, Tensor like) {
+        Tensor g = fn.gradient(r0, n, logp);
+        if (g == null || !g.defined()) {
+            throw new IllegalArgumentException("chunk gradient of rows [" + r0 + ", " + (r0 + n)
+                    + ") is null (expected fp32 [" + n + "])");
+        }
+        rowVector(g, "chunk gradient", n, like);
+        return g.is_contiguous() ? g : g.contiguous();
     }
 
     /**

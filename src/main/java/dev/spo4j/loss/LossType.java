@@ -98,6 +98,15 @@ public enum LossType {
         return this == AOT || this == AOT_PAIR;
     }
 
+    /**
+     * Whether each pair's loss and gradient depend on that pair alone (every loss but the
+     * sorting aot / aot-pair and bco-pair, whose reward shift is a mean over the batch): the
+     * fused LM head may then compute a chunk of pairs' gradients before it has seen the rest.
+     */
+    public boolean pairSeparable() {
+        return !sortsBatch() && this != BCO_PAIR;
+    }
+
     /** Whether the loss reads label smoothing eps. */
     public boolean usesLabelSmoothing() {
         return switch (this) {

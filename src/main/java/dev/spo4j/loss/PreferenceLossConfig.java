@@ -115,6 +115,11 @@ public record PreferenceLossConfig(LossType type, double beta, double labelSmoot
         return type.needsReference();
     }
 
+    /** Whether every term is {@link LossType#pairSeparable()}: the mean loss is a sum over pairs. */
+    public boolean pairSeparable() {
+        return terms().stream().allMatch(w -> w.type().pairSeparable());
+    }
+
     /** The same settings for one of the terms' types, without a mix. */
     public PreferenceLossConfig single(LossType t) {
         return new PreferenceLossConfig(t, beta, labelSmoothing, margin, rewardScale, lengthNormalised, marginFloor,

@@ -269,6 +269,17 @@ public final class PreferenceObjective {
         }
     }
 
+    /**
+     * Whether {@link #compute} of these inputs takes the fused LM head's single pass over chunks
+     * of whole pairs (3 head GEMMs) rather than its recompute regime (4): hidden states in, the
+     * fused implementation, a loss that is a sum over pairs, and one pair's 2T rows of logits
+     * within the chunk budget. False for logits.
+     */
+    public boolean headSinglePass(Inputs in) {
+        Batch b = batch(in);
+        return b.hidden != null && impl == LossImpl.FUSED && singlePass(new LmHeadLogProbs(headChunkBytes, 1), b);
+    }
+
     /** Loss, metrics and dL/dlogits (fused: written over the logits). */
     public Result compute(Inputs in) {
         return compute(in, true);
@@ -374,6 +385,9 @@ public final class PreferenceObjective {
         TokenLogProbs.TargetCheck check = in.checkedVocab() == b.vocab
                 ? TokenLogProbs.TargetCheck.PREVALIDATED : TokenLogProbs.TargetCheck.CHECKED;
         LmHeadLogProbs head = new LmHeadLogProbs(headChunkBytes, threads());
+        if (withGrad && singlePass(head, b)) {
+            return pairPass(in, b, head, check);
+        }
         LmHeadLogProbs.Result tok = head.forward(b.hidden, b.weight, b.flatTargets, IGNORE, true, check);
         Tensor seq = tok.logp().view(b.rows, b.length).sum(new long[] {1}, false, null);  // [2B] summed log-probs
         Tensor pc = seq.narrow(0, 0, b.pairs).contiguous(), pr = seq.narrow(0, b.pairs, b.pairs).contiguous();
@@ -391,18 +405,98 @@ public final class PreferenceObjective {
                 .withHead(b.hidden, b.weight, grads);
     }
 
+    /**
+     * Whether a training step takes the fused head's single pass over chunks of whole pairs:
+     * the loss is a sum over pairs ({@link PreferenceLossConfig#pairSeparable()}) and one pair's
+     * 2T rows of logits fit the chunk budget. Otherwise the recompute regime.
+     */
+    private boolean singlePass(LmHeadLogProbs head, Batch b) {
+        return loss.config().pairSeparable() && head.groupsFit(2 * b.length, b.vocab, b.hidden.size(1),
+                b.hidden.scalar_type().intern(), b.weight.requires_grad(), b.hidden.device().is_cpu());
+    }
+
+    /**
+     * Liger's regime: the rows are put in pair order (chosen i, then rejected i: each pair 2T
+     * consecutive rows) and the head runs one pass over chunks of whole pairs; each chunk's
+     * log-probs give its pairs' losses and g, and its backward follows on the same logits (3
+     * GEMMs instead of the recompute regime's 4). The per-pair gradients of a chunk of k pairs
+     * come from the loss over those k pairs, scaled by k/B (the loss is a mean over pairs); the
+     * loss and metrics come from the whole batch afterwards, as in the recompute regime.
+     */
+    private Result pairPass(Inputs in, Batch b, LmHeadLogProbs head, TokenLogProbs.TargetCheck check) {
+        long pairs = b.pairs, t = b.length, group = 2 * t, hid = b.hidden.size(1);
+        Tensor order = pairOrder(pairs, b.hidden, false), back = pairOrder(pairs, b.hidden, true);
+        Tensor h, targets;
+        try (NoGradGuard ng = new NoGradGuard()) {
+            h = b.hidden.detach().view(b.rows, t, hid).index_select(0, order).view(b.rows * t, hid);
+            targets = b.flatTargets.view(b.rows, t).index_select(0, order).view(-1);
+        }
+        LmHeadLogProbs.Pass p = head.forwardBackwardGroups(h, b.weight, targets, group, (r0, n, logp) -> {
+            long p0 = r0 / group, k = n / group;
+            Tensor seq = logp.view(k, 2, t).sum(new long[] {2}, false, null);  // [k, 2]: chosen, rejected
+            PairGrad pg = pairLoss(in, b, seq.select(1, 0).contiguous(), seq.select(1, 1).contiguous(), p0, k, true);
+            return torch.stack(new TensorVector(pg.gc, pg.gr), 1).unsqueeze(2).expand(k, 2, t).contiguous().view(-1);
+        }, IGNORE, true, b.weight.requires_grad(), check);
+        Tensor logp = unpair(p.result().logp(), back, b), entropy = unpair(p.result().entropy(), back, b);
+        Tensor logitMean = unpair(p.result().logitMean(), back, b);
+        Tensor dh = p.grads().hidden().view(b.rows, t, hid).index_select(0, back).view(b.rows * t, hid);
+        Tensor seq = logp.view(b.rows, t).sum(new long[] {1}, false, null);
+        Tensor pc = seq.narrow(0, 0, pairs).contiguous(), pr = seq.narrow(0, pairs, pairs).contiguous();
+        PairGrad pg = pairLoss(in, b, pc, pr, true);
+        MetricSums sums = sums(pg.total, pg.r.metrics(), tokenMetrics(logitMean, entropy, b), pg.nll, pairs);
+        return new Result(pg.total, pg.r.metrics(), sums, null, null, null, pc, pr)
+                .withHead(b.hidden, b.weight, new LmHeadLogProbs.Gradients(dh, p.grads().weight()));
+    }
+
+    /**
+     * The pair order of the 2B sequences (chosen 0, rejected 0, chosen 1, ...) as an index into
+     * the batch's order, or with {@code inverse} the batch order as an index into the pair order.
+     */
+    private static Tensor pairOrder(long pairs, Tensor like, boolean inverse) {
+        long[] idx = new long[(int) (2 * pairs)];
+        for (int i = 0; i < pairs; i++) {
+            if (inverse) {
+                idx[i] = 2L * i;
+                idx[(int) pairs + i] = 2L * i + 1;
+            } else {
+                idx[2 * i] = i;
+                idx[2 * i + 1] = pairs + i;
+            }
+        }
+        return Tensors.longs(idx).to(like.device(), ScalarType.Long);
+    }
+
+    /** A per-token vector [2B*T] in pair order back in the batch's order. */
+    private static Tensor unpair(Tensor v, Tensor back, Batch b) {
+        return v.view(b.rows, b.length).index_select(0, back).view(-1);
+    }
+
     /** The pair loss on summed log-probs, with the SFT term: its result, total and the per-pair gradients. */
     private record PairGrad(PreferenceLoss.Result r, double total, double nll, Tensor gc, Tensor gr) {}
 
     private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, boolean withGrad) {
-        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b), withGrad);
+        return pairLoss(in, b, pc, pr, 0, b.pairs, withGrad);
+    }
+
+    /**
+     * The same for the k pairs from {@code p0} (pc, pr [k]): total and metrics are those of the k
+     * pairs, the gradients those of the whole batch's mean loss (the k-pair mean's, times k/B).
+     */
+    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, long p0, long k, boolean withGrad) {
+        PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b, p0, k), withGrad);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
+        if (k != b.pairs) {
+            Scalar share = new Scalar((double) k / b.pairs);
+            gc = gc.mul(share);
+            gr = gr.mul(share);
+        }
         double total = r.loss(), nll = Double.NaN;
         if (sftWeight > 0) {
             // alpha * mean_i(-logp_c,i / n_c,i): d/d(logp_c,i) = -alpha / (B n_c,i)
-            nll = pc.div(b.chosenCounts()).neg().mean().item_double();
+            Tensor nc = b.counts.narrow(0, p0, k);
+            nll = pc.div(nc).neg().mean().item_double();
             total += sftWeight * nll;
-            gc = gc.sub(b.chosenCounts().reciprocal().mul(new Scalar(sftWeight / b.pairs)));
+            gc = gc.sub(nc.reciprocal().mul(new Scalar(sftWeight / b.pairs)));
         }
         return new PairGrad(r, total, nll, gc, gr);
     }
@@ -462,14 +556,26 @@ public final class PreferenceObjective {
     }
 
     private PreferenceLoss.Inputs preferenceInputs(Inputs in, Tensor pc, Tensor pr, Batch b) {
-        PreferenceLoss.Inputs li = PreferenceLoss.Inputs.of(pc, pr, in.refChosen(), in.refRejected());
+        return preferenceInputs(in, pc, pr, b, 0, b.pairs);
+    }
+
+    /** The loss inputs of the k pairs from {@code p0} (every per-pair tensor narrowed to them). */
+    private PreferenceLoss.Inputs preferenceInputs(Inputs in, Tensor pc, Tensor pr, Batch b, long p0, long k) {
+        PreferenceLoss.Inputs li = PreferenceLoss.Inputs.of(pc, pr, pairs(in.refChosen(), p0, k, b),
+                pairs(in.refRejected(), p0, k, b));
         if (in.scoreChosen() != null || in.scoreRejected() != null) {
-            li = li.withScores(in.scoreChosen(), in.scoreRejected());
+            li = li.withScores(pairs(in.scoreChosen(), p0, k, b), pairs(in.scoreRejected(), p0, k, b));
         }
         if (in.margins() != null) {
-            li = li.withMargins(in.margins());
+            li = li.withMargins(pairs(in.margins(), p0, k, b));
         }
-        return loss.config().lengthNormalised() ? li.withTokenCounts(b.chosenCounts(), b.rejectedCounts()) : li;
+        return loss.config().lengthNormalised() ? li.withTokenCounts(b.counts.narrow(0, p0, k).contiguous(),
+                b.counts.narrow(0, b.pairs + p0, k).contiguous()) : li;
+    }
+
+    /** Pairs p0..p0+k-1 of a per-pair tensor [B] (null stays null; with k = B the tensor itself, checked by the loss). */
+    private static Tensor pairs(Tensor v, long p0, long k, Batch b) {
+        return v == null || k == b.pairs ? v : v.narrow(0, p0, k);
     }
 
     /** The pair means (weight B; "loss" is the total), the token sums, then nll when the SFT term is on. */

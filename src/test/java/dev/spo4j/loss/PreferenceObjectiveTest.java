@@ -98,6 +98,19 @@ class PreferenceObjectiveTest {
     /** One step through h = tanh(x A) and a bias-free head W, given as logits or as hidden states. */
     static Outcome runHead(LossImpl impl, boolean hiddenInputs, PreferenceLossConfig c, double sft, Tensor x,
                            Tensor targets, Tensor refC, Tensor refR, boolean withGrad) {
+        // 5 rows of logits per chunk: 2B*T = 42 rows make 9 chunks, the last one short; less
+        // than a pair's 2T = 14 rows, so the fused head takes its recompute regime
+        return runHead(impl, hiddenInputs, c, sft, x, targets, refC, refR, null, withGrad, 5, null);
+    }
+
+    /**
+     * The same with a chunk budget of {@code budgetRows} rows of logits and optional scores
+     * ({@code scores[0]} chosen, {@code scores[1]} rejected); {@code singlePass}, when given,
+     * is what the objective must say of its regime for these inputs.
+     */
+    static Outcome runHead(LossImpl impl, boolean hiddenInputs, PreferenceLossConfig c, double sft, Tensor x,
+                           Tensor targets, Tensor refC, Tensor refR, Tensor[] scores, boolean withGrad,
+                           long budgetRows, Boolean singlePass) {
         torch.manual_seed(9);
         Tensor a = torch.randn(new long[] {H, H}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.4));
         Tensor w = torch.randn(new long[] {V, H}, new TensorOptions(ScalarType.Float)).mul(new Scalar(0.5));
@@ -106,8 +119,13 @@ class PreferenceObjectiveTest {
         Tensor h = torch.tanh(torch.matmul(x, a));  // [2B, T, H] with autograd history
         PreferenceObjective.Inputs in = hiddenInputs ? PreferenceObjective.Inputs.ofHidden(h, w, targets, refC, refR)
                 : PreferenceObjective.Inputs.of(torch.linear(h, w), targets, refC, refR);
-        // 5 rows of logits per chunk: 2B*T = 42 rows make 9 chunks, the last one short
-        PreferenceObjective o = new PreferenceObjective(c, impl, sft, 2, 5L * V * 4);
+        if (scores != null) {
+            in = in.withScores(scores[0], scores[1]);
+        }
+        PreferenceObjective o = new PreferenceObjective(c, impl, sft, 2, budgetRows * V * 4);
+        if (singlePass != null) {
+            assertEquals(singlePass, o.headSinglePass(in), "single pass over chunks of pairs");
+        }
         if (!withGrad) {
             return new Outcome(o.evaluate(in), null, null);
         }
@@ -151,6 +169,48 @@ class PreferenceObjectiveTest {
         Outcome eval = runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, false);
         assertEquals(head.result.loss(), eval.result.loss(), 0.0);
         assertThrows(IllegalStateException.class, () -> eval.result.backward());
+    }
+
+    /**
+     * The fused head's single pass over chunks of whole pairs (taken when a pair's 2T = 14 rows
+     * of logits fit the budget and the loss is a sum over pairs) gives the recompute regime's
+     * (a 5-row budget) and LibTorch's composite's loss, metrics and gradients. Budgets of 1
+     * pair (3 chunks), 2 pairs (a chunk of 2 pairs, then 1) and the whole batch; with reward
+     * scores (each chunk's pairs take their own margins), length normalisation and the SFT
+     * term. The losses that couple the batch (bco-pair's mean reward, aot's sort) keep the
+     * recompute regime whatever the budget, and still match.
+     */
+    @ParameterizedTest(name = "{0} normalised={1} sft={2} pairs per chunk={3}")
+    @CsvSource({"SPO,false,0,1", "SPO,false,0.5,2", "SPO,true,0,3", "DPO,false,0.5,1", "IPO,true,0,2",
+        "SPO_EXP,true,0.5,1", "SOFT_DPO,false,0,2", "HINGE,false,0,1", "SIMPO,true,0.5,2", "CPO,false,1,1",
+        "BCO_PAIR,false,0,3", "AOT,false,0,3", "AOT_PAIR,false,0,1"})
+    void pairChunkSinglePassMatchesRecomputeAndComposite(LossType type, boolean normalised, double sft, int pairs) {
+        Random rnd = new Random(17 + type.ordinal());
+        torch.manual_seed(18);
+        Tensor x = torch.randn(2 * B, T, H);
+        Tensor targets = targets(rnd);
+        Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
+        Tensor[] scores = {floats(2f, 0.5f, 1f), floats(1f, 1f, -1f)};
+        PreferenceLossConfig c = PreferenceLossConfig.of(type).withBeta(type == LossType.SPO_EXP ? 0.05 : 0.3)
+                .withLengthNormalised(normalised);
+        long budget = pairs * 2L * T + (pairs == 2 ? 3 : 0);  // 2 pairs and a few rows: chunks of whole pairs
+        boolean single = type.pairSeparable();
+        Outcome one = runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, scores, true, budget, single);
+        Outcome[] refs = {
+            runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, scores, true, 5, false),
+            runHead(LossImpl.LIBTORCH, false, c, sft, x, targets, refC, refR, scores, true, 5, null)};
+        for (Outcome ref : refs) {
+            assertEquals(ref.result.loss(), one.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
+            Map<String, Double> a = one.result.metricsMap(), e = ref.result.metricsMap();
+            assertEquals(e.keySet(), a.keySet());
+            for (String k : e.keySet()) {
+                assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
+            }
+            assertAllClose("head weight grad", ref.weightGrad, one.weightGrad, 1e-6, 1e-4);
+            assertAllClose("lower layer grad", ref.biasGrad, one.biasGrad, 1e-6, 1e-4);
+            assertArrayEquals(toDoubles(ref.result.policyChosen()), toDoubles(one.result.policyChosen()), 1e-4);
+            assertArrayEquals(toDoubles(ref.result.policyRejected()), toDoubles(one.result.policyRejected()), 1e-4);
+        }
     }
 
     /**
