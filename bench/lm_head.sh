@@ -7,8 +7,9 @@
 #     composite only where it fits this machine (N = 2048: at N = 8192 it needs ~3 x 4.6 GiB of
 #     fp32 logits, softmax and gradient on top of the inputs)
 #   TrainStepBench: one SPO step of a 2-layer Qwen2.5-0.5B-shaped model (V = 151936, tied head,
-#     full fine-tuning in fp32), 4 pairs x 512 tokens, fused head vs materialised logits; the
-#     report adds each path's peak resident memory
+#     full fine-tuning in fp32), 4 pairs x 512 tokens, fused head (chunk budgets of 256 and 1024
+#     MiB: recompute and single pass) vs materialised logits; the report adds each path's peak
+#     resident memory
 # One call per point and round (no warm-up: every call is 1-20 GEMMs of 0.5-2 TFLOP), ROUNDS
 # rounds of the fused/materialised matrix, each a pass over every point, so that the providers
 # alternate in time; the table gives each point's median and the median of its per-round ratios
@@ -38,7 +39,11 @@ done
 "${jmh[@]}" LmHeadLogProbsBench -p provider=composite -p dtype=fp32,bf16 -p shape=896x151936x2048,4096x128256x2048 \
   -rf json -rff "$out-lmhead-composite.json" > "$out-lmhead-composite.log" 2>&1
 java -cp "$CP" dev.spo4j.bench.BenchReport "${fused[@]}" "$out-lmhead-composite.json" --no-memory
-java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 1 -i 3 -p threads="$threads" TrainStepBench -p impl=fused -p lmHead=fused,materialised -p model=qwen2.5-2l -p vocab=151936 \
-  -p seqLen=512 -rf json -rff "$out-trainstep.json" > "$out-trainstep.log" 2>&1
-java -cp "$CP" dev.spo4j.bench.BenchReport "$out-trainstep.json"
+step=(java -cp "$CP" org.openjdk.jmh.Main -f 1 -wi 1 -i 3 -p threads="$threads" TrainStepBench -p impl=fused
+  -p model=qwen2.5-2l -p vocab=151936 -p seqLen=512)
+# the fused head at the default 256 MiB (recompute: a pair's 622 MB of logits do not fit) and at
+# 1024 MiB (the single pass over chunks of one pair), then the materialised logits
+"${step[@]}" -p lmHead=fused -p headMb=256,1024 -rf json -rff "$out-trainstep-fused.json" > "$out-trainstep.log" 2>&1
+"${step[@]}" -p lmHead=materialised -rf json -rff "$out-trainstep.json" >> "$out-trainstep.log" 2>&1
+java -cp "$CP" dev.spo4j.bench.BenchReport "$out-trainstep-fused.json" "$out-trainstep.json"
 echo "results: $out-*"

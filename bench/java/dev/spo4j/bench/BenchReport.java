@@ -147,8 +147,12 @@ public final class BenchReport {
                 Row libRow = libRows.get(p.getOrDefault("model", "llama256") + "/" + p.get("vocab"));
                 String speed = libRow != null && r != libRow
                         ? String.format(Locale.ROOT, "%.2fx", libRow.median / r.median) : "-";
+                String head = p.getOrDefault("lmHead", "materialised");
+                if (head.equals("fused")) {
+                    head += ", " + p.getOrDefault("headMb", "256") + " MiB chunks";
+                }
                 md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s x %s | %s | %.1f | %.0f | %s | %s |%n",
-                        p.get("impl"), p.getOrDefault("lmHead", "materialised"), p.getOrDefault("model", "llama256"),
+                        p.get("impl"), head, p.getOrDefault("model", "llama256"),
                         p.get("vocab"), p.get("pairs"), p.get("seqLen"), p.get("threads"), r.median,
                         tokens / (r.median / 1e3), speed, mb(peak)));
             }
@@ -349,7 +353,8 @@ public final class BenchReport {
     static long stepPeak(Map<String, String> p) {
         TrainStepBench.Step step = new TrainStepBench.Step(p.get("impl"), p.getOrDefault("lmHead", "materialised"),
                 p.getOrDefault("model", "llama256"), Integer.parseInt(p.get("vocab")),
-                Integer.parseInt(p.get("pairs")), Integer.parseInt(p.get("seqLen")), Integer.parseInt(p.get("threads")));
+                Integer.parseInt(p.get("pairs")), Integer.parseInt(p.get("seqLen")), Integer.parseInt(p.get("threads")),
+                Integer.parseInt(p.getOrDefault("headMb", "256")));
         step.run();
         step.run();
         System.gc();

@@ -34,7 +34,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * ("libtorch", --loss-impl libtorch), each with the fused LM head (lmHead = fused: hidden
  * states in, chunks of logits) or the model's materialised logits (lmHead = materialised).
  * {@code model = qwen2.5-2l} is a 2-layer Qwen2.5-0.5B-shaped model (hidden 896, V = 151936,
- * tied head), for {@code -p model=qwen2.5-2l -p vocab=151936 -p seqLen=512}. Tokens/step =
+ * tied head), for {@code -p model=qwen2.5-2l -p vocab=151936 -p seqLen=512}; {@code headMb} is the
+ * fused head's chunk budget (which decides its regime, see the field). Tokens/step =
  * 2 B T; the report turns times into tokens/s and measures each path's peak resident memory.
  */
 @State(org.openjdk.jmh.annotations.Scope.Benchmark)
@@ -66,6 +67,14 @@ public class TrainStepBench {
     @Param({"2"})
     public int threads;
 
+    /**
+     * The fused head's chunk budget in MiB: at 256 (the default) a qwen2.5-2l pair of 2 x 512
+     * rows (622 MB of fp32 logits) does not fit and the step takes the recompute regime; at
+     * 1024 it takes the single pass over chunks of whole pairs.
+     */
+    @Param({"256"})
+    public int headMb;
+
     Step step;
 
     /** The model, optimiser and a fixed random batch; also used by BenchReport for memory. */
@@ -77,7 +86,7 @@ public class TrainStepBench {
         final Tensor ids, mask, targets, refChosen, refRejected;
         final boolean fusedHead;
 
-        Step(String impl, String lmHead, String shape, int vocab, int pairs, int seqLen, int threads) {
+        Step(String impl, String lmHead, String shape, int vocab, int pairs, int seqLen, int threads, int headMb) {
             torch.set_num_threads(threads);
             torch.manual_seed(11);
             fusedHead = LmHead.parse(lmHead) == LmHead.FUSED;
@@ -98,7 +107,8 @@ public class TrainStepBench {
             model = new LlamaModel(ModelConfig.parse(json.formatted(vocab, seqLen), "TrainStepBench"));
             params = new TensorVector(model.parameterList().toArray(new Tensor[0]));
             optimizer = Optimizers.adamW(params, 1e-5, 0.9, 0.999, 1e-8, 0.0);
-            objective = new PreferenceObjective(PreferenceLossConfig.of(LossType.SPO), LossImpl.parse(impl), 0, threads);
+            objective = new PreferenceObjective(PreferenceLossConfig.of(LossType.SPO), LossImpl.parse(impl), 0, threads,
+                    (long) headMb << 20);
             int rows = 2 * pairs;
             long[] id = new long[rows * seqLen], tg = new long[rows * seqLen];
             Random rnd = new Random(5);
@@ -142,7 +152,7 @@ public class TrainStepBench {
 
     @Setup
     public void setUp() {
-        step = new Step(impl, lmHead, model, vocab, pairs, seqLen, threads);
+        step = new Step(impl, lmHead, model, vocab, pairs, seqLen, threads, headMb);
     }
 
     @Benchmark

@@ -38,7 +38,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * 389 with 2048). On CUDA the backward keeps row chunks (the slice kernel has no CUDA twin yet).
  * <b>Single pass</b> ({@link #forwardBackward}): when g is known before the forward (SFT:
  * g = -1/n for every scored row), one pass over row chunks computes logp, dh and dW with 3
- * GEMMs.
+ * GEMMs. {@link #forwardBackwardGroups} is the same pass when g is a function of each group
+ * of rows' own log-probs (a preference pair's 2T rows): chunks of whole groups, each chunk's
+ * g computed from its forward before its backward (Liger-Kernel's fused linear preference
+ * losses work this way); a chunk then needs at least one group's logits.
  *
  * <p>The GEMMs run in the tensors' dtype (fp32, bf16 or fp16; LibTorch accumulates in fp32);
  * the kernel reads those logits and accumulates in fp32; logp, lse and entropy are fp32. For a

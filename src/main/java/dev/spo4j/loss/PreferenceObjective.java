@@ -39,11 +39,16 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@link CompositePreferenceLoss}).
  *
  * <p>Fused LM head ({@link Inputs#ofHidden}): given the final hidden states and the head
- * weight instead of logits, the fused objective runs {@link LmHeadLogProbs} in its recompute
- * regime: the forward computes chunks of h W^T (at most the chunk budget of logits at a time)
- * and keeps lse; the pair loss gives g per row; the backward recomputes each chunk and
- * produces dL/dh and dL/dW (none when the head is frozen), which {@link Result#backward()}
- * hands to autograd. The logits/* metrics come from h . mean_v(W_v), entropy from the same
+ * weight instead of logits, the fused objective runs {@link LmHeadLogProbs} (at most the chunk
+ * budget of logits at a time) in one of two regimes. When the loss is a sum over pairs and
+ * one pair's 2T rows of logits fit the budget, a training step takes the single pass over
+ * chunks of whole pairs: each chunk's log-probs give its pairs' losses and g, and its
+ * backward follows on the same logits (3 head GEMMs, as the materialised path). Otherwise
+ * (bco-pair, aot, aot-pair, or a pair larger than the budget) the recompute regime: the
+ * forward keeps lse, the pair loss gives g per row, and the backward recomputes each chunk (4
+ * GEMMs, memory independent of the sequence length). Either produces dL/dh and dL/dW (none
+ * when the head is frozen), which {@link Result#backward()} hands to autograd;
+ * {@link #headSinglePass} says which regime a batch takes. The logits/* metrics come from h . mean_v(W_v), entropy from the same
  * chunks. With {@link LossImpl#LIBTORCH} hidden states go through torch.linear first.
  *
  * <p>Metrics come back as {@link MetricSums}: pair means weighted by the pair count, and the
@@ -377,9 +382,10 @@ public final class PreferenceObjective {
     }
 
     /**
-     * The fused LM head: log-probs, entropy and the mean logit per row from chunks of h W^T
-     * (recompute regime: the forward keeps lse only; the backward recomputes each chunk once g
-     * is known), then the same pair loss as {@link #fused}.
+     * The fused LM head: log-probs, entropy and the mean logit per row from chunks of h W^T,
+     * then the same pair loss as {@link #fused}: a training step in the single pass over
+     * chunks of pairs where it applies ({@link #pairPass}), else the recompute regime (the
+     * forward keeps lse only; the backward recomputes each chunk once g is known).
      */
     private Result fusedHead(Inputs in, Batch b, boolean withGrad) {
         TokenLogProbs.TargetCheck check = in.checkedVocab() == b.vocab
