@@ -12,7 +12,10 @@
 #   b  bf16 full (fp32 master weights and AdamW state), materialised head
 #   c  bf16 + LoRA r 16, materialised head
 #   d  c + activation checkpointing
-#   e  d + the fused LM head (spo4j's default head)
+#   e  d + the fused LM head (spo4j's default head, 256 MiB chunks: the single pass over chunks
+#      of pairs while a pair's logits fit, else the recompute regime)
+#   f  e with 640 MiB chunks: one pair of 2 x 1024 bf16 rows (622 MB of logits) fits, so
+#      LENGTH = 1024 takes the single pass (3 head GEMMs against the recompute's 4)
 # A case whose estimate exceeds 85% of this machine's memory is not run (it would be killed
 # by the OOM killer, taking the measurement with it); the table reports its estimate.
 # Peak = the process's maximum resident set (GNU time %M): loading, the reference pass and
@@ -72,6 +75,7 @@ for c in $CASES; do
     c) opts="--dtype bf16 --lora-r 16 --lm-head materialised" ;;
     d) opts="--dtype bf16 --lora-r 16 --gradient-checkpointing --lm-head materialised" ;;
     e) opts="--dtype bf16 --lora-r 16 --gradient-checkpointing --lm-head fused" ;;
+    f) opts="--dtype bf16 --lora-r 16 --gradient-checkpointing --lm-head fused --lm-head-chunk-mb 640" ;;
     *) echo "run.sh: unknown case $c" >&2; exit 1 ;;
   esac
   common=(--model "$MODEL" --data "$WORK/prefs.jsonl" --batch-size 4 --max-length "$LENGTH"

@@ -404,7 +404,7 @@ public final class LmHeadLogProbs {
      */
     public boolean groupsFit(long groupRows, long vocab, long hidden, ScalarType dtype, boolean weightGrad,
                              boolean cpu) {
-        return passStep(vocab, hidden, dtype, weightGrad, cpu) >= groupRows;
+        return singlePassRows(vocab, hidden, dtype, weightGrad, cpu) >= groupRows;
     }
 
     /** A known upstream gradient as a chunk function. */
@@ -412,8 +412,11 @@ public final class LmHeadLogProbs {
         return (r0, n, logp) -> gradLogp.narrow(0, r0, n);
     }
 
-    /** Rows per single-pass chunk (0 when not one row fits next to a narrow dW's product slice). */
-    private long passStep(long vocab, long hidden, ScalarType dtype, boolean weightGrad, boolean cpu) {
+    /**
+     * Rows per single-pass chunk at this budget (0 when not one row fits next to a bf16/fp16
+     * weight gradient's product slice): the largest group {@link #forwardBackwardGroups} takes.
+     */
+    public long singlePassRows(long vocab, long hidden, ScalarType dtype, boolean weightGrad, boolean cpu) {
         long elem = elemBytes(dtype);
         if (!(weightGrad && elem != 4)) {
             return chunkBytes / (vocab * elem);
@@ -442,7 +445,7 @@ public final class LmHeadLogProbs {
         long dwSlice = s.vocab;
         if (narrowDw) {
             dwSlice = dwSlice(s.vocab, s.hidden);
-            step = Math.max(1, passStep(s.vocab, s.hidden, s.dtype, true, hidden.device().is_cpu()));
+            step = Math.max(1, singlePassRows(s.vocab, s.hidden, s.dtype, true, hidden.device().is_cpu()));
             long calls = ceilDiv(s.rows, step) * ceilDiv(s.vocab, dwSlice);
             if (calls > MAX_CALLS) {
                 throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for "

@@ -11,6 +11,7 @@ import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.CudaKernels;
+import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.LmHead;
@@ -506,10 +507,35 @@ public final class Trainer {
                         lc.r(), lc.alpha(), lc.dropout(), String.join(",", lc.targetModules()), adapters.parameterCount(),
                         policy.parameterCount());
             }
+            if (cfg.lmHead == LmHead.FUSED) {
+                console.println("spo4j: " + headRegime(policy));
+            }
             if (checkpoint != null) {
                 console.println("spo4j: resumed from " + checkpoint + " at step " + step);
             }
             return total;
+        }
+
+        /** Which regime the fused LM head takes for this loss, model and budget, in words. */
+        private String headRegime(LlamaModel policy) {
+            long mib = cfg.lmHeadChunkBytes() >> 20;
+            if (!cfg.lossConfig().pairSeparable()) {
+                return "fused LM head in its recompute regime (" + cfg.lossLabel() + " couples the pairs of a batch), "
+                        + mib + " MiB chunks";
+            }
+            ModelConfig mc = policy.config();
+            long rows = new LmHeadLogProbs(cfg.lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(),
+                    precision.scalarType(), policy.headWeight().requires_grad(), device.is_cpu());
+            if (rows < 2) {
+                return "fused LM head in its recompute regime (one token pair's logits exceed the " + mib
+                        + " MiB chunks, --lm-head-chunk-mb)";
+            }
+            if (rows / 2 >= cfg.maxLength) {
+                return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs (%d pairs of "
+                        + "--max-length %d tokens per %d MiB chunk)", rows / (2L * cfg.maxLength), cfg.maxLength, mib);
+            }
+            return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for batches "
+                    + "padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)", rows / 2, mib);
         }
 
         /**
