@@ -434,7 +434,7 @@ public final class PreferenceObjective {
         Tensor order = pairOrder(pairs, b.hidden, false), back = pairOrder(pairs, b.hidden, true);
         Tensor h, targets;
         try (NoGradGuard ng = new NoGradGuard()) {
-            h = b.hidden.detach().view(b.rows, t, hid).index_select(0, order).view(b.rows * t, hid);
+            h = b.hidden.detach().reshape(b.rows, t, hid).index_select(0, order).view(b.rows * t, hid);
             targets = b.flatTargets.view(b.rows, t).index_select(0, order).view(-1);
         }
         LmHeadLogProbs.Pass p = head.forwardBackwardGroups(h, b.weight, targets, group, (r0, n, logp) -> {

@@ -7,6 +7,7 @@ import static dev.spo4j.kernels.LmHeadLogProbsTest.masked;
 import static dev.spo4j.kernels.LmHeadLogProbsTest.targets;
 import static dev.spo4j.kernels.Tensors.toDoubles;
 import static dev.spo4j.testing.AllClose.assertAllClose;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -58,6 +59,50 @@ class LmHeadLogProbsCudaTest {
         // cuBLAS may use TF32 for fp32 GEMMs where LibTorch allows it: a looser tolerance
         assertAllClose("dh", toDoubles(truth[3]), toDoubles(gr.hidden()), 2e-3, 2e-3);
         assertAllClose("dW", toDoubles(truth[4]), toDoubles(gr.weight()), 2e-3, 2e-3);
+    }
+
+    /**
+     * The preference objective's single pass over chunks of whole pairs on CUDA tensors (rows
+     * put in pair order on the device, each chunk's pair loss by the CUDA loss kernel) against
+     * the same step on the CPU: loss, metrics and the gradients of h and W. A budget of two
+     * pairs' rows cuts 3 pairs into chunks of 2 and 1.
+     */
+    @Test
+    void pairSinglePassMatchesTheCpu() {
+        int pairs = 3, t = 40, hid = 64, v = 5003, n = 2 * pairs * t;
+        Tensor[] in = inputs(n, hid, v, ScalarType.Float, 12);
+        Tensor targets = targets(n, v, 0, 0, 12).view(2 * pairs, t);  // every 5th token ignored
+        Tensor refC = Tensors.floats(-90f, -70f, -120f), refR = Tensors.floats(-100f, -60f, -130f);
+        Tensor sc = Tensors.floats(2f, 0.5f, 1f), sr = Tensors.floats(1f, 1f, -1f);
+        dev.spo4j.loss.PreferenceObjective.Result[] results = new dev.spo4j.loss.PreferenceObjective.Result[2];
+        double[][] dh = new double[2][], dw = new double[2][];
+        for (int d = 0; d < 2; d++) {
+            boolean onGpu = d == 1;
+            Tensor h = onGpu ? gpu(in[0]) : in[0].clone(), w = onGpu ? gpu(in[1]) : in[1].clone();
+            h.set_requires_grad(true);
+            w.set_requires_grad(true);
+            dev.spo4j.loss.PreferenceObjective o = new dev.spo4j.loss.PreferenceObjective(
+                    dev.spo4j.loss.PreferenceLossConfig.of(dev.spo4j.loss.LossType.SPO),
+                    dev.spo4j.loss.LossImpl.FUSED, 0.5, 0, (2L * 2 * t + 7) * v * 4);
+            dev.spo4j.loss.PreferenceObjective.Inputs x = dev.spo4j.loss.PreferenceObjective.Inputs.ofHidden(
+                    h.view(2 * pairs, t, hid), w, onGpu ? gpu(targets) : targets, onGpu ? gpu(refC) : refC,
+                    onGpu ? gpu(refR) : refR).withScores(onGpu ? gpu(sc) : sc, onGpu ? gpu(sr) : sr);
+            assertTrue(o.headSinglePass(x));
+            results[d] = o.compute(x);
+            results[d].backward();
+            dh[d] = toDoubles(h.grad().cpu());
+            dw[d] = toDoubles(w.grad().cpu());
+            assertTrue(!onGpu || h.grad().is_cuda() && w.grad().is_cuda());
+        }
+        assertEquals(results[0].loss(), results[1].loss(), 1e-3 * Math.max(1, Math.abs(results[0].loss())));
+        java.util.Map<String, Double> a = results[1].metricsMap(), e = results[0].metricsMap();
+        assertEquals(e.keySet(), a.keySet());
+        for (String k : e.keySet()) {
+            assertEquals(e.get(k), a.get(k), 1e-3 * Math.max(1, Math.abs(e.get(k))), k);
+        }
+        // cuBLAS may use TF32 for fp32 GEMMs where LibTorch allows it: a looser tolerance
+        assertAllClose("dh", dh[0], dh[1], 2e-3, 2e-3);
+        assertAllClose("dW", dw[0], dw[1], 2e-3, 2e-3);
     }
 
     @Test
