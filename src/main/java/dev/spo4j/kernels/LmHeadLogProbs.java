@@ -376,7 +376,9 @@ public final class LmHeadLogProbs {
      * {@link #forward} then {@link #backward} take 4. Valid only when a group's g depends on no
      * row outside the group. A chunk is at least one group: the budget must hold
      * {@code groupRows} rows of logits (see {@link #groupsFit}), else an
-     * {@link IllegalArgumentException} before anything is computed.
+     * {@link IllegalArgumentException} before anything is computed (as for a budget that would
+     * take more than {@link #MAX_CALLS} bf16/fp16 dW products). The tensors the function makes
+     * are released with its chunk: it returns g and keeps nothing it made.
      */
     public Pass forwardBackwardGroups(Tensor hidden, Tensor weight, Tensor targets, long groupRows,
                                       ChunkGradient gradient, long ignoreIndex, boolean withEntropy,
@@ -389,7 +391,7 @@ public final class LmHeadLogProbs {
             throw new IllegalArgumentException("group of " + groupRows + " rows for " + s.rows
                     + " rows (expected a positive divisor of the row count)");
         }
-        if (!groupsFit(groupRows, s.vocab, s.hidden, s.dtype, weightGrad, hidden.device().is_cpu())) {
+        if (singlePassRows(s.vocab, s.hidden, s.dtype, weightGrad, hidden.device().is_cpu()) < groupRows) {
             throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is smaller than one group of "
                     + groupRows + " rows of " + s.vocab + " " + s.dtype + " logits (" + groupRows * s.vocab
                     * elemBytes(s.dtype) + " bytes; expected a budget of at least one group)");
@@ -399,12 +401,19 @@ public final class LmHeadLogProbs {
     }
 
     /**
-     * Whether one chunk of {@code groupRows} rows fits the budget in the single pass (with the
-     * bf16/fp16 weight gradient's product slice, and off the CPU its widening buffer).
+     * Whether the single pass over {@code rows} rows in groups of {@code groupRows} fits the
+     * budget: one group of logits per chunk at least (with a bf16/fp16 weight gradient's product
+     * slice, and off the CPU its widening buffer, beside it), and with such a weight gradient
+     * at most {@link #MAX_CALLS} chunk x dW-slice products.
      */
-    public boolean groupsFit(long groupRows, long vocab, long hidden, ScalarType dtype, boolean weightGrad,
-                             boolean cpu) {
-        return singlePassRows(vocab, hidden, dtype, weightGrad, cpu) >= groupRows;
+    public boolean groupsFit(long rows, long groupRows, long vocab, long hidden, ScalarType dtype,
+                             boolean weightGrad, boolean cpu) {
+        long step = singlePassRows(vocab, hidden, dtype, weightGrad, cpu) / groupRows * groupRows;
+        if (step < groupRows) {
+            return false;
+        }
+        boolean narrowDw = weightGrad && elemBytes(dtype) != 4;
+        return !narrowDw || ceilDiv(rows, step) * ceilDiv(vocab, dwSlice(vocab, hidden)) <= MAX_CALLS;
     }
 
     /** A known upstream gradient as a chunk function. */
@@ -446,6 +455,9 @@ public final class LmHeadLogProbs {
         if (narrowDw) {
             dwSlice = dwSlice(s.vocab, s.hidden);
             step = Math.max(1, singlePassRows(s.vocab, s.hidden, s.dtype, true, hidden.device().is_cpu()));
+        }
+        step = Math.max(groupRows, step / groupRows * groupRows);  // whole groups (the caller checked one fits)
+        if (narrowDw) {
             long calls = ceilDiv(s.rows, step) * ceilDiv(s.vocab, dwSlice);
             if (calls > MAX_CALLS) {
                 throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is too small for "
@@ -454,7 +466,6 @@ public final class LmHeadLogProbs {
                         + "-row slices of dW (expected at most " + MAX_CALLS + ")");
             }
         }
-        step = Math.max(groupRows, step / groupRows * groupRows);  // whole groups (the caller checked one fits)
         boolean single = lse == null;
         Tensor logp = single ? Tensors.emptyFloats(hidden, s.rows) : null;
         Tensor lseOut = single ? Tensors.emptyFloats(hidden, s.rows) : lse;

@@ -115,7 +115,7 @@ public record PreferenceLossConfig(LossType type, double beta, double labelSmoot
         return type.needsReference();
     }
 
-    /** Whether every term is {@link LossType#pairSeparable()}: the mean loss is a sum over pairs. */
+    /** Whether every term is {@link LossType#pairSeparable()}: the loss is a mean of per-pair terms. */
     public boolean pairSeparable() {
         return terms().stream().allMatch(w -> w.type().pairSeparable());
     }

@@ -417,8 +417,9 @@ public final class PreferenceObjective {
      * 2T rows of logits fit the chunk budget. Otherwise the recompute regime.
      */
     private boolean singlePass(LmHeadLogProbs head, Batch b) {
-        return loss.config().pairSeparable() && head.groupsFit(2 * b.length, b.vocab, b.hidden.size(1),
-                b.hidden.scalar_type().intern(), b.weight.requires_grad(), b.hidden.device().is_cpu());
+        return loss.config().pairSeparable() && head.groupsFit(b.rows * b.length, 2 * b.length, b.vocab,
+                b.hidden.size(1), b.hidden.scalar_type().intern(), b.weight.requires_grad(),
+                b.hidden.device().is_cpu());
     }
 
     /**
@@ -440,12 +441,16 @@ public final class PreferenceObjective {
         LmHeadLogProbs.Pass p = head.forwardBackwardGroups(h, b.weight, targets, group, (r0, n, logp) -> {
             long p0 = r0 / group, k = n / group;
             Tensor seq = logp.view(k, 2, t).sum(new long[] {2}, false, null);  // [k, 2]: chosen, rejected
-            PairGrad pg = pairLoss(in, b, seq.select(1, 0).contiguous(), seq.select(1, 1).contiguous(), p0, k, true);
+            PairGrad pg = pairLoss(in, b, seq.select(1, 0).contiguous(), seq.select(1, 1).contiguous(), p0, k,
+                    true, false);  // the gradients only: the metrics come from the whole batch below
             return torch.stack(new TensorVector(pg.gc, pg.gr), 1).unsqueeze(2).expand(k, 2, t).contiguous().view(-1);
         }, IGNORE, true, b.weight.requires_grad(), check);
+        h.close();  // the pair-order copies, [2B T, H] each, freed now rather than with the step
+        targets.close();
         Tensor logp = unpair(p.result().logp(), back, b), entropy = unpair(p.result().entropy(), back, b);
         Tensor logitMean = unpair(p.result().logitMean(), back, b);
         Tensor dh = p.grads().hidden().view(b.rows, t, hid).index_select(0, back).view(b.rows * t, hid);
+        p.grads().hidden().close();
         Tensor seq = logp.view(b.rows, t).sum(new long[] {1}, false, null);
         Tensor pc = seq.narrow(0, 0, pairs).contiguous(), pr = seq.narrow(0, pairs, pairs).contiguous();
         PairGrad pg = pairLoss(in, b, pc, pr, true);
@@ -481,14 +486,17 @@ public final class PreferenceObjective {
     private record PairGrad(PreferenceLoss.Result r, double total, double nll, Tensor gc, Tensor gr) {}
 
     private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, boolean withGrad) {
-        return pairLoss(in, b, pc, pr, 0, b.pairs, withGrad);
+        return pairLoss(in, b, pc, pr, 0, b.pairs, withGrad, true);
     }
 
     /**
-     * The same for the k pairs from {@code p0} (pc, pr [k]): total and metrics are those of the k
-     * pairs, the gradients those of the whole batch's mean loss (the k-pair mean's, times k/B).
+     * The same for the k pairs from {@code p0} (pc, pr [k]): the gradients are those of the
+     * whole batch's mean loss (the k-pair mean's, times k/B); total and metrics are the k
+     * pairs', and without {@code metrics} the SFT term's NLL is not read back (total then
+     * leaves it out, nll is NaN).
      */
-    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, long p0, long k, boolean withGrad) {
+    private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, long p0, long k, boolean withGrad,
+                              boolean metrics) {
         PreferenceLoss.Result r = loss.compute(preferenceInputs(in, pc, pr, b, p0, k), withGrad);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
         if (k != b.pairs) {
@@ -500,8 +508,10 @@ public final class PreferenceObjective {
         if (sftWeight > 0) {
             // alpha * mean_i(-logp_c,i / n_c,i): d/d(logp_c,i) = -alpha / (B n_c,i)
             Tensor nc = b.counts.narrow(0, p0, k);
-            nll = pc.div(nc).neg().mean().item_double();
-            total += sftWeight * nll;
+            if (metrics) {
+                nll = pc.div(nc).neg().mean().item_double();
+                total += sftWeight * nll;
+            }
             gc = gc.sub(nc.reciprocal().mul(new Scalar(sftWeight / b.pairs)));
         }
         return new PairGrad(r, total, nll, gc, gr);

@@ -28,10 +28,11 @@ import java.util.Map;
  *                  gradient over them in place; measured on the CPU, see the README); fused
  *                  (LmHeadLogProbs, the default): two chunk budgets (the operator holds one:
  *                  a chunk or tile of logits whose gradient overwrites it, with bf16 products
- *                  inside the budget; the second is kept for GEMM workspaces and allocator
- *                  slack, since case (e) of the memory benchmark still peaks 1.12x above this
- *                  estimate), lse and log-probs [N] fp32, dL/dh [N, h] fp32, and for a trained
- *                  head below fp32 its fp32 dW [V, h]
+ *                  inside the budget; the second is kept for GEMM workspaces, allocator
+ *                  slack and the single pass's pair-order copies of h and dL/dh, [N, h] each:
+ *                  case (e) of the memory benchmark once peaked 1.12x above this estimate,
+ *                  and its runs since peak at 0.69-0.86x of it), lse and log-probs [N] fp32,
+ *                  dL/dh [N, h] fp32, and for a trained head below fp32 its fp32 dW [V, h]
  *   runtime        CPU: 1.1 GiB for the process around the model (JVM heap with the tokenizer,
  *                  LibTorch's libraries, allocator slack), measured: the CLI with a 4-layer model
  *                  at 32 tokens peaks 1.14 GiB above its weights; CUDA: 0.5 GiB of device memory

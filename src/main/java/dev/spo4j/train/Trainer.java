@@ -15,6 +15,7 @@ import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.LmHead;
+import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.MetricSums;
 import dev.spo4j.loss.PreferenceObjective;
 import dev.spo4j.model.LlamaModel;
@@ -507,7 +508,7 @@ public final class Trainer {
                         lc.r(), lc.alpha(), lc.dropout(), String.join(",", lc.targetModules()), adapters.parameterCount(),
                         policy.parameterCount());
             }
-            if (cfg.lmHead == LmHead.FUSED) {
+            if (cfg.lmHead == LmHead.FUSED && cfg.lossImpl == LossImpl.FUSED) {  // libtorch: torch.linear
                 console.println("spo4j: " + headRegime(policy));
             }
             if (checkpoint != null) {
@@ -527,8 +528,8 @@ public final class Trainer {
             long rows = new LmHeadLogProbs(cfg.lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(),
                     precision.scalarType(), policy.headWeight().requires_grad(), device.is_cpu());
             if (rows < 2) {
-                return "fused LM head in its recompute regime (one token pair's logits exceed the " + mib
-                        + " MiB chunks, --lm-head-chunk-mb)";
+                return "fused LM head in its recompute regime (two rows of logits exceed the " + mib
+                        + " MiB chunks beside the weight gradient's, --lm-head-chunk-mb)";
             }
             if (rows / 2 >= cfg.maxLength) {
                 return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs (%d pairs of "

@@ -382,7 +382,10 @@ class LmHeadLogProbsTest {
                 1e-6, 1e-5);
     }
 
-    /** Groups that do not divide the rows or do not fit the budget, and bad gradients: refused before any write. */
+    /**
+     * Groups that do not divide the rows or do not fit the budget: refused before anything is
+     * computed; a gradient of the wrong shape, dtype or none: refused at the chunk that returns it.
+     */
     @Test
     void groupPassRejectsBadGroupsAndGradients() {
         Tensor[] in = inputs(12, 8, 17, ScalarType.Float, 2);
@@ -391,8 +394,14 @@ class LmHeadLogProbsTest {
         LmHeadLogProbs head = new LmHeadLogProbs(4L * 17 * 4, 1);  // 4 rows of logits
         TokenLogProbs.TargetCheck c = TokenLogProbs.TargetCheck.CHECKED;
         LmHeadLogProbs.ChunkGradient ones = (r0, k, logp) -> torch.ones(new long[] {k});
-        assertTrue(head.groupsFit(4, 17, 8, ScalarType.Float, true, true));
-        assertTrue(!head.groupsFit(6, 17, 8, ScalarType.Float, true, true));
+        assertTrue(head.groupsFit(12, 4, 17, 8, ScalarType.Float, true, true));
+        assertTrue(!head.groupsFit(12, 6, 17, 8, ScalarType.Float, true, true));
+        // bf16 with a weight gradient: 48000 bytes leave 1 row per chunk beside dW's product
+        // slice (11 rows of H = 256): 600 groups of 1 row take 600 x 1819 products, over the limit
+        LmHeadLogProbs tiny = new LmHeadLogProbs(48_000, 1);
+        assertEquals(1, tiny.singlePassRows(20000, 256, ScalarType.BFloat16, true, true));
+        assertTrue(!tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, true, true));
+        assertTrue(tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, false, true));
         assertMessage(() -> head.forwardBackwardGroups(h, w, t, 6, ones, IGNORE, false, true, c),
                 "smaller than one group of 6 rows");
         assertMessage(() -> head.forwardBackwardGroups(h, w, t, 5, ones, IGNORE, false, true, c),

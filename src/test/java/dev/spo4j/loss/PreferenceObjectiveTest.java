@@ -214,6 +214,40 @@ class PreferenceObjectiveTest {
     }
 
     /**
+     * A weighted mix of losses takes the single pass when every term is pair-separable (spo +
+     * 0.5 dpo, chunks of one pair), and not when one term couples the batch (dpo + 0.3 bco-pair);
+     * both match the recompute regime and the composite.
+     */
+    @org.junit.jupiter.api.Test
+    void lossMixesTakeTheSinglePassOnlyWhenEveryTermIsPairSeparable() {
+        PreferenceLossConfig[] mixes = {
+            PreferenceLossConfig.of(LossType.SPO).withMix(java.util.List.of(
+                    new PreferenceLossConfig.WeightedLoss(LossType.SPO, 1.0),
+                    new PreferenceLossConfig.WeightedLoss(LossType.DPO, 0.5))),
+            PreferenceLossConfig.of(LossType.DPO).withMix(java.util.List.of(
+                    new PreferenceLossConfig.WeightedLoss(LossType.DPO, 1.0),
+                    new PreferenceLossConfig.WeightedLoss(LossType.BCO_PAIR, 0.3)))};
+        for (PreferenceLossConfig c : mixes) {
+            Random rnd = new Random(23);
+            torch.manual_seed(24);
+            Tensor x = torch.randn(2 * B, T, H);
+            Tensor targets = targets(rnd);
+            Tensor refC = floats(-9f, -7f, -12f), refR = floats(-10f, -6f, -13f);
+            Tensor[] scores = {floats(2f, 0.5f, 1f), floats(1f, 1f, -1f)};
+            Outcome one = runHead(LossImpl.FUSED, true, c, 0.2, x, targets, refC, refR, scores, true, 2L * T,
+                    c.pairSeparable());
+            Outcome rec = runHead(LossImpl.FUSED, true, c, 0.2, x, targets, refC, refR, scores, true, 5, false);
+            Outcome comp = runHead(LossImpl.LIBTORCH, false, c, 0.2, x, targets, refC, refR, scores, true, 5, null);
+            for (Outcome ref : new Outcome[] {rec, comp}) {
+                assertEquals(ref.result.loss(), one.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
+                assertAllClose("head weight grad", ref.weightGrad, one.weightGrad, 1e-6, 1e-4);
+                assertAllClose("lower layer grad", ref.biasGrad, one.biasGrad, 1e-6, 1e-4);
+            }
+        }
+        assertTrue(mixes[0].pairSeparable() && !mixes[1].pairSeparable());
+    }
+
+    /**
      * Targets declared checked against V run the kernels without their own check (on CUDA: no
      * host synchronisation); on the CPU the step is the same, a declaration survives withScores
      * and withMargins, and a bad target is still an exception here (CPU kernels always check).
