@@ -3,16 +3,17 @@
 
 Reads RUN_DIR/env.json, RUN_DIR/stages/<stage>.json (status, seconds, detail of every stage,
 whatever the others did) and the artifacts the stages wrote (harness-bench.json,
-train-step-f32.json, train-step-bf16.json, compare-eager.json, compare-compile.json), and
+train-step-f32.json, train-step-bf16.json, lm-head-*.json, compare-eager.json, compare-compile.json), and
 writes --out (JSON) and --markdown. Needs only the standard library (no torch, no GPU), so it
 runs after every stage, also on a machine where every GPU stage was skipped.
 """
 import argparse
+import glob
 import json
 import os
 import sys
 
-STAGES = ["env", "build", "train_build", "check", "bench", "train_step", "fused_lm_head", "torch_eager",
+STAGES = ["env", "build", "train_build", "lm_head_build", "check", "bench", "train_step", "fused_lm_head", "torch_eager",
           "torch_compile"]
 
 
@@ -69,7 +70,12 @@ def collect(run_dir, stamp):
         tc.setdefault("device", c.get("device"))
     out["goals"] = goals(out["torch_compare"]["rows"])
     fl = next((s for s in out["stages"] if s["stage"] == "fused_lm_head"), None)
-    out["fused_lm_head"] = {"status": fl["status"], "detail": fl.get("detail")} if fl else None
+    out["fused_lm_head"] = {"status": fl["status"], "detail": fl.get("detail"), "results": []} if fl else None
+    if out["fused_lm_head"] is not None:
+        for path in sorted(glob.glob(os.path.join(run_dir, "lm-head-*.json"))):
+            r = load(path)
+            if r:
+                out["fused_lm_head"]["results"].append(r)
     return out
 
 
@@ -101,6 +107,23 @@ def markdown(res):
                     t["device"], t["dtype"], r["loss"], r["loss_rel_err"], r["grad_logits_rel_err"],
                     r["param_grad_max_rel_err"], r["unchecked_bit_identical"], r["ok"], r["step_ms_fused"],
                     r["step_ms_fused_unchecked"], r["step_ms_composite"]))
+    fl = res.get("fused_lm_head") or {}
+    if fl.get("results"):
+        lines += ["", "## Fused LM head (lm_head_bench; median ms of one forward + backward with dL/dh and dL/dW)", "",
+                  "| device | dtype | H x V x N | chunk MiB | fused (recompute) | single pass | materialised | composite "
+                  "| recompute / materialised | single / materialised | peak extra MiB recompute / single / materialised / composite |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in fl["results"]:
+            by = {x["provider"]: x for x in r.get("results", [])}
+            def ms(p):
+                return by[p]["median_ms"] if p in by else float("nan")
+            def mib(p):
+                b = by.get(p, {}).get("peak_extra_bytes", -1)
+                return "-" if b is None or b < 0 else "%.0f" % (b / 1048576.0)
+            lines.append("| %s | %s | %d x %d x %d | %d | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %s / %s / %s / %s |" % (
+                r["device"], r["dtype"], r["hidden"], r["vocab"], r["rows"], r["chunk_mb"], ms("fused"), ms("single"),
+                ms("materialised"), ms("composite"), ms("fused") / ms("materialised"),
+                ms("single") / ms("materialised"), mib("fused"), mib("single"), mib("materialised"), mib("composite")))
     rows = res["torch_compare"]["rows"]
     if rows:
         lines += ["", "## Against PyTorch (copy %s GB/s)" % res["torch_compare"].get("copy_gbps"), "", "```",

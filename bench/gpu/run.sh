@@ -20,7 +20,11 @@
 #                  GB/s against the device-to-device copy; each shape validated first
 #   train_step     the LibTorch C++ training step (SPO, DPO; f32 and bf16): loss and every
 #                  parameter gradient, fused spo4j kernels vs composite torch ops
-#   fused_lm_head  PLACEHOLDER: records "not_built" until the fused LM head (issue 11) lands
+#   lm_head_build  (in the background, with train_build) bench/gpu/lm_head, the same way
+#   fused_lm_head  lm_head_bench: the fused LM head (recompute and single pass) against the
+#                  materialised path and LibTorch's composite at Qwen2.5-0.5B's head (896 x
+#                  151936, N 8192) and Llama-3-8B's (4096 x 128256, N 2048), f32 and bf16, each
+#                  validated against a float64 composite first
 #   torch_eager    torch_compare.py: spo4j (checked, unchecked) vs PyTorch eager, validated first
 #   torch_compile  torch_compare.py --compile-only: torch.compile, last, skipped when the
 #                  budget left is under COMPILE_MIN_S
@@ -35,7 +39,7 @@
 # COMPILE_MIN_S (default 60), REPS (torch_compare repetitions, default 10), CHECK_ARGS (extra
 # spo4j_harness check arguments, e.g. --quick), TORCH_CMAKE_PREFIX (a LibTorch's CMake prefix
 # instead of python's torch: how the script is rehearsed on a machine without a GPU).
-# Exit status: 0 every stage ok (the placeholder aside); 1 a stage failed or timed out;
+# Exit status: 0 every stage ok; 1 a stage failed or timed out;
 # 2 no usable GPU (the CPU stages ran: build, check's CPU part, the training step on the CPU
 # when a LibTorch was found); 3 not run from the repository root.
 set -u -o pipefail
@@ -182,10 +186,9 @@ build_native() {
 export -f left elapsed say build_native
 run_stage build 240 "" build_native
 if [ "$(stage_status build)" != ok ]; then
-    for s in check bench train_build train_step torch_eager torch_compile; do
+    for s in check bench train_build lm_head_build train_step fused_lm_head torch_eager torch_compile; do
         [ "$(stage_status $s)" = ok ] || record "$s" skipped 0 "the native build failed"
     done
-    record fused_lm_head not_built 0 "placeholder: the fused LM head on CUDA (issue 11) is not in this tree yet"
     collect
     exit 1
 fi
@@ -193,7 +196,12 @@ fi
 # ---- train_build (background) -------------------------------------------------------------
 TRAIN_BUILD=$RUN_DIR/train-step
 TRAIN_BIN=$TRAIN_BUILD/train_step
-build_train_step() {
+LM_HEAD_BUILD=$RUN_DIR/lm-head
+LM_HEAD_BIN=$LM_HEAD_BUILD/lm_head_bench
+# build_torch_tool DIR BUILD BIN SOURCE: one of bench/gpu's LibTorch C++ tools, against python's
+# torch (or TORCH_CMAKE_PREFIX) and the native build.
+build_torch_tool() {
+    local dir=$1 build=$2 bin=$3 source=$4
     local prefix=${TORCH_CMAKE_PREFIX:-}
     if [ -z "$prefix" ]; then
         prefix=$("$PYTHON" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null) || {
@@ -202,9 +210,9 @@ build_train_step() {
         }
     fi
     echo "LibTorch CMake prefix: $prefix"
-    if cmake -S bench/gpu/train_step -B "$TRAIN_BUILD" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$prefix" \
+    if cmake -S "$dir" -B "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$prefix" \
             "-DSPO4J_BUILD_DIR=$NATIVE_BUILD" "-DCMAKE_CUDA_ARCHITECTURES=$ARCH" "-DTORCH_CUDA_ARCH_LIST=${ARCH%?}.${ARCH: -1}" &&
-        cmake --build "$TRAIN_BUILD" -j "$NPROC"; then
+        cmake --build "$build" -j "$NPROC"; then
         echo "built with find_package(Torch)"
         return 0
     fi
@@ -229,17 +237,22 @@ if torch.cuda.is_available():
 print(" ".join(defs + ["-I" + p for p in inc] + ["-L" + p for p in lib] + ["-Wl,-rpath," + p for p in lib] + libs))
 PY
 ) || return 1
-    mkdir -p "$TRAIN_BUILD"
+    mkdir -p "$build"
     # shellcheck disable=SC2086
-    g++ -std=c++17 -O2 -Inative/include bench/gpu/train_step/train_step.cpp -o "$TRAIN_BIN" $flags \
+    g++ -std=c++17 -O2 -Inative/include "$dir/$source" -o "$bin" $flags \
         -L"$NATIVE_BUILD" -lspo4j "-Wl,-rpath,$NATIVE_BUILD"
 }
-export -f build_train_step
+build_train_step() { build_torch_tool bench/gpu/train_step "$TRAIN_BUILD" "$TRAIN_BIN" train_step.cpp; }
+build_lm_head() { build_torch_tool bench/gpu/lm_head "$LM_HEAD_BUILD" "$LM_HEAD_BIN" lm_head_bench.cpp; }
+export -f build_torch_tool build_train_step build_lm_head
+BUILD_PIDS=()
 if ! already_ok train_build; then
     ( run_stage train_build 240 "" build_train_step ) &
-    TRAIN_BUILD_PID=$!
-else
-    TRAIN_BUILD_PID=
+    BUILD_PIDS+=($!)
+fi
+if ! already_ok lm_head_build; then
+    ( run_stage lm_head_build 240 "" build_lm_head ) &
+    BUILD_PIDS+=($!)
 fi
 
 # ---- check --------------------------------------------------------------------------------
@@ -265,9 +278,9 @@ export -f harness_bench
 run_stage bench 90 "harness-bench.json" harness_bench
 
 # ---- train_step -----------------------------------------------------------------------------
-if [ -n "${TRAIN_BUILD_PID:-}" ]; then
-    say "waiting for train_build"
-    wait "$TRAIN_BUILD_PID"
+if [ ${#BUILD_PIDS[@]} -gt 0 ]; then
+    say "waiting for train_build and lm_head_build"
+    wait "${BUILD_PIDS[@]}"
 fi
 train_step() {
     [ -x "$TRAIN_BIN" ] || { echo "train_step was not built (see train_build.log)"; return 1; }
@@ -286,10 +299,31 @@ case $(stage_status train_build) in
     *) record train_step skipped 0 "train_build did not succeed: $(stage_status train_build)" ;;
 esac
 
-# ---- fused_lm_head: placeholder ---------------------------------------------------------------
-# TODO(lead, after issue 11 lands): build and time the fused LM head on CUDA here (against a
-# PyTorch-eager chunked head and the materialised path), validated first, as its own stage.
-record fused_lm_head not_built 0 "placeholder: the fused LM head on CUDA (issue 11) is not in this tree yet; wire this stage after it lands"
+# ---- fused_lm_head ------------------------------------------------------------------------
+fused_lm_head() {
+    [ -x "$LM_HEAD_BIN" ] || { echo "lm_head_bench was not built (see lm_head_build.log)"; return 1; }
+    local rc=0 dt
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+    if [ "$GPU" != 1 ]; then  # the check and timings at a small shape on the CPU, then "no GPU"
+        "$LM_HEAD_BIN" --device cpu --dtype f32 --hidden 64 --vocab 4099 --rows 512 --chunk-mb 1 --reps 2 \
+            --json "$RUN_DIR/lm-head-cpu-f32.json" || return 1
+        echo "no GPU: the head ran on the CPU only"
+        return 42
+    fi
+    for dt in f32 bf16; do
+        "$LM_HEAD_BIN" --device cuda --dtype $dt --hidden 896 --vocab 151936 --rows 8192 \
+            --json "$RUN_DIR/lm-head-qwen2.5-$dt.json" || rc=1
+        "$LM_HEAD_BIN" --device cuda --dtype $dt --hidden 4096 --vocab 128256 --rows 2048 \
+            --json "$RUN_DIR/lm-head-llama3-8b-$dt.json" || rc=1
+    done
+    return $rc
+}
+export -f fused_lm_head
+case $(stage_status lm_head_build) in
+    ok) run_stage fused_lm_head 90 "lm-head-*.json" fused_lm_head ;;
+    no_gpu) record fused_lm_head skipped 0 "no LibTorch to build against (see lm_head_build)" ;;
+    *) record fused_lm_head skipped 0 "lm_head_build did not succeed: $(stage_status lm_head_build)" ;;
+esac
 
 # ---- torch_eager, torch_compile ----------------------------------------------------------------
 torch_compare() {  # $1 = eager | compile

@@ -6,6 +6,7 @@
 //   logp, lse[, entropy] = spo4j token log-probs forward over z_c  (C ABI, current stream)
 //   backward (recompute): z_c again, the kernel's in-place backward z_c <- g (onehot - softmax),
 //   dh_c = z_c W,  dW += z_c^T h_c (fp32 accumulator; skipped when weight_grad is false)
+//   single_pass: the forward and the backward on the same z_c, for a g known per chunk (3 GEMMs)
 //
 // A chunk holds at most chunk_bytes of logits (plus their fp32 copy for a bf16/fp16 dW), so
 // the extra memory is bounded whatever the row count. Header-only; link libspo4j and LibTorch.
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "spo4j.h"
 
@@ -153,6 +155,37 @@ inline Grads backward(const torch::Tensor& h, const torch::Tensor& w, const torc
         }
     }
     return out;
+}
+
+/// Single pass for an upstream g [N] fp32 known before the forward (SFT's regime, and the
+/// preference objective's over chunks of whole pairs, whose g comes from each chunk's own
+/// forward): per chunk one GEMM for the logits, the forward, the in-place backward on the same
+/// logits, dh and dW: 3 GEMMs where forward() + backward() take 4.
+inline std::pair<Forward, Grads> single_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& t,
+                                             const torch::Tensor& g, bool weight_grad, int64_t chunk_bytes,
+                                             bool unchecked = false) {
+    check(h, w, t);
+    torch::NoGradGuard no_grad;
+    const int64_t n = h.size(0), step = chunk_rows(w.size(0), h.scalar_type(), weight_grad, chunk_bytes);
+    const bool upcast = weight_grad && h.scalar_type() != torch::kFloat;
+    const auto f32 = h.options().dtype(torch::kFloat);
+    Forward fwd{torch::empty({n}, f32), torch::empty({n}, f32), torch::Tensor()};
+    Grads out{torch::empty_like(h),
+              weight_grad ? torch::zeros({w.size(0), w.size(1)}, w.options().dtype(torch::kFloat)) : torch::Tensor()};
+    for (int64_t r0 = 0; r0 < n; r0 += step) {
+        const int64_t m = std::min(step, n - r0);
+        const torch::Tensor hc = h.narrow(0, r0, m), tc = t.narrow(0, r0, m);
+        torch::Tensor z = torch::mm(hc, w.t());
+        kernel_fwd(z, tc, fwd.logp.narrow(0, r0, m), fwd.lse.narrow(0, r0, m), torch::Tensor(), unchecked);
+        kernel_bwd_in_place(z, tc, fwd.lse.narrow(0, r0, m), g.narrow(0, r0, m), unchecked);
+        out.dh.narrow(0, r0, m).copy_(torch::mm(z, w));
+        if (upcast) {
+            out.dw.addmm_(z.to(torch::kFloat).t(), hc.to(torch::kFloat));
+        } else if (weight_grad) {
+            out.dw.addmm_(z.t(), hc);
+        }
+    }
+    return {fwd, out};
 }
 
 }  // namespace spo4j_lm_head

@@ -2,13 +2,15 @@
 // composite, in LibTorch C++ (no Java), on the GPU or the CPU:
 //
 //   fused         lm_head.h: forward (chunks of h W^T + spo4j's forward), then the recompute
-//                 backward (dh, dW): at most --chunk-mb MiB of logits at a time
+//                 backward (dh, dW): at most --chunk-mb MiB of logits at a time (4 GEMMs)
+//   single        lm_head.h's single pass: forward and backward on each chunk's logits (3 GEMMs;
+//                 the regime of SFT and of preference losses whose pairs fit a chunk)
 //   materialised  z = h W^T in full, spo4j's forward and in-place backward over z, dh = z W,
 //                 dW = z^T h
 //   composite     linear -> log_softmax -> gather -> autograd (LibTorch's own path)
 //
-// Validation first: fused vs composite in float64 on the first rows (logp, dh, dW), exit 1
-// when they disagree. Then each provider runs --reps times after a warm-up; the median time
+// Validation first: fused and single vs composite in float64 on the first rows (logp, dh, dW),
+// exit 1 when they disagree. Then each provider runs --reps times after a warm-up; the median time
 // and (on CUDA) the peak extra allocated bytes of one call are printed, and written as JSON
 // with --json FILE:
 //   lm_head_bench --device cuda|cpu [--dtype f32|bf16] [--hidden H] [--vocab V] [--rows N]
@@ -74,6 +76,10 @@ std::vector<torch::Tensor> run(const std::string& provider, const Inputs& in, in
         auto f = spo4j_lm_head::forward(in.h, in.w, in.t, false, chunk_bytes);
         auto b = spo4j_lm_head::backward(in.h, in.w, in.t, f.lse, in.g, true, chunk_bytes);
         return {f.logp, b.dh, b.dw};
+    }
+    if (provider == "single") {
+        auto r = spo4j_lm_head::single_pass(in.h, in.w, in.t, in.g, true, chunk_bytes);
+        return {r.first.logp, r.second.dh, r.second.dw};
     }
     if (provider == "materialised") {
         torch::NoGradGuard no_grad;
@@ -156,18 +162,20 @@ int main_impl(int argc, char** argv) {
         Inputs s64{s.h.to(torch::kDouble), s.w.to(torch::kDouble), s.t, s.g.to(torch::kDouble)};
         // small chunks, so the check covers several chunks and a short last one
         const int64_t small = std::max<int64_t>(o.vocab * 6 * 7, 1);
-        auto f = run("fused", s, small);
         auto ref = run("composite", s64, 0);
         const torch::Tensor keep = s.t.ne(SPO4J_IGNORE_INDEX).to(torch::kDouble);
-        const double e_logp = rel_diff(f[0].to(torch::kDouble) * keep, ref[0] * keep);
-        const double e_dh = rel_diff(f[1], ref[1]), e_dw = rel_diff(f[2], ref[2]);
-        // fp32: GEMM and exp rounding; bf16: the logits and gradients are rounded to 8 bits
-        const double tol = dt == torch::kFloat ? 1e-4 : 3e-2;
-        std::printf("check %s %s: relative max |diff| logp %.3g dh %.3g dW %.3g (tolerance %.0e)\n", o.device.c_str(),
-                    o.dtype.c_str(), e_logp, e_dh, e_dw, tol);
-        if (!(e_logp <= tol && e_dh <= tol && e_dw <= tol)) {
-            std::fprintf(stderr, "lm_head_bench: the fused head disagrees with the float64 composite\n");
-            return 1;
+        for (const std::string p : {"fused", "single"}) {
+            auto f = run(p, s, small);
+            const double e_logp = rel_diff(f[0].to(torch::kDouble) * keep, ref[0] * keep);
+            const double e_dh = rel_diff(f[1], ref[1]), e_dw = rel_diff(f[2], ref[2]);
+            // fp32: GEMM and exp rounding; bf16: the logits and gradients are rounded to 8 bits
+            const double tol = dt == torch::kFloat ? 1e-4 : 3e-2;
+            std::printf("check %s %s %s: relative max |diff| logp %.3g dh %.3g dW %.3g (tolerance %.0e)\n",
+                        p.c_str(), o.device.c_str(), o.dtype.c_str(), e_logp, e_dh, e_dw, tol);
+            if (!(e_logp <= tol && e_dh <= tol && e_dw <= tol)) {
+                std::fprintf(stderr, "lm_head_bench: the %s head disagrees with the float64 composite\n", p.c_str());
+                return 1;
+            }
         }
     }
 
@@ -176,7 +184,7 @@ int main_impl(int argc, char** argv) {
                        std::to_string(o.rows) + ", \"chunk_mb\": " + std::to_string(o.chunk_mb) +
                        ", \"results\": [";
     bool first = true;
-    for (const std::string p : {"fused", "materialised", "composite"}) {
+    for (const std::string p : {"fused", "single", "materialised", "composite"}) {
         std::vector<double> ms;
         int64_t peak_extra = -1;
         for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up, also measures the peak
