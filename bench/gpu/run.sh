@@ -293,11 +293,17 @@ train_step() {
     return $rc
 }
 export -f train_step
-case $(stage_status train_build) in
-    ok) run_stage train_step 90 "train-step-f32.json,train-step-bf16.json" train_step ;;
-    no_gpu) record train_step skipped 0 "no LibTorch to build against (see train_build)" ;;
-    *) record train_step skipped 0 "train_build did not succeed: $(stage_status train_build)" ;;
-esac
+# run_built BUILD_STAGE NAME CAP_S ARTIFACT COMMAND: run_stage when BUILD_STAGE succeeded, else
+# record NAME as skipped with the reason.
+run_built() {
+    local build=$1 name=$2
+    case $(stage_status "$build") in
+        ok) shift 1; run_stage "$@" ;;
+        no_gpu) record "$name" skipped 0 "no LibTorch to build against (see $build)" ;;
+        *) record "$name" skipped 0 "$build did not succeed: $(stage_status "$build")" ;;
+    esac
+}
+run_built train_build train_step 90 "train-step-f32.json,train-step-bf16.json" train_step
 
 # ---- fused_lm_head ------------------------------------------------------------------------
 fused_lm_head() {
@@ -319,11 +325,7 @@ fused_lm_head() {
     return $rc
 }
 export -f fused_lm_head
-case $(stage_status lm_head_build) in
-    ok) run_stage fused_lm_head 90 "lm-head-*.json" fused_lm_head ;;
-    no_gpu) record fused_lm_head skipped 0 "no LibTorch to build against (see lm_head_build)" ;;
-    *) record fused_lm_head skipped 0 "lm_head_build did not succeed: $(stage_status lm_head_build)" ;;
-esac
+run_built lm_head_build fused_lm_head 90 "lm-head-*.json" fused_lm_head
 
 # ---- torch_eager, torch_compile ----------------------------------------------------------------
 torch_compare() {  # $1 = eager | compile

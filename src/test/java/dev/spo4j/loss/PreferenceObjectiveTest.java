@@ -137,6 +137,18 @@ class PreferenceObjectiveTest {
         return out;
     }
 
+    /** The same loss, metrics, head weight gradient and lower-layer gradient as {@code ref}, to fp32 rounding. */
+    static void assertSameStep(Outcome ref, Outcome got) {
+        assertEquals(ref.result.loss(), got.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
+        Map<String, Double> a = got.result.metricsMap(), e = ref.result.metricsMap();
+        assertEquals(e.keySet(), a.keySet());
+        for (String k : e.keySet()) {
+            assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
+        }
+        assertAllClose("head weight grad", ref.weightGrad, got.weightGrad, 1e-6, 1e-4);
+        assertAllClose("lower layer grad", ref.biasGrad, got.biasGrad, 1e-6, 1e-4);
+    }
+
     /**
      * The fused LM head (hidden states in, chunks of logits) gives the materialised fused
      * path's and the LibTorch composite's loss, metrics (logits/chosen, logits/rejected and
@@ -157,14 +169,7 @@ class PreferenceObjectiveTest {
             runHead(LossImpl.LIBTORCH, false, c, sft, x, targets, refC, refR, true),
             runHead(LossImpl.LIBTORCH, true, c, sft, x, targets, refC, refR, true)};
         for (Outcome ref : refs) {
-            assertEquals(ref.result.loss(), head.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
-            Map<String, Double> a = head.result.metricsMap(), e = ref.result.metricsMap();
-            assertEquals(e.keySet(), a.keySet());
-            for (String k : e.keySet()) {
-                assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
-            }
-            assertAllClose("head weight grad", ref.weightGrad, head.weightGrad, 1e-6, 1e-4);
-            assertAllClose("lower layer grad", ref.biasGrad, head.biasGrad, 1e-6, 1e-4);
+            assertSameStep(ref, head);
         }
         Outcome eval = runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, false);
         assertEquals(head.result.loss(), eval.result.loss(), 0.0);
@@ -200,14 +205,7 @@ class PreferenceObjectiveTest {
             runHead(LossImpl.FUSED, true, c, sft, x, targets, refC, refR, scores, true, 5, false),
             runHead(LossImpl.LIBTORCH, false, c, sft, x, targets, refC, refR, scores, true, 5, null)};
         for (Outcome ref : refs) {
-            assertEquals(ref.result.loss(), one.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
-            Map<String, Double> a = one.result.metricsMap(), e = ref.result.metricsMap();
-            assertEquals(e.keySet(), a.keySet());
-            for (String k : e.keySet()) {
-                assertEquals(e.get(k), a.get(k), 1e-4 * Math.max(1, Math.abs(e.get(k))), k);
-            }
-            assertAllClose("head weight grad", ref.weightGrad, one.weightGrad, 1e-6, 1e-4);
-            assertAllClose("lower layer grad", ref.biasGrad, one.biasGrad, 1e-6, 1e-4);
+            assertSameStep(ref, one);
             assertArrayEquals(toDoubles(ref.result.policyChosen()), toDoubles(one.result.policyChosen()), 1e-4);
             assertArrayEquals(toDoubles(ref.result.policyRejected()), toDoubles(one.result.policyRejected()), 1e-4);
         }
@@ -238,11 +236,8 @@ class PreferenceObjectiveTest {
                     c.pairSeparable());
             Outcome rec = runHead(LossImpl.FUSED, true, c, 0.2, x, targets, refC, refR, scores, true, 5, false);
             Outcome comp = runHead(LossImpl.LIBTORCH, false, c, 0.2, x, targets, refC, refR, scores, true, 5, null);
-            for (Outcome ref : new Outcome[] {rec, comp}) {
-                assertEquals(ref.result.loss(), one.result.loss(), 1e-5 * Math.max(1, Math.abs(ref.result.loss())));
-                assertAllClose("head weight grad", ref.weightGrad, one.weightGrad, 1e-6, 1e-4);
-                assertAllClose("lower layer grad", ref.biasGrad, one.biasGrad, 1e-6, 1e-4);
-            }
+            assertSameStep(rec, one);
+            assertSameStep(comp, one);
         }
         assertTrue(mixes[0].pairSeparable() && !mixes[1].pairSeparable());
     }
