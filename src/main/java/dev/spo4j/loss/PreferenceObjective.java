@@ -48,8 +48,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * forward keeps lse, the pair loss gives g per row, and the backward recomputes each chunk (4
  * GEMMs, memory independent of the sequence length). Either produces dL/dh and dL/dW (none
  * when the head is frozen), which {@link Result#backward()} hands to autograd;
- * {@link #headSinglePass} says which regime a batch takes. The logits/* metrics come from h . mean_v(W_v), entropy from the same
- * chunks. With {@link LossImpl#LIBTORCH} hidden states go through torch.linear first.
+ * {@link #headSinglePass} says which regime a batch takes. The logits/* metrics come from
+ * h . mean_v(W_v), entropy from the same chunks. With {@link LossImpl#LIBTORCH} hidden states
+ * go through torch.linear first.
  *
  * <p>Metrics come back as {@link MetricSums}: pair means weighted by the pair count, and the
  * token means (logits/chosen, logits/rejected, entropy) weighted by their token counts, so
@@ -589,7 +590,10 @@ public final class PreferenceObjective {
                 b.counts.narrow(0, b.pairs + p0, k).contiguous()) : li;
     }
 
-    /** Pairs p0..p0+k-1 of a per-pair tensor [B] (null stays null; with k = B the tensor itself, checked by the loss). */
+    /**
+     * Pairs p0..p0+k-1 of a per-pair tensor [B]; null stays null, and with k = B the tensor
+     * itself (the loss checks its shape).
+     */
     private static Tensor pairs(Tensor v, long p0, long k, Batch b) {
         return v == null || k == b.pairs ? v : v.narrow(0, p0, k);
     }

@@ -536,7 +536,8 @@ public final class Trainer {
                         + "--max-length %d tokens per %d MiB chunk)", rows / (2L * cfg.maxLength), cfg.maxLength, mib);
             }
             return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for batches "
-                    + "padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)", rows / 2, mib);
+                    + "padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)",
+                    rows / 2, mib);
         }
 
         /**
