@@ -105,12 +105,21 @@ already_ok() {
     return 1
 }
 
+# clear_artifacts ARTIFACT: a rerun (RESUME=1) must not show an earlier run's results for a
+# stage that fails or is skipped now, so its artifacts (comma-separated names or globs under
+# $RUN_DIR) go before it runs or is skipped.
+clear_artifacts() {
+    local a
+    for a in ${1//,/ }; do rm -f "$RUN_DIR"/$a; done
+}
+
 # run_stage NAME CAP_S ARTIFACT COMMAND...: runs COMMAND with a timeout of min(CAP_S, budget
 # left - 5 s), logs to $RUN_DIR/NAME.log; status ok (0), failed, timeout (124/137), no_gpu (42).
 run_stage() {
     local name=$1 cap=$2 artifact=$3
     shift 3
     already_ok "$name" && return 0
+    clear_artifacts "$artifact"
     local budget=$(( $(left) - 5 ))
     [ "$budget" -lt "$cap" ] && cap=$budget
     if [ "$cap" -lt 5 ]; then
@@ -296,12 +305,15 @@ export -f train_step
 # run_built BUILD_STAGE NAME CAP_S ARTIFACT COMMAND: run_stage when BUILD_STAGE succeeded, else
 # record NAME as skipped with the reason.
 run_built() {
-    local build=$1 name=$2
-    case $(stage_status "$build") in
-        ok) shift 1; run_stage "$@" ;;
-        no_gpu) record "$name" skipped 0 "no LibTorch to build against (see $build)" ;;
-        *) record "$name" skipped 0 "$build did not succeed: $(stage_status "$build")" ;;
-    esac
+    local build=$1 name=$2 status
+    status=$(stage_status "$build")
+    if [ "$status" = ok ]; then shift 1; run_stage "$@"; return; fi
+    clear_artifacts "$4"
+    if [ "$status" = no_gpu ]; then
+        record "$name" skipped 0 "no LibTorch to build against (see $build)"
+    else
+        record "$name" skipped 0 "$build did not succeed: $status"
+    fi
 }
 run_built train_build train_step 90 "train-step-f32.json,train-step-bf16.json" train_step
 
