@@ -279,8 +279,7 @@ public final class LmHeadLogProbs {
                                 dw.narrow(0, v0, m).addmm_(dz.t(), hr);
                             }
                         } else {
-                            // CPU only, so widened natively: no buffer
-                            addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb), null);
+                            addWidened(dhr, torch.mm_out(view(dhBuf, n, s.hidden), dz, wb));
                             if (narrowDw) {
                                 hot.put(dz, lr, gr);
                                 torch.mm_out(dw.narrow(0, v0, m), dz.t(), hr);
@@ -289,7 +288,7 @@ public final class LmHeadLogProbs {
                                 if (r0 == 0) {  // the slice's first (with N <= 8192, only) product
                                     dw.narrow(0, v0, m).copy_(p);
                                 } else {
-                                    addWidened(dw.narrow(0, v0, m), p, null);
+                                    addWidened(dw.narrow(0, v0, m), p);
                                 }
                             }
                         }
@@ -391,7 +390,7 @@ public final class LmHeadLogProbs {
             throw new IllegalArgumentException("group of " + groupRows + " rows for " + s.rows
                     + " rows (expected a positive divisor of the row count)");
         }
-        if (singlePassRows(s.vocab, s.hidden, s.dtype, weightGrad, hidden.device().is_cpu()) < groupRows) {
+        if (singlePassRows(s.vocab, s.hidden, s.dtype, weightGrad) < groupRows) {
             throw new IllegalArgumentException("chunk budget " + chunkBytes + " bytes is smaller than one group of "
                     + groupRows + " rows of " + s.vocab + " " + s.dtype + " logits (" + groupRows * s.vocab
                     * elemBytes(s.dtype) + " bytes; expected a budget of at least one group)");
@@ -403,12 +402,12 @@ public final class LmHeadLogProbs {
     /**
      * Whether the single pass over {@code rows} rows in groups of {@code groupRows} fits the
      * budget: one group of logits per chunk at least (with a bf16/fp16 weight gradient's product
-     * slice, and off the CPU its widening buffer, beside it), and with such a weight gradient
+     * slice beside it), and with such a weight gradient
      * at most {@link #MAX_CALLS} chunk x dW-slice products.
      */
     public boolean groupsFit(long rows, long groupRows, long vocab, long hidden, ScalarType dtype,
-                             boolean weightGrad, boolean cpu) {
-        long step = singlePassRows(vocab, hidden, dtype, weightGrad, cpu) / groupRows * groupRows;
+                             boolean weightGrad) {
+        long step = singlePassRows(vocab, hidden, dtype, weightGrad) / groupRows * groupRows;
         if (step < groupRows) {
             return false;
         }
@@ -425,13 +424,12 @@ public final class LmHeadLogProbs {
      * Rows per single-pass chunk at this budget (0 when not one row fits next to a bf16/fp16
      * weight gradient's product slice): the largest group {@link #forwardBackwardGroups} takes.
      */
-    public long singlePassRows(long vocab, long hidden, ScalarType dtype, boolean weightGrad, boolean cpu) {
+    public long singlePassRows(long vocab, long hidden, ScalarType dtype, boolean weightGrad) {
         long elem = elemBytes(dtype);
         if (!(weightGrad && elem != 4)) {
             return chunkBytes / (vocab * elem);
         }
-        long wideBytes = cpu ? 0 : WIDE_ROWS * hidden * 4;  // the CPU widens natively
-        return Math.max(0, chunkBytes - dwSlice(vocab, hidden) * 2 * hidden - wideBytes) / (vocab * elem);
+        return Math.max(0, chunkBytes - dwSlice(vocab, hidden) * 2 * hidden) / (vocab * elem);
     }
 
     /** Rows of a narrow dW's product slice in the single pass: an eighth of the budget. */
@@ -454,7 +452,7 @@ public final class LmHeadLogProbs {
         long dwSlice = s.vocab;
         if (narrowDw) {
             dwSlice = dwSlice(s.vocab, s.hidden);
-            step = Math.max(1, singlePassRows(s.vocab, s.hidden, s.dtype, true, hidden.device().is_cpu()));
+            step = Math.max(1, singlePassRows(s.vocab, s.hidden, s.dtype, true));
         }
         step = Math.max(groupRows, step / groupRows * groupRows);  // whole groups (the caller checked one fits)
         if (narrowDw) {
@@ -478,8 +476,6 @@ public final class LmHeadLogProbs {
                     Tensors.options(ScalarType.Float, weight.device()), null) : null;
             Tensor zBuf = scratch.buffer(Math.min(step, s.rows) * s.vocab, s.dtype, hidden);
             Tensor dwBuf = narrowDw ? scratch.buffer(dwSlice * s.hidden, s.dtype, hidden) : null;
-            Tensor wide = narrowDw && !hidden.device().is_cpu()
-                    ? scratch.buffer(WIDE_ROWS * s.hidden, ScalarType.Float, hidden) : null;
             for (long r0 = 0; r0 < s.rows; r0 += step) {
                 long n = Math.min(step, s.rows - r0);
                 try (PointerScope chunk = new PointerScope()) {
@@ -511,7 +507,7 @@ public final class LmHeadLogProbs {
                                 if (r0 == 0) {
                                     dw.narrow(0, v0, m).copy_(p);
                                 } else {
-                                    addWidened(dw.narrow(0, v0, m), p, wide);
+                                    addWidened(dw.narrow(0, v0, m), p);
                                 }
                             }
                         }
@@ -523,6 +519,8 @@ public final class LmHeadLogProbs {
                 }
             }
             Result r = single ? new Result(logp, lseOut, entropy, logitMean(h, w)) : null;
+            h.close();  // no handle of this pass keeps the caller's h (e.g. a copy it frees) alive
+            w.close();
             return new Pass(r, new Gradients(dh, dw));
         }
     }
@@ -606,40 +604,26 @@ public final class LmHeadLogProbs {
         return torch.empty(new long[] {Math.max(1, elements)}, Tensors.options(dtype, like.device()), null);
     }
 
-    /** Rows of the fp32 widening buffer of {@link #addWidened} off the CPU (64 x H x 4 bytes, in the budget). */
-    static final long WIDE_ROWS = 64;
-
     /**
      * {@code dst += src} for an fp32 {@code dst} and a bf16/fp16 {@code src} of the same [rows, H]
-     * shape. On the CPU one native pass ({@code spo4j_add_widened_cpu}); elsewhere widening through
-     * {@code wide} a slice of rows at a time. LibTorch's mixed-dtype {@code add_} takes a slow
-     * casting path (1.1 s for 151936 x 896 on the 2-core EPYC, against ~0.1 s for the copy into
-     * fp32 and an fp32 add), and the 64-row slices cost four JNI calls each: ~0.5 s of a 3.6 s
-     * bf16 single pass at 896 x 151936 x 2048 (three passes over dW), which the native pass removes.
+     * shape. On the CPU one native pass ({@code spo4j_add_widened_cpu}): LibTorch's mixed-dtype
+     * {@code add_} takes a slow casting path there (1.1 s for 151936 x 896 on the 2-core EPYC,
+     * against ~0.1 s for the copy into fp32 and an fp32 add). On CUDA that {@code add_} is one
+     * elementwise kernel that widens as it reads (no widening buffer, no host loop of slices).
      */
-    private void addWidened(Tensor dst, Tensor src, Tensor wide) {
+    private void addWidened(Tensor dst, Tensor src) {
         if (dst.numel() != src.numel() || dst.scalar_type().intern() != ScalarType.Float) {
             throw new IllegalStateException("widening add of " + src.numel() + " " + src.scalar_type().intern()
                     + " values into " + dst.numel() + " " + dst.scalar_type().intern()
                     + " (expected as many, into Float)");
         }
         if (dst.device().is_cpu() && dst.is_contiguous() && src.is_contiguous()) {
-            // one native pass (read src, read and write dst): no widening copies, no JNI call per slice
+            // one native pass (read src, read and write dst): no widening copies
             Native.check(Native.spo4j_add_widened_cpu(dst.data_ptr_float(), src.data_ptr(),
                     TensorChecks.kernelDtype(src, "src"), src.numel(), threads()), "fp32 += bf16/fp16 gradient");
             return;
         }
-        if (wide == null) {  // no buffer (a CPU caller): LibTorch's mixed-dtype add, slow but right
-            dst.add_(src);
-            return;
-        }
-        long rows = src.size(0), cols = src.size(1), step = Math.max(1, wide.size(0) / Math.max(1, cols));
-        for (long r0 = 0; r0 < rows; r0 += step) {
-            long k = Math.min(step, rows - r0);
-            try (PointerScope s = new PointerScope()) {
-                dst.narrow(0, r0, k).add_(view(wide, k, cols).copy_(src.narrow(0, r0, k)));
-            }
-        }
+        dst.add_(src);
     }
 
     /** The first rows x cols elements of a flat buffer as a contiguous [rows, cols] matrix. */
@@ -649,7 +633,11 @@ public final class LmHeadLogProbs {
 
     private static Tensor logitMean(Tensor h, Tensor w) {
         Tensor wBar = Tensors.columnMeansFloat(w);  // [H] fp32, a bf16 W widened a slice at a time
-        return torch.mv(h.to(ScalarType.Float), wBar);
+        Tensor hf = h.to(ScalarType.Float);  // h itself when fp32: a handle on the caller's storage
+        Tensor mean = torch.mv(hf, wBar);
+        hf.close();
+        wBar.close();
+        return mean;
     }
 
     private int threads() {

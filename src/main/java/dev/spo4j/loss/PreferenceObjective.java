@@ -419,8 +419,7 @@ public final class PreferenceObjective {
      */
     private boolean singlePass(LmHeadLogProbs head, Batch b) {
         return loss.config().pairSeparable() && head.groupsFit(b.rows * b.length, 2 * b.length, b.vocab,
-                b.hidden.size(1), b.hidden.scalar_type().intern(), b.weight.requires_grad(),
-                b.hidden.device().is_cpu());
+                b.hidden.size(1), b.hidden.scalar_type().intern(), b.weight.requires_grad());
     }
 
     /**
@@ -434,10 +433,14 @@ public final class PreferenceObjective {
     private Result pairPass(Inputs in, Batch b, LmHeadLogProbs head, TokenLogProbs.TargetCheck check) {
         long pairs = b.pairs, t = b.length, group = 2 * t, hid = b.hidden.size(1);
         Tensor order = pairOrder(pairs, b.hidden, false), back = pairOrder(pairs, b.hidden, true);
-        Tensor h, targets;
+        // the pair-order copies, [2B T, H] and [2B T]: every handle on their storage is closed
+        // after the pass (closing a view alone would keep the copy until the step's scope ends)
+        Tensor hPaired, h, tPaired, targets;
         try (NoGradGuard ng = new NoGradGuard()) {
-            h = b.hidden.detach().reshape(b.rows, t, hid).index_select(0, order).view(b.rows * t, hid);
-            targets = b.flatTargets.view(b.rows, t).index_select(0, order).view(-1);
+            hPaired = b.hidden.detach().reshape(b.rows, t, hid).index_select(0, order);
+            h = hPaired.view(b.rows * t, hid);
+            tPaired = b.flatTargets.view(b.rows, t).index_select(0, order);
+            targets = tPaired.view(-1);
         }
         LmHeadLogProbs.Pass p = head.forwardBackwardGroups(h, b.weight, targets, group, (r0, n, logp) -> {
             long p0 = r0 / group, k = n / group;
@@ -446,18 +449,24 @@ public final class PreferenceObjective {
                     true, false);  // the gradients only: the metrics come from the whole batch below
             return torch.stack(new TensorVector(pg.gc, pg.gr), 1).unsqueeze(2).expand(k, 2, t).contiguous().view(-1);
         }, IGNORE, true, b.weight.requires_grad(), check);
-        h.close();  // the pair-order copies, [2B T, H] each, freed now rather than with the step
-        targets.close();
+        closeAll(h, hPaired, targets, tPaired);
         Tensor logp = unpair(p.result().logp(), back, b), entropy = unpair(p.result().entropy(), back, b);
         Tensor logitMean = unpair(p.result().logitMean(), back, b);
-        Tensor dh = p.grads().hidden().view(b.rows, t, hid).index_select(0, back).view(b.rows * t, hid);
-        p.grads().hidden().close();
+        Tensor dhPaired = p.grads().hidden(), dhRows = dhPaired.view(b.rows, t, hid);
+        Tensor dh = dhRows.index_select(0, back).view(b.rows * t, hid);
+        closeAll(dhRows, dhPaired);
         Tensor seq = logp.view(b.rows, t).sum(new long[] {1}, false, null);
         Tensor pc = seq.narrow(0, 0, pairs).contiguous(), pr = seq.narrow(0, pairs, pairs).contiguous();
         PairGrad pg = pairLoss(in, b, pc, pr, true);
         MetricSums sums = sums(pg.total, pg.r.metrics(), tokenMetrics(logitMean, entropy, b), pg.nll, pairs);
         return new Result(pg.total, pg.r.metrics(), sums, null, null, null, pc, pr)
                 .withHead(b.hidden, b.weight, new LmHeadLogProbs.Gradients(dh, p.grads().weight()));
+    }
+
+    private static void closeAll(Tensor... handles) {
+        for (Tensor x : handles) {
+            x.close();
+        }
     }
 
     /**

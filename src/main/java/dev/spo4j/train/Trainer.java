@@ -52,6 +52,7 @@ import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch_cuda;
 
 /**
  * Preference training of a Llama-family model ({@code src/site/markdown/DESIGN.md}, "one
@@ -286,6 +287,19 @@ public final class Trainer {
                         + "(build with -Pgpu on a host with a GPU and the CUDA libraries)");
             }
             CudaKernels.require();
+            Device d = new Device(name);
+            if (d.has_index()) {
+                long count = torch.cuda_device_count();
+                if (d.index() >= count) {
+                    throw new IllegalArgumentException("--device " + name + ": no such GPU (expected an index "
+                            + "below the " + count + " visible to LibTorch)");
+                }
+                // This thread's current device, as torch.cuda.set_device(local_rank) does in a
+                // PyTorch data-parallel rank: LibTorch's guards and spo4j's kernels then never switch
+                // devices, and no rank of a run makes a CUDA context on GPU 0 by switching back to it.
+                torch_cuda.set_device(d.index());
+            }
+            return d;
         }
         return new Device(name);
     }
@@ -526,7 +540,7 @@ public final class Trainer {
             }
             ModelConfig mc = policy.config();
             long rows = new LmHeadLogProbs(cfg.lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(),
-                    precision.scalarType(), policy.headWeight().requires_grad(), device.is_cpu());
+                    precision.scalarType(), policy.headWeight().requires_grad());
             if (rows < 2) {
                 return "fused LM head in its recompute regime (two rows of logits exceed the " + mib
                         + " MiB chunks beside the weight gradient's, --lm-head-chunk-mb)";

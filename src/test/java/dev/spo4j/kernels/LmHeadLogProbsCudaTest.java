@@ -62,6 +62,37 @@ class LmHeadLogProbsCudaTest {
     }
 
     /**
+     * bf16 on CUDA, with a weight gradient, V odd: the recompute backward and the single pass
+     * (forwardBackward), each over 5 row chunks, so that chunks after the first add their bf16
+     * dW products into the fp32 accumulator (LibTorch's mixed-dtype add on the device); logp,
+     * lse, entropy, dh and dW within the naive bf16 composite's error of the float64 truth, as
+     * the CPU's bf16 cases are judged.
+     */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(TokenLogProbs.TargetCheck.class)
+    void bf16WithinTheNaiveCompositesError(TokenLogProbs.TargetCheck check) {
+        int n = 300, hid = 64, v = 32003;
+        ScalarType dt = ScalarType.BFloat16;
+        Tensor[] in = inputs(n, hid, v, dt, 7);
+        Tensor t = targets(n, v, 40, 80, 7);
+        Tensor[] truth = composite(in[0], in[1], t, in[2], ScalarType.Double);
+        Tensor[] naive = composite(in[0], in[1], t, in[2], dt);
+        LmHeadLogProbs head = new LmHeadLogProbs(74L * v * 2, 0);  // 64 rows per single-pass chunk
+        assertEquals(64, head.singlePassRows(v, hid, dt, true));
+        Tensor h = gpu(in[0]), w = gpu(in[1]), tg = gpu(t), g = gpu(in[2]);
+        LmHeadLogProbs.Result fwd = head.forward(h, w, tg, IGNORE, true, check);
+        LmHeadLogProbs.Gradients gr = head.backward(h, w, tg, fwd.lse(), g, IGNORE, true, check);
+        LmHeadLogProbs.Pass one = head.forwardBackward(h, w, tg, g, IGNORE, true, true, check);
+        assertTrue(gr.hidden().is_cuda() && gr.weight().is_cuda() && one.grads().weight().is_cuda());
+        assertEquals(ScalarType.Float, one.grads().weight().scalar_type().intern());
+        LmHeadLogProbsTest.assertNoWorseThanNaive("recompute", truth, naive, t, new Tensor[] {fwd.logp().cpu(),
+            fwd.lse().cpu(), fwd.entropy().cpu(), gr.hidden().cpu(), gr.weight().cpu()});
+        LmHeadLogProbsTest.assertNoWorseThanNaive("single pass", truth, naive, t, new Tensor[] {
+            one.result().logp().cpu(), one.result().lse().cpu(), one.result().entropy().cpu(),
+            one.grads().hidden().cpu(), one.grads().weight().cpu()});
+    }
+
+    /**
      * The preference objective's single pass over chunks of whole pairs on CUDA tensors (rows
      * put in pair order on the device, each chunk's pair loss by the CUDA loss kernel) against
      * the same step on the CPU: loss, metrics and the gradients of h and W. A budget of two

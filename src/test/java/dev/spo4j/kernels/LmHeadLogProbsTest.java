@@ -394,14 +394,14 @@ class LmHeadLogProbsTest {
         LmHeadLogProbs head = new LmHeadLogProbs(4L * 17 * 4, 1);  // 4 rows of logits
         TokenLogProbs.TargetCheck c = TokenLogProbs.TargetCheck.CHECKED;
         LmHeadLogProbs.ChunkGradient ones = (r0, k, logp) -> torch.ones(new long[] {k});
-        assertTrue(head.groupsFit(12, 4, 17, 8, ScalarType.Float, true, true));
-        assertTrue(!head.groupsFit(12, 6, 17, 8, ScalarType.Float, true, true));
+        assertTrue(head.groupsFit(12, 4, 17, 8, ScalarType.Float, true));
+        assertTrue(!head.groupsFit(12, 6, 17, 8, ScalarType.Float, true));
         // bf16 with a weight gradient: 48000 bytes leave 1 row per chunk beside dW's product
         // slice (11 rows of H = 256): 600 groups of 1 row take 600 x 1819 products, over the limit
         LmHeadLogProbs tiny = new LmHeadLogProbs(48_000, 1);
-        assertEquals(1, tiny.singlePassRows(20000, 256, ScalarType.BFloat16, true, true));
-        assertTrue(!tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, true, true));
-        assertTrue(tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, false, true));
+        assertEquals(1, tiny.singlePassRows(20000, 256, ScalarType.BFloat16, true));
+        assertTrue(!tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, true));
+        assertTrue(tiny.groupsFit(600, 1, 20000, 256, ScalarType.BFloat16, false));
         assertMessage(() -> head.forwardBackwardGroups(h, w, t, 6, ones, IGNORE, false, true, c),
                 "smaller than one group of 6 rows");
         assertMessage(() -> head.forwardBackwardGroups(h, w, t, 5, ones, IGNORE, false, true, c),
