@@ -49,11 +49,32 @@ public final class ReferenceLogProbs {
                  PreferenceBatch batch = collator.collate(pairs.subList(start, end))) {
                 double[] seq = SequenceLogProbs.of(model, batch, threads, head, chunkBytes);
                 int b = end - start;
+                requireFinite(seq, pairs.subList(start, end));
                 System.arraycopy(seq, 0, chosen, start, b);
                 System.arraycopy(seq, b, rejected, start, b);
             }
         }
         return new double[][] {chosen, rejected};
+    }
+
+    /**
+     * Every summed log-prob of a batch (chosen[b], then rejected[b]) is finite, or an
+     * IllegalArgumentException names the pair's source and the value (as the CPU kernel's
+     * NonFiniteLogitsException does for the logits it reads; the CUDA kernel passes NaN on). A
+     * reference model with NaN or infinite weights, or a target token at a -inf logit, would
+     * otherwise make every loss of that pair non-finite (each step that draws it skipped) and
+     * the run folder's JSON unwritable (Gson refuses NaN).
+     */
+    static void requireFinite(double[] seq, List<PreferencePair> batch) {
+        int b = batch.size();
+        for (int i = 0; i < seq.length; i++) {
+            if (!Double.isFinite(seq[i])) {
+                PreferencePair pair = batch.get(i % b);
+                throw new IllegalArgumentException(pair.source() + ": the reference model's summed log-prob of the "
+                        + (i < b ? "chosen" : "rejected") + " completion is " + seq[i] + " (expected a finite "
+                        + "number; NaN or infinite reference weights, or a target token at a -inf logit)");
+            }
+        }
     }
 
     /**

@@ -218,6 +218,23 @@ class RunSafetyTest {
     }
 
     @Test
+    void nonFiniteComputedReferenceLogProbsNameThePair() {
+        List<PreferencePair> batch = List.of(PreferencePair.of("p", "a", "b").withSource("d.jsonl:1"),
+                PreferencePair.of("q", "c", "d").withSource("d.jsonl:2"));
+        ReferenceLogProbs.requireFinite(new double[] {-3, -4, -5, -6}, batch);  // chosen 1, 2, rejected 1, 2
+        for (double bad : new double[] {Double.NaN, Double.NEGATIVE_INFINITY, Double.POSITIVE_INFINITY}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> ReferenceLogProbs.requireFinite(new double[] {-3, -4, -5, bad}, batch));
+            assertTrue(e.getMessage().startsWith("d.jsonl:2: ") && e.getMessage().contains("rejected completion is "
+                    + bad) && e.getMessage().contains("expected a finite number"), e.getMessage());
+        }
+        IllegalArgumentException c = assertThrows(IllegalArgumentException.class,
+                () -> ReferenceLogProbs.requireFinite(new double[] {Double.NaN, -4, -5, -6}, batch));
+        assertTrue(c.getMessage().startsWith("d.jsonl:1: ") && c.getMessage().contains("chosen completion is NaN"),
+                c.getMessage());
+    }
+
+    @Test
     void positiveReferenceLogProbsAreRejected() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> PreferencePair.of("p", "a", "b").withSource("d.jsonl:3").withReferenceLogps(5.0, -1.0));
