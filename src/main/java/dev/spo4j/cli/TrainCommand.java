@@ -96,6 +96,9 @@ final class TrainCommand implements Callable<Integer> {
                 config.lora() ? "LoRA r " + config.loraConfig().r() : "full fine-tuning",
                 config.gradientCheckpointing ? ", activation checkpointing" : "",
                 config.lmHead.toString().toLowerCase(Locale.ROOT), config.batchSize, config.maxLength);
+        if (config.lmHead == dev.spo4j.loss.LmHead.FUSED && config.lossImpl == dev.spo4j.loss.LossImpl.FUSED) {
+            System.out.println(config.headRegime(mc, precision.scalarType(), !config.lora()));
+        }
         System.out.print(e.table());
         return 0;
     }

@@ -7,8 +7,11 @@ import dev.spo4j.loss.LmHead;
 import dev.spo4j.loss.LossImpl;
 import dev.spo4j.loss.LossType;
 import dev.spo4j.loss.PreferenceLossConfig;
+import dev.spo4j.model.ModelConfig;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -255,6 +258,37 @@ public final class TrainConfig {
     /** The fused LM head's chunk budget in bytes. */
     public long lmHeadChunkBytes() {
         return (long) lmHeadChunkMb << 20;
+    }
+
+    /**
+     * Which regime the fused LM head takes in a training step for this loss, model, dtype and
+     * budget, in words: the single pass over chunks of whole pairs when the loss is a sum over
+     * pairs and a pair of {@code --max-length} tokens fits a chunk, else the recompute regime
+     * (for all batches, or for those padded beyond the longest length that fits).
+     *
+     * @param headTrained whether the head weight gets a gradient (not under LoRA)
+     */
+    public String headRegime(ModelConfig mc, ScalarType dtype,
+                             boolean headTrained) {
+        long mib = lmHeadChunkBytes() >> 20;
+        if (!lossConfig().pairSeparable()) {
+            return "fused LM head in its recompute regime (" + lossLabel() + " couples the pairs of a batch), "
+                    + mib + " MiB chunks";
+        }
+        long rows = new LmHeadLogProbs(lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(), dtype,
+                headTrained);
+        if (rows < 2) {
+            return "fused LM head in its recompute regime (two rows of logits exceed the " + mib
+                    + " MiB chunks beside the weight gradient's, --lm-head-chunk-mb)";
+        }
+        if (rows / 2 >= maxLength) {
+            long pairs = rows / (2L * maxLength);
+            return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs (%d pair%s of "
+                    + "--max-length %d tokens per %d MiB chunk)", pairs, pairs == 1 ? "" : "s", maxLength, mib);
+        }
+        return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for "
+                + "batches padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)",
+                rows / 2, mib);
     }
 
     /** The loss settings as the objective takes them. */

@@ -11,7 +11,6 @@ import dev.spo4j.data.PreferencePair;
 import dev.spo4j.data.TextTokenizer;
 import dev.spo4j.io.AtomicFiles;
 import dev.spo4j.kernels.CudaKernels;
-import dev.spo4j.kernels.LmHeadLogProbs;
 import dev.spo4j.kernels.NonFiniteLogitsException;
 import dev.spo4j.kernels.Tensors;
 import dev.spo4j.loss.LmHead;
@@ -523,35 +522,13 @@ public final class Trainer {
                         policy.parameterCount());
             }
             if (cfg.lmHead == LmHead.FUSED && cfg.lossImpl == LossImpl.FUSED) {  // libtorch: torch.linear
-                console.println("spo4j: " + headRegime(policy));
+                console.println("spo4j: " + cfg.headRegime(policy.config(), precision.scalarType(),
+                        policy.headWeight().requires_grad()));
             }
             if (checkpoint != null) {
                 console.println("spo4j: resumed from " + checkpoint + " at step " + step);
             }
             return total;
-        }
-
-        /** Which regime the fused LM head takes for this loss, model and budget, in words. */
-        private String headRegime(LlamaModel policy) {
-            long mib = cfg.lmHeadChunkBytes() >> 20;
-            if (!cfg.lossConfig().pairSeparable()) {
-                return "fused LM head in its recompute regime (" + cfg.lossLabel() + " couples the pairs of a batch), "
-                        + mib + " MiB chunks";
-            }
-            ModelConfig mc = policy.config();
-            long rows = new LmHeadLogProbs(cfg.lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(),
-                    precision.scalarType(), policy.headWeight().requires_grad());
-            if (rows < 2) {
-                return "fused LM head in its recompute regime (two rows of logits exceed the " + mib
-                        + " MiB chunks beside the weight gradient's, --lm-head-chunk-mb)";
-            }
-            if (rows / 2 >= cfg.maxLength) {
-                return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs (%d pairs of "
-                        + "--max-length %d tokens per %d MiB chunk)", rows / (2L * cfg.maxLength), cfg.maxLength, mib);
-            }
-            return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for batches "
-                    + "padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)",
-                    rows / 2, mib);
         }
 
         /**

@@ -136,8 +136,46 @@ class MemoryEstimateTest {
         String s = out.toString();
         for (String part : new String[] {"weights", "master copy", "adapters", "gradients", "optimiser", "activations",
             "LM head", "total", "resident memory of the process",
-            "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens"}) {
+            "bfloat16, LoRA r 16, activation checkpointing, fused LM head, 4 pairs x 1024 tokens",
+            // 256 MiB hold 883 rows of 151936 bf16 logits: pairs of up to 441 tokens
+            "fused LM head: single pass over chunks of whole pairs for batches padded to at most 441 tokens"}) {
             assertTrue(s.contains(part), part + " missing from:\n" + s);
         }
+    }
+
+    /**
+     * The regime line (train's start and --dry-run) at Qwen2.5-0.5B's head, V = 151936, H = 896:
+     * a pair-separable loss whose pairs fit a chunk, one whose pairs do not (then the longest
+     * padded length that does), a loss that couples the pairs, and a budget too small for two
+     * rows beside a bf16 weight gradient's product slice.
+     */
+    @Test
+    void headRegimeSaysWhichPassAStepTakes() throws IOException {
+        ModelConfig c = ModelConfig.read(Path.of("bench/configs/qwen2.5-0.5b").resolve(ModelFolder.CONFIG));
+        org.bytedeco.pytorch.global.torch.ScalarType bf16 = Precision.BF16.scalarType();
+        // 256 MiB / (151936 x 2 B) = 883 rows: one pair of 256 tokens (512 rows), pairs of <= 441 tokens
+        assertEquals("fused LM head: single pass over chunks of whole pairs (1 pair of --max-length 256 tokens per "
+                + "256 MiB chunk)", config("--max-length", "256").headRegime(c, bf16, false));
+        assertEquals("fused LM head: single pass over chunks of whole pairs (3 pairs of --max-length 128 tokens per "
+                + "256 MiB chunk)", config("--max-length", "128").headRegime(c, bf16, false));
+        assertEquals("fused LM head: single pass over chunks of whole pairs for batches padded to at most 441 tokens, "
+                + "recompute regime beyond (256 MiB chunks, --lm-head-chunk-mb)",
+                config("--max-length", "1024").headRegime(c, bf16, false));
+        assertEquals("fused LM head in its recompute regime (bco-pair couples the pairs of a batch), 256 MiB chunks",
+                config("--loss", "bco-pair").headRegime(c, bf16, false));
+        // 1 MiB: 73 rows of the trained head's bf16 dW product slice (130816 B) leave 917760 B, 3 rows
+        // of logits (a pair of 1 token); fp32 rows of 607744 B: 1 row, no pair
+        assertTrue(config("--lm-head-chunk-mb", "1", "--max-length", "1").headRegime(c, bf16, true)
+                .startsWith("fused LM head: single pass"));
+        assertEquals("fused LM head in its recompute regime (two rows of logits exceed the 1 MiB chunks beside the "
+                + "weight gradient's, --lm-head-chunk-mb)", config("--lm-head-chunk-mb", "1").headRegime(c,
+                Precision.FP32.scalarType(), true));
+    }
+
+    private static TrainConfig config(String... args) {
+        TrainConfig t = new TrainConfig();
+        new picocli.CommandLine(t).registerConverter(dev.spo4j.loss.LossType.class, dev.spo4j.loss.LossType::parse)
+                .parseArgs(args);
+        return t;
     }
 }
