@@ -56,8 +56,10 @@ RESULTS=${RESULTS:-bench/results/gpu}
 PYTHON=${PYTHON:-python3}
 COMPILE_MIN_S=${COMPILE_MIN_S:-60}
 REPS=${REPS:-10}
-if [ "${RESUME:-0}" != "1" ]; then
+if [ "${RESUME:-0}" != "1" ]; then  # a fresh run: no stage's status or results from an earlier one
     rm -rf "$RUN_DIR/stages"
+    rm -f "$RUN_DIR"/harness-bench.json "$RUN_DIR"/train-step-*.json "$RUN_DIR"/lm-head-*.json \
+        "$RUN_DIR"/compare-*.json
 fi
 mkdir -p "$RUN_DIR/stages" "$RESULTS"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
@@ -109,8 +111,9 @@ already_ok() {
 # stage that fails or is skipped now, so its artifacts (comma-separated names or globs under
 # $RUN_DIR) go before it runs or is skipped.
 clear_artifacts() {
-    local a
-    for a in ${1//,/ }; do rm -f "$RUN_DIR"/$a; done
+    local a names=()
+    IFS=, read -ra names <<<"$1"  # split on commas only: no glob expanded outside $RUN_DIR
+    for a in "${names[@]}"; do rm -f -- "$RUN_DIR"/$a; done
 }
 
 # run_stage NAME CAP_S ARTIFACT COMMAND...: runs COMMAND with a timeout of min(CAP_S, budget
@@ -195,8 +198,12 @@ build_native() {
 export -f left elapsed say build_native
 run_stage build 240 "" build_native
 if [ "$(stage_status build)" != ok ]; then
-    for s in check bench train_build lm_head_build train_step fused_lm_head torch_eager torch_compile; do
-        [ "$(stage_status $s)" = ok ] || record "$s" skipped 0 "the native build failed"
+    for s in "check:" "bench:harness-bench.json" "train_build:" "lm_head_build:" \
+        "train_step:train-step-f32.json,train-step-bf16.json" "fused_lm_head:lm-head-*.json" \
+        "torch_eager:compare-eager.json" "torch_compile:compare-compile.json"; do  # stage:artifacts
+        [ "$(stage_status "${s%%:*}")" = ok ] && continue
+        clear_artifacts "${s#*:}"
+        record "${s%%:*}" skipped 0 "the native build failed"
     done
     collect
     exit 1
@@ -352,6 +359,7 @@ run_stage torch_eager 110 "compare-eager.json" torch_compare eager
 if [ "$(left)" -ge "$COMPILE_MIN_S" ] || [ "$(stage_status torch_compile)" = ok ]; then
     run_stage torch_compile 200 "compare-compile.json" torch_compare compile
 else
+    clear_artifacts compare-compile.json
     record torch_compile skipped 0 "time budget: $(left)s left, torch.compile needs ${COMPILE_MIN_S}s (rerun with RESUME=1)"
 fi
 

@@ -275,16 +275,22 @@ public final class TrainConfig {
             return "fused LM head in its recompute regime (" + lossLabel() + " couples the pairs of a batch), "
                     + mib + " MiB chunks";
         }
-        long rows = new LmHeadLogProbs(lmHeadChunkBytes(), 1).singlePassRows(mc.vocabSize(), mc.hiddenSize(), dtype,
-                headTrained);
+        LmHeadLogProbs head = new LmHeadLogProbs(lmHeadChunkBytes(), 1);
+        long rows = head.singlePassRows(mc.vocabSize(), mc.hiddenSize(), dtype, headTrained);
         if (rows < 2) {
             return "fused LM head in its recompute regime (two rows of logits exceed the " + mib
                     + " MiB chunks beside the weight gradient's, --lm-head-chunk-mb)";
         }
         if (rows / 2 >= maxLength) {
             long pairs = rows / (2L * maxLength);
+            if (!head.groupsFit(2L * batchSize * maxLength, 2L * maxLength, mc.vocabSize(), mc.hiddenSize(), dtype,
+                    headTrained)) {
+                return "fused LM head in its recompute regime (a batch of " + batchSize + " pairs would take more "
+                        + "chunk x weight-gradient products than a pass allows at " + mib + " MiB, --lm-head-chunk-mb)";
+            }
             return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs (%d pair%s of "
-                    + "--max-length %d tokens per %d MiB chunk)", pairs, pairs == 1 ? "" : "s", maxLength, mib);
+                    + "--max-length %d token%s per %d MiB chunk)", pairs, pairs == 1 ? "" : "s", maxLength,
+                    maxLength == 1 ? "" : "s", mib);
         }
         return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for "
                 + "batches padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)",

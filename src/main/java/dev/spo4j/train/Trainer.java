@@ -290,8 +290,8 @@ public final class Trainer {
             if (d.has_index()) {
                 long count = torch.cuda_device_count();
                 if (d.index() >= count) {
-                    throw new IllegalArgumentException("--device " + name + ": no such GPU (expected an index "
-                            + "below the " + count + " visible to LibTorch)");
+                    throw new IllegalArgumentException("device " + name + ": no such GPU (expected an index below "
+                            + "the " + count + " visible to LibTorch; a data-parallel rank takes cuda:LOCAL_RANK)");
                 }
                 // This thread's current device, as torch.cuda.set_device(local_rank) does in a
                 // PyTorch data-parallel rank: LibTorch's guards and spo4j's kernels then never switch

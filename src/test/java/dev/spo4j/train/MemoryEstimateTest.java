@@ -165,8 +165,13 @@ class MemoryEstimateTest {
                 config("--loss", "bco-pair").headRegime(c, bf16, false));
         // 1 MiB: 73 rows of the trained head's bf16 dW product slice (130816 B) leave 917760 B, 3 rows
         // of logits (a pair of 1 token); fp32 rows of 607744 B: 1 row, no pair
-        assertTrue(config("--lm-head-chunk-mb", "1", "--max-length", "1").headRegime(c, bf16, true)
-                .startsWith("fused LM head: single pass"));
+        assertEquals("fused LM head: single pass over chunks of whole pairs (1 pair of --max-length 1 token per 1 MiB "
+                + "chunk)", config("--lm-head-chunk-mb", "1", "--max-length", "1").headRegime(c, bf16, true));
+        // chunks of one pair (2 rows) by 2082 dW slices of 73 rows: 8 pairs (the default batch) take 8 x 2082
+        // products, 64 pairs 64 x 2082 = 133248, over a pass's limit of 65536 (LmHeadLogProbs.MAX_CALLS)
+        assertEquals("fused LM head in its recompute regime (a batch of 64 pairs would take more chunk x "
+                + "weight-gradient products than a pass allows at 1 MiB, --lm-head-chunk-mb)", config(
+                "--lm-head-chunk-mb", "1", "--max-length", "1", "--batch-size", "64").headRegime(c, bf16, true));
         assertEquals("fused LM head in its recompute regime (two rows of logits exceed the 1 MiB chunks beside the "
                 + "weight gradient's, --lm-head-chunk-mb)", config("--lm-head-chunk-mb", "1").headRegime(c,
                 Precision.FP32.scalarType(), true));
