@@ -38,7 +38,8 @@ public final class PreferenceLossKernel {
      * @param perPairLoss  fp32 [B]
      * @param gradChosen   dMEAN/d(policy chosen input), fp32 [B]
      * @param gradRejected dMEAN/d(policy rejected input), fp32 [B]
-     * @param stats        the {@link #STAT_COUNT} batch means, indexed by the STAT_ constants
+     * @param stats        the {@link #STAT_COUNT} batch means, indexed by the STAT_ constants (null
+     *                     when not asked for)
      */
     public record Result(Tensor perPairLoss, Tensor gradChosen, Tensor gradRejected, float[] stats) {}
 
@@ -71,6 +72,16 @@ public final class PreferenceLossKernel {
      */
     public static Result compute(Params p, Tensor policyChosen, Tensor policyRejected, Tensor refChosen,
                                  Tensor refRejected, Tensor margins) {
+        return compute(p, policyChosen, policyRejected, refChosen, refRejected, margins, true);
+    }
+
+    /**
+     * As {@link #compute(Params, Tensor, Tensor, Tensor, Tensor, Tensor)}; without {@code withStats}
+     * the kernel writes no batch means and nothing is read back to the host (on CUDA the call
+     * only enqueues work on the current stream), and {@link Result#stats()} is null.
+     */
+    public static Result compute(Params p, Tensor policyChosen, Tensor policyRejected, Tensor refChosen,
+                                 Tensor refRejected, Tensor margins, boolean withStats) {
         long pairs = pairs(policyChosen, policyRejected, refChosen, refRejected);
         if (margins != null) {
             TensorChecks.dtype(margins, "margins", ScalarType.Float);
@@ -82,7 +93,8 @@ public final class PreferenceLossKernel {
         Tensor loss = Tensors.emptyFloats(policyChosen, pairs);
         Tensor gc = Tensors.emptyFloats(policyChosen, pairs);
         Tensor gr = Tensors.emptyFloats(policyChosen, pairs);
-        Tensor stats = Tensors.emptyFloats(policyChosen, STAT_COUNT);
+        Tensor stats = withStats ? Tensors.emptyFloats(policyChosen, STAT_COUNT) : null;
+        FloatPointer st = withStats ? stats.data_ptr_float() : null;
         FloatPointer m = margins == null ? null : margins.data_ptr_float();
         try (Native.LossParams np = new Native.LossParams()) {
             np.type(p.type()).beta((float) p.beta()).label_smoothing((float) p.labelSmoothing())
@@ -92,15 +104,15 @@ public final class PreferenceLossKernel {
             if (where == TensorChecks.Placement.CUDA) {
                 status = Native.spo4j_preference_loss_cuda(np, pairs, policyChosen.data_ptr_float(),
                         policyRejected.data_ptr_float(), refChosen.data_ptr_float(), refRejected.data_ptr_float(), m,
-                        loss.data_ptr_float(), gc.data_ptr_float(), gr.data_ptr_float(), stats.data_ptr_float(),
+                        loss.data_ptr_float(), gc.data_ptr_float(), gr.data_ptr_float(), st,
                         CudaKernels.currentStream(policyChosen));
             } else {
                 status = Native.spo4j_preference_loss_cpu(np, pairs, policyChosen.data_ptr_float(),
                         policyRejected.data_ptr_float(), refChosen.data_ptr_float(), refRejected.data_ptr_float(), m,
-                        loss.data_ptr_float(), gc.data_ptr_float(), gr.data_ptr_float(), stats.data_ptr_float());
+                        loss.data_ptr_float(), gc.data_ptr_float(), gr.data_ptr_float(), st);
             }
             Native.check(status, p.name() + " loss");
         }
-        return new Result(loss, gc, gr, Tensors.toFloats(stats));
+        return new Result(loss, gc, gr, withStats ? Tensors.toFloats(stats) : null);
     }
 }

@@ -107,6 +107,21 @@ public final class PreferenceLoss {
      * {@code updateState} false (evaluation) leaves bco-pair's running mean as it was.
      */
     public Result compute(Inputs in, boolean updateState) {
+        return run(in, updateState, true);
+    }
+
+    /**
+     * The per-pair gradients of the mean loss alone (those of {@link #compute(Inputs, boolean)}),
+     * for a caller that takes the loss and metrics elsewhere: no batch means are computed and,
+     * for losses that do not couple the pairs (not bco-pair, aot, aot-pair) and without
+     * length normalisation, nothing is read back to the host. The result's loss is NaN, its
+     * metrics null. bco-pair's running mean is read as {@code updateState} false leaves it.
+     */
+    public Result gradients(Inputs in) {
+        return run(in, false, false);
+    }
+
+    private Result run(Inputs in, boolean updateState, boolean withMetrics) {
         if (in == null) {
             throw new IllegalArgumentException("inputs are null");
         }
@@ -143,15 +158,18 @@ public final class PreferenceLoss {
         Tensor perPair = null, gc = null, gr = null;
         float[] s = null;
         for (PreferenceLossConfig.WeightedLoss w : config.terms()) {
-            Part part = part(config.single(w.type()), t, delta);
+            Part part = part(config.single(w.type()), t, delta, withMetrics);
             double wt = w.weight();
-            lossMean += wt * part.stats[PreferenceLossKernel.STAT_LOSS];
+            lossMean += withMetrics ? wt * part.stats[PreferenceLossKernel.STAT_LOSS] : 0;
             perPair = add(perPair, part.perPair, wt);
             gc = add(gc, part.gradChosen, wt);
             gr = add(gr, part.gradRejected, wt);
             if (s == null && !w.type().sortsBatch()) {
                 s = part.stats;
             }
+        }
+        if (!withMetrics) {
+            return new Result(Double.NaN, perPair, t.chosenGradient(gc), t.rejectedGradient(gr), null);
         }
         if (s == null) {  // only sorting losses: the pair-order metrics from one dpo call
             s = PreferenceLossKernel.compute(kernelParams(config.single(LossType.DPO), 0.0), t.policyChosen(),
@@ -196,11 +214,11 @@ public final class PreferenceLoss {
      * dpo formula on the sorted values and route each sorted position's gradient back to its
      * pair (a scatter by the sort's indices): the derivative of a sort is that permutation.
      */
-    private static Part part(PreferenceLossConfig c, PairTerms t, double delta) {
+    private static Part part(PreferenceLossConfig c, PairTerms t, double delta, boolean withStats) {
         PreferenceLossKernel.Params p = kernelParams(c, delta);
         if (!c.type().sortsBatch()) {
             PreferenceLossKernel.Result r = PreferenceLossKernel.compute(p, t.policyChosen(), t.policyRejected(),
-                    t.refChosen(), t.refRejected(), t.margins());
+                    t.refChosen(), t.refRejected(), t.margins(), withStats);
             return new Part(r.perPairLoss(), r.gradChosen(), r.gradRejected(), r.stats());
         }
         Tensor a, b;  // the two quantities sorted separately: their sorted difference is what dpo sees
@@ -217,11 +235,11 @@ public final class PreferenceLoss {
         PreferenceLossKernel.Result r;
         Tensor gc, gr;
         if (c.type() == LossType.AOT) {  // h' = a' - b': chosen = a', reference chosen = b'
-            r = PreferenceLossKernel.compute(p, av, zero, bv, zero, null);
+            r = PreferenceLossKernel.compute(p, av, zero, bv, zero, null, withStats);
             gc = torch.zeros_like(av).scatter(0, sa.get1(), r.gradChosen());
             gr = gc.neg();
         } else {                         // h' = a' - b': chosen = a', rejected = b'
-            r = PreferenceLossKernel.compute(p, av, bv, zero, zero, null);
+            r = PreferenceLossKernel.compute(p, av, bv, zero, zero, null, withStats);
             gc = torch.zeros_like(av).scatter(0, sa.get1(), r.gradChosen());
             gr = torch.zeros_like(bv).scatter(0, sb.get1(), r.gradRejected());
         }

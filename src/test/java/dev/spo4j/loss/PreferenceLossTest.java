@@ -355,4 +355,45 @@ class PreferenceLossTest {
         e = assertThrows(IllegalArgumentException.class, () -> loss.compute(two, null, two, two));
         assertTrue(e.getMessage().contains("policyRejected"), e.getMessage());
     }
+
+    /**
+     * {@link PreferenceLoss#gradients} (the pair single pass's per-chunk call: no batch means, no
+     * host read) gives exactly {@code compute}'s per-pair losses and gradients for every loss,
+     * with margins, and length-normalised with scores; no loss value, no metrics, and bco-pair's
+     * running mean untouched.
+     */
+    @ParameterizedTest
+    @EnumSource(LossType.class)
+    void gradientsAloneEqualComputesGradients(LossType type) {
+        Random rnd = new Random(type.ordinal() + 101);
+        float[] pc = logps(rnd, -60), pr = logps(rnd, -65), rc = logps(rnd, -61), rr = logps(rnd, -64);
+        float[] m = new float[B], sc = new float[B], sr = new float[B], nc = new float[B], nr = new float[B];
+        for (int i = 0; i < B; i++) {
+            m[i] = (float) rnd.nextGaussian();
+            sc[i] = (float) rnd.nextGaussian();
+            sr[i] = (float) rnd.nextGaussian();
+            nc[i] = 20 + rnd.nextInt(40);
+            nr[i] = 20 + rnd.nextInt(40);
+        }
+        PreferenceLoss.Inputs plain = PreferenceLoss.Inputs.of(floats(pc), floats(pr), floats(rc), floats(rr))
+                .withMargins(floats(m));
+        PreferenceLoss.Inputs normalised = PreferenceLoss.Inputs.of(floats(pc), floats(pr), floats(rc), floats(rr))
+                .withScores(floats(sc), floats(sr)).withTokenCounts(floats(nc), floats(nr));
+        for (boolean norm : new boolean[] {false, true}) {
+            PreferenceLoss loss = new PreferenceLoss(config(type).withLengthNormalised(norm));
+            PreferenceLoss.Inputs in = norm ? normalised : plain;
+            PreferenceLoss.Result full = loss.compute(in, false);
+            double[] state = loss.bcoState();
+            PreferenceLoss.Result g = loss.gradients(in);
+            String what = type.id() + (norm ? " length-normalised" : "");
+            assertTrue(Double.isNaN(g.loss()) && g.metrics() == null, what + ": no loss value, no metrics");
+            assertAllClose(what + " per-pair loss", toDoubles(full.perPairLoss()), toDoubles(g.perPairLoss()), 0, 0);
+            assertAllClose(what + " dL/dchosen", toDoubles(full.gradChosen()), toDoubles(g.gradChosen()), 0, 0);
+            assertAllClose(what + " dL/drejected", toDoubles(full.gradRejected()), toDoubles(g.gradRejected()), 0, 0);
+            if (state != null) {
+                assertEquals(state[0], loss.bcoState()[0], 0.0, what + ": running mean untouched");
+                assertEquals(state[1], loss.bcoState()[1], 0.0, what + ": batch count untouched");
+            }
+        }
+    }
 }
