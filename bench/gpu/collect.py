@@ -110,9 +110,12 @@ def markdown(res):
     fl = res.get("fused_lm_head") or {}
     if fl.get("results"):
         lines += ["", "## Fused LM head (lm_head_bench; median ms of one forward + backward with dL/dh and dL/dW)", "",
-                  "| device | dtype | H x V x N | chunk MiB | fused (recompute) | single pass | materialised | composite "
-                  "| recompute / materialised | single / materialised | peak extra MiB recompute / single / materialised / composite |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "pairs: the single pass over chunks of whole pairs of T tokens, each chunk's g from its SPO loss "
+                  "(spo4j's loss kernel), as the Java objective trains.", "",
+                  "| device | dtype | H x V x N | chunk MiB | fused (recompute) | single pass | pairs (T) | materialised "
+                  "| composite | recompute / materialised | single / materialised | pairs / materialised "
+                  "| peak extra MiB recompute / single / pairs / materialised / composite |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in fl["results"]:
             by = {x["provider"]: x for x in r.get("results", [])}
             def ms(p):
@@ -120,10 +123,13 @@ def markdown(res):
             def mib(p):
                 b = by.get(p, {}).get("peak_extra_bytes", -1)
                 return "-" if b is None or b < 0 else "%.0f" % (b / 1048576.0)
-            lines.append("| %s | %s | %d x %d x %d | %d | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %s / %s / %s / %s |" % (
+            pairs = "%.2f (%d)" % (ms("pairs"), by["pairs"].get("seq_len", 0)) if "pairs" in by else "-"
+            lines.append("| %s | %s | %d x %d x %d | %d | %.2f | %.2f | %s | %.2f | %.2f | %.2fx | %.2fx | %.2fx "
+                         "| %s / %s / %s / %s / %s |" % (
                 r["device"], r["dtype"], r["hidden"], r["vocab"], r["rows"], r["chunk_mb"], ms("fused"), ms("single"),
-                ms("materialised"), ms("composite"), ms("fused") / ms("materialised"),
-                ms("single") / ms("materialised"), mib("fused"), mib("single"), mib("materialised"), mib("composite")))
+                pairs, ms("materialised"), ms("composite"), ms("fused") / ms("materialised"),
+                ms("single") / ms("materialised"), ms("pairs") / ms("materialised"), mib("fused"), mib("single"),
+                mib("pairs"), mib("materialised"), mib("composite")))
     rows = res["torch_compare"]["rows"]
     if rows:
         lines += ["", "## Against PyTorch (copy %s GB/s)" % res["torch_compare"].get("copy_gbps"), "", "```",

@@ -5,12 +5,16 @@
 //                 backward (dh, dW): at most --chunk-mb MiB of logits at a time (4 GEMMs)
 //   single        lm_head.h's single pass: forward and backward on each chunk's logits (3 GEMMs;
 //                 the regime of SFT and of preference losses whose pairs fit a chunk)
+//   pairs         lm_head.h's pair pass: the single pass over chunks of whole pairs of T tokens
+//                 (the largest power of two whose pair fits a chunk and divides N), each chunk's
+//                 g from its own SPO loss by spo4j's loss kernel (the Java objective's regime)
 //   materialised  z = h W^T in full, spo4j's forward and in-place backward over z, dh = z W,
 //                 dW = z^T h
 //   composite     linear -> log_softmax -> gather -> autograd (LibTorch's own path)
 //
 // Validation first: fused and single vs composite in float64 on the first rows (logp, dh, dW),
-// exit 1 when they disagree. Then each provider runs --reps times after a warm-up; the median time
+// and the pair pass (chunks of 3 pairs of 32 tokens) vs the recompute path with g from the whole
+// batch's loss; exit 1 when they disagree. Then each provider runs --reps times after a warm-up; the median time
 // and (on CUDA) the peak extra allocated bytes of one call are printed, and written as JSON
 // with --json FILE:
 //   lm_head_bench --device cuda|cpu [--dtype f32|bf16] [--hidden H] [--vocab V] [--rows N]
@@ -68,7 +72,44 @@ std::pair<int64_t, int64_t> allocated(const torch::Device& d) {
 
 struct Inputs {
     torch::Tensor h, w, t, g;
+    int64_t seq_len = 0;          // the pair pass's T (0: no pair pass)
+    torch::Tensor ref_c, ref_r;  // its reference log-probs, fp32 [N / 2T]
 };
+
+/// SPO, beta 0.1, target margin 1: the loss of the pair pass (any loss summed over pairs would do).
+spo4j_loss_params spo_params() {
+    spo4j_loss_params lp{};
+    lp.type = SPO4J_LOSS_SPO;
+    lp.beta = 0.1f;
+    lp.margin = 1.0f;
+    lp.margin_floor = 1.0f;
+    lp.tau = 0.05f;
+    lp.gamma = 0.5f;
+    return lp;
+}
+
+/// Reference log-probs for B pairs of T tokens: near the sums a random head gives (-ln V per token).
+void make_refs(Inputs& in, int64_t seq_len) {
+    const int64_t pairs = in.h.size(0) / (2 * seq_len);
+    const double base = -std::log(double(in.w.size(0))) * double(seq_len);
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
+    in.seq_len = seq_len;
+    in.ref_c = (torch::randn({pairs}, f32) * 5.0 + base).to(in.h.device());
+    in.ref_r = (torch::randn({pairs}, f32) * 5.0 + base).to(in.h.device());
+}
+
+/// The recompute path with g from the whole batch's pair loss: what the pair pass must equal.
+std::vector<torch::Tensor> pairs_by_recompute(const Inputs& in, int64_t chunk_bytes) {
+    const int64_t n = in.h.size(0), t = in.seq_len, pairs = n / (2 * t);
+    auto f = spo4j_lm_head::forward(in.h, in.w, in.t, false, chunk_bytes);
+    const torch::Tensor seq = f.logp.view({2 * pairs, t}).sum(1);
+    auto g = spo4j_lm_head::pair_loss_grads(spo_params(), seq.narrow(0, 0, pairs).contiguous(),
+                                            seq.narrow(0, pairs, pairs).contiguous(), in.ref_c, in.ref_r);
+    const torch::Tensor g_rows = torch::cat({g.first, g.second}).unsqueeze(1).expand({2 * pairs, t}).reshape({n})
+                                     .contiguous();
+    auto b = spo4j_lm_head::backward(in.h, in.w, in.t, f.lse, g_rows, true, chunk_bytes);
+    return {f.logp, b.dh, b.dw};
+}
 
 /// One provider's forward + backward; returns {logp, dh, dW}.
 std::vector<torch::Tensor> run(const std::string& provider, const Inputs& in, int64_t chunk_bytes) {
@@ -79,6 +120,11 @@ std::vector<torch::Tensor> run(const std::string& provider, const Inputs& in, in
     }
     if (provider == "single") {
         auto r = spo4j_lm_head::single_pass(in.h, in.w, in.t, in.g, true, chunk_bytes);
+        return {r.first.logp, r.second.dh, r.second.dw};
+    }
+    if (provider == "pairs") {
+        auto r = spo4j_lm_head::pair_pass(in.h, in.w, in.t, in.seq_len, in.ref_c, in.ref_r, spo_params(), true,
+                                          chunk_bytes);
         return {r.first.logp, r.second.dh, r.second.dw};
     }
     if (provider == "materialised") {
@@ -150,9 +196,12 @@ int main_impl(int argc, char** argv) {
     in.w = (torch::randn({o.vocab, o.hidden}) / std::sqrt(double(o.hidden))).to(dev, dt);
     in.t = torch::randint(o.vocab, {o.rows}, torch::TensorOptions().dtype(torch::kLong)).to(dev);
     in.g = torch::randn({o.rows}).to(dev);
-    const int64_t ignored = o.rows / 8;  // a prompt-like share of ignored rows, g = 0 there
-    in.t.narrow(0, 0, ignored).fill_(SPO4J_IGNORE_INDEX);
-    in.g.narrow(0, 0, ignored).zero_();
+    // an eighth of the rows ignored (g = 0 there), every 8th, so that the rows validated below
+    // (the first 512) hold scored ones at any N (a leading block of N / 8 covered all of them)
+    const torch::Tensor ignored = (torch::arange(o.rows, torch::TensorOptions().dtype(torch::kLong)) % 8 == 0)
+                                      .to(dev);
+    in.t.masked_fill_(ignored, SPO4J_IGNORE_INDEX);
+    in.g.masked_fill_(ignored, 0.0);
 
     // validation on the first rows (at most 512) against float64 composite
     {
@@ -177,6 +226,33 @@ int main_impl(int argc, char** argv) {
                 return 1;
             }
         }
+        // the pair pass over chunks of 3 pairs of 32 tokens (the last of fewer) against the
+        // recompute path with the whole batch's loss: the same per-pair gradients, so dh and dW
+        // agree to rounding (the k/B scale, dW's sums over other chunks)
+        const int64_t pm = m / 64 * 64;
+        if (pm >= 128) {
+            Inputs q{s.h.narrow(0, 0, pm).contiguous(), s.w, s.t.narrow(0, 0, pm).contiguous(), torch::Tensor()};
+            make_refs(q, 32);
+            const int64_t per_row = o.vocab * (dt == torch::kFloat ? 4 : 2 + 4);
+            auto a = run("pairs", q, 3 * 64 * per_row), b = pairs_by_recompute(q, small);
+            const double e_logp = rel_diff(a[0], b[0]), e_dh = rel_diff(a[1], b[1]), e_dw = rel_diff(a[2], b[2]);
+            const double tol = dt == torch::kFloat ? 1e-5 : 3e-2;
+            std::printf("check pairs %s %s (%lld pairs of 32 tokens, chunks of 3): relative max |diff| vs recompute "
+                        "logp %.3g dh %.3g dW %.3g (tolerance %.0e)\n", o.device.c_str(), o.dtype.c_str(),
+                        (long long)(pm / 64), e_logp, e_dh, e_dw, tol);
+            if (!(e_logp <= tol && e_dh <= tol && e_dw <= tol)) {
+                std::fprintf(stderr, "lm_head_bench: the pair pass disagrees with the recompute path\n");
+                return 1;
+            }
+        }
+    }
+    // the timed pair pass: T the largest power of two whose pair fits a chunk and divides N
+    {
+        const int64_t step = spo4j_lm_head::chunk_rows(o.vocab, dt, true, chunk_bytes);
+        int64_t t = 0;
+        for (int64_t c = 1; 2 * c <= std::min(step, o.rows); c *= 2)
+            if (o.rows % (2 * c) == 0) t = c;
+        if (t > 0) make_refs(in, t);
     }
 
     std::string json = "{\"device\": \"" + o.device + "\", \"dtype\": \"" + o.dtype + "\", \"hidden\": " +
@@ -184,7 +260,8 @@ int main_impl(int argc, char** argv) {
                        std::to_string(o.rows) + ", \"chunk_mb\": " + std::to_string(o.chunk_mb) +
                        ", \"results\": [";
     bool first = true;
-    for (const std::string p : {"fused", "single", "materialised", "composite"}) {
+    for (const std::string p : {"fused", "single", "pairs", "materialised", "composite"}) {
+        if (p == "pairs" && in.seq_len == 0) continue;  // not one pair fits a chunk
         std::vector<double> ms;
         int64_t peak_extra = -1;
         for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up, also measures the peak
@@ -203,7 +280,8 @@ int main_impl(int argc, char** argv) {
                     o.device.c_str(), o.dtype.c_str(), (long long)o.hidden, (long long)o.vocab, (long long)o.rows,
                     median, o.reps, peak_extra < 0 ? -1.0 : peak_extra / 1048576.0);
         json += std::string(first ? "" : ", ") + "{\"provider\": \"" + p + "\", \"median_ms\": " +
-                std::to_string(median) + ", \"peak_extra_bytes\": " + std::to_string(peak_extra) + "}";
+                std::to_string(median) + ", \"peak_extra_bytes\": " + std::to_string(peak_extra) +
+                (p == "pairs" ? ", \"seq_len\": " + std::to_string(in.seq_len) : std::string()) + "}";
         first = false;
     }
     json += "]}\n";
