@@ -8,7 +8,8 @@
 #
 # Stages, in order (each logged to $RUN_DIR/<stage>.log, each recording its status in
 # $RUN_DIR/stages/<stage>.json, whatever the others did):
-#   env            GPU (nvidia-smi: name, compute capability), nvcc, cmake, python, torch
+#   env            GPU (nvidia-smi: name, compute capability; else torch.cuda's), nvcc, cmake,
+#                  python, torch
 #   build          cmake -DSPO4J_CUDA=ON of native/ for the GPU found (sm_XY from nvidia-smi's
 #                  compute capability; sm_90 when there is none), libspo4j + spo4j_harness
 #   train_build    (in the background, beside check) bench/gpu/train_step against the LibTorch
@@ -21,7 +22,8 @@
 #   train_step     the LibTorch C++ training step (SPO, DPO; f32 and bf16): loss and every
 #                  parameter gradient, fused spo4j kernels vs composite torch ops
 #   lm_head_build  (in the background, with train_build) bench/gpu/lm_head, the same way
-#   fused_lm_head  lm_head_bench: the fused LM head (recompute and single pass) against the
+#   fused_lm_head  lm_head_bench: the fused LM head (recompute, single pass, and the
+#                  objective's pass over chunks of pairs with its per-chunk loss) against the
 #                  materialised path and LibTorch's composite at Qwen2.5-0.5B's head (896 x
 #                  151936, N 8192) and Llama-3-8B's (4096 x 128256, N 2048), f32 and bf16, each
 #                  validated against a float64 composite first
@@ -31,7 +33,8 @@
 # A failed stage does not stop the others: each timing stage validates its own results. After
 # every stage bench/gpu/collect.py rewrites ONE JSON, $RESULTS/gpu-<stamp>.json (stages,
 # harness timings, training step, comparison rows, goals), and a Markdown summary beside it;
-# both are copied to $OUT when that is set (the device tool's output folder).
+# both are copied to $OUT when that is set (the device tool's output folder), and at the end
+# every log and stage record in one $OUT/gpu-<stamp>.logs.tar.gz.
 #
 # Environment: BUDGET_S (whole run, default 290: under 5 minutes), RUN_DIR (default
 # build/gpu-run: state, logs, build trees; ignored by git), RESULTS (default bench/results/gpu),
@@ -134,7 +137,7 @@ run_stage() {
     say "$name (up to ${cap}s)"
     local t1=$(date +%s) rc
     # the stage functions are exported (export -f), so a child bash under timeout can run them
-    timeout --kill-after=5 "$cap" bash -c '"$@"' stage "$@" >"$RUN_DIR/$name.log" 2>&1
+    STAGE_CAP=$cap timeout --kill-after=5 "$cap" bash -c '"$@"' stage "$@" >"$RUN_DIR/$name.log" 2>&1
     rc=$?
     local secs=$(( $(date +%s) - t1 )) status=failed
     case $rc in
@@ -156,10 +159,21 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH=/usr/local/cuda/bin:$PATH
 fi
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
-CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+# not CC: every variable here is exported (set -a), and CMake and Triton read CC as the C compiler
+GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+if [ -z "$GPU_NAME" ] && [ -z "${TORCH_CMAKE_PREFIX:-}" ]; then  # no nvidia-smi here: ask torch
+    GPU_INFO=$("$PYTHON" -c 'import torch
+if torch.cuda.is_available():
+    c = torch.cuda.get_device_capability(0)
+    print("%d%d|%s" % (c[0], c[1], torch.cuda.get_device_name(0)))' 2>/dev/null | tail -n 1)
+    if [ -n "$GPU_INFO" ]; then
+        GPU_CC=${GPU_INFO%%|*}
+        GPU_NAME=${GPU_INFO#*|}
+    fi
+fi
 GPU=0
 [ -n "$GPU_NAME" ] && GPU=1
-ARCH=${CUDA_ARCHS:-${CC:-90}}
+ARCH=${CUDA_ARCHS:-${GPU_CC:-90}}
 case $ARCH in ''|*[!0-9]*) ARCH=90 ;; esac
 say "spo4j GPU run $STAMP: budget ${BUDGET_S}s, gpu: ${GPU_NAME:-none}, sm_$ARCH, $NPROC cores"
 "$PYTHON" - "$RUN_DIR/env.json" "$GPU_NAME" "$ARCH" "$GPU" <<'PY'
@@ -248,7 +262,9 @@ lib = paths(ce.library_paths)
 libs = ["-ltorch", "-ltorch_cpu", "-lc10"]
 defs = ["-D_GLIBCXX_USE_CXX11_ABI=%d" % int(torch._C._GLIBCXX_USE_CXX11_ABI)]
 if torch.cuda.is_available():
-    libs += ["-ltorch_cuda", "-lc10_cuda"]
+    # libtorch_cuda registers the CUDA backend from static initialisers only: --as-needed (the
+    # default on Ubuntu) would drop it, and torch::cuda::is_available() would be false
+    libs = ["-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda"] + libs + ["-Wl,--as-needed"]
     defs.append("-DSPO4J_TORCH_CUDA=1")
 print(" ".join(defs + ["-I" + p for p in inc] + ["-L" + p for p in lib] + ["-Wl,-rpath," + p for p in lib] + libs))
 PY
@@ -352,7 +368,7 @@ torch_compare() {  # $1 = eager | compile
     local extra=(--no-compile) out=$RUN_DIR/compare-eager.json
     if [ "$1" = compile ]; then extra=(--compile-only); out=$RUN_DIR/compare-compile.json; fi
     "$PYTHON" bench/gpu/torch_compare.py --lib "$NATIVE_BUILD/libspo4j.so" --out "$out" --reps "$REPS" \
-        --vocab 32768,128256,151936 --budget-s "$(( $(left) - 10 ))" "${extra[@]}"
+        --vocab 32768,128256,151936 --budget-s "$(( ${STAGE_CAP:-$(left)} - 15 ))" "${extra[@]}"
 }
 export -f torch_compare
 run_stage torch_eager 110 "compare-eager.json" torch_compare eager
@@ -365,10 +381,9 @@ fi
 
 # ---- result ---------------------------------------------------------------------------------
 collect
-if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool returns at most 8 files
-    for f in check bench train_step torch_eager torch_compile; do
-        [ -f "$RUN_DIR/$f.log" ] && cp -f "$RUN_DIR/$f.log" "$OUT/gpu-$STAMP.$f.log"
-    done
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool returns few files: the logs in one
+    tar -czf "$OUT/gpu-$STAMP.logs.tar.gz" -C "$RUN_DIR" $(cd "$RUN_DIR" && ls -d -- *.log *.json stages 2>/dev/null) \
+        2>/dev/null || echo "run.sh: packing the logs into \$OUT failed"
 fi
 say "done in $(elapsed)s: $RESULTS/gpu-$STAMP.json"
 worst=0

@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -569,12 +570,19 @@ def main(argv=None):
         except Exception as e:
             result["errors"].append("harness json unreadable: %r" % (e,))
     status = 0
+
+    def terminated(signum, frame):  # a stage timeout: leave through finally, so the JSON is written
+        raise SystemExit(124)
+    signal.signal(signal.SIGTERM, terminated)
     try:
         if not args.record_only:
             status = run(args, result)
     except Exception:
         result["errors"].append(traceback.format_exc(limit=5))
         status = 1
+    except SystemExit as e:
+        result["errors"].append("terminated (SIGTERM) before every case ran")
+        status = e.code if isinstance(e.code, int) else 1
     finally:
         result["goals"] = goals(result["rows"])
         write_json(out, result)
@@ -589,6 +597,11 @@ def main(argv=None):
     for e in result["errors"]:
         text = e if isinstance(e, str) else "%s %s: %s" % (e.get("case"), e.get("provider"), e.get("reason"))
         print("error:", text.strip().splitlines()[-1] if text.strip() else text)
+    wrong = [r for r in result["rows"] if not r["correct"]]
+    for r in wrong:
+        print("check FAILED: %s %s %s V=%d" % (r["provider"], r["mode"], r["dtype"], r["vocab"]))
+    if status == 0 and (result["errors"] or wrong):
+        status = 1  # a case that failed or computed wrong values is a failed stage, not an "ok" one
     return status
 
 
