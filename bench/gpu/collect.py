@@ -101,11 +101,13 @@ def markdown(res):
         lines += ["", "## LibTorch C++ training step (fused spo4j kernels vs composite torch ops)", "",
                   "| device | dtype | loss | loss rel err | dL/dlogits rel err | param grad max rel err | unchecked == checked | ok | step ms fused / unchecked / composite |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        def e2(x):  # train_step writes a non-finite error as null
+            return "non-finite" if x is None else "%.2e" % x
         for t in res["train_step"]:
             for r in t.get("results", []):
-                lines.append("| %s | %s | %s | %.2e | %.2e | %.2e | %s | %s | %.2f / %.2f / %.2f |" % (
-                    t["device"], t["dtype"], r["loss"], r["loss_rel_err"], r["grad_logits_rel_err"],
-                    r["param_grad_max_rel_err"], r["unchecked_bit_identical"], r["ok"], r["step_ms_fused"],
+                lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %.2f / %.2f |" % (
+                    t["device"], t["dtype"], r["loss"], e2(r["loss_rel_err"]), e2(r["grad_logits_rel_err"]),
+                    e2(r["param_grad_max_rel_err"]), r["unchecked_bit_identical"], r["ok"], r["step_ms_fused"],
                     r["step_ms_fused_unchecked"], r["step_ms_composite"]))
     fl = res.get("fused_lm_head") or {}
     if fl.get("results"):

@@ -420,14 +420,23 @@ int run(int argc, char** argv) {
                     same ? "yes" : "NO", tol, ok ? "ok" : "FAILED");
         std::printf("train_step %s %s %s: step ms (median of %d): fused %.3f, fused unchecked %.3f, composite %.3f\n",
                     o.device.c_str(), o.dtype.c_str(), lname, o.reps, med(tf), med(tu), med(tc));
+        // a non-finite value as JSON null: printf's "nan" / "inf" would make the file unreadable
+        auto num = [](double v, const char* fmt) {
+            if (!std::isfinite(v)) return std::string("null");
+            char b[64];
+            std::snprintf(b, sizeof b, fmt, v);
+            return std::string(b);
+        };
         char buf[1024];
         std::snprintf(buf, sizeof buf,
-                      "%s{\"loss\": \"%s\", \"loss_fused\": %.9g, \"loss_composite\": %.9g, \"loss_rel_err\": %.3e, "
-                      "\"grad_logits_rel_err\": %.3e, \"param_grad_max_rel_err\": %.3e, \"worst_param\": \"%s\", "
+                      "%s{\"loss\": \"%s\", \"loss_fused\": %s, \"loss_composite\": %s, \"loss_rel_err\": %s, "
+                      "\"grad_logits_rel_err\": %s, \"param_grad_max_rel_err\": %s, \"worst_param\": \"%s\", "
                       "\"unchecked_bit_identical\": %s, \"tolerance\": %.1e, \"ok\": %s, \"step_ms_fused\": %.4f, "
                       "\"step_ms_fused_unchecked\": %.4f, \"step_ms_composite\": %.4f}",
-                      rows_json.empty() ? "" : ", ", lname, fused.loss, ref.loss, loss_err, glog, gmax, worst.c_str(),
-                      same ? "true" : "false", tol, ok ? "true" : "false", med(tf), med(tu), med(tc));
+                      rows_json.empty() ? "" : ", ", lname, num(fused.loss, "%.9g").c_str(),
+                      num(ref.loss, "%.9g").c_str(), num(loss_err, "%.3e").c_str(), num(glog, "%.3e").c_str(),
+                      num(gmax, "%.3e").c_str(), worst.c_str(), same ? "true" : "false", tol, ok ? "true" : "false",
+                      med(tf), med(tu), med(tc));
         rows_json += buf;
     }
     if (!o.json.empty()) {
