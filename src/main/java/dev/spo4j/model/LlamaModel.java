@@ -180,6 +180,29 @@ public final class LlamaModel extends Module {
                 : param(child(this, "lm_head"), "weight", "lm_head.weight", normal(std, v, h));
     }
 
+    /**
+     * Frees the model's weights now: the retained parameter handles, the module tree's Java peers
+     * and the module itself are released, so the tensors go when no other handle holds them
+     * (a closed reference model's memory, on the CPU or a GPU, is then free for the policy; a
+     * plain {@code Pointer.close()} left every parameter to the garbage collector, which does
+     * not see native memory). The model is unusable afterwards; closing twice does nothing.
+     */
+    @Override
+    public void close() {
+        if (params.isEmpty() && children.isEmpty()) {
+            return;
+        }
+        for (Tensor t : params.values()) {
+            t.releaseReference();
+        }
+        params.clear();
+        for (Module m : children) {
+            m.releaseReference();
+        }
+        children.clear();
+        super.close();
+    }
+
     private Module child(Module parent, String name) {
         Module m = parent.register_module(name, new Module(name));
         m.retainReference();

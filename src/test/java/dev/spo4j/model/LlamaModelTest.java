@@ -428,4 +428,26 @@ class LlamaModelTest {
         assertNotNull(m.stateDict().get("model.norm.weight"));
         assertEquals(m.parameterList().size(), m.parameters().size());
     }
+
+    /**
+     * close() frees the weights at once: afterwards a caller's own handle on a parameter is its
+     * only reference (a plain Pointer.close() left the retained parameter handles and module
+     * peers holding every weight until a garbage collection, which does not see native memory).
+     */
+    @Test
+    void closeReleasesEveryParameter() {
+        LlamaModel m = new LlamaModel(smallConfig("llama", false));
+        java.util.List<Tensor> ours = new java.util.ArrayList<>();
+        for (Tensor p : m.parameterList()) {
+            ours.add(new Tensor(p));  // an independent handle on the same tensor
+        }
+        for (Tensor t : ours) {
+            assertTrue(t.use_count() >= 3, "the module, its handle and ours: " + t.use_count());
+        }
+        m.close();
+        m.close();  // a second close does nothing
+        for (Tensor t : ours) {
+            assertEquals(1, t.use_count(), "only our handle is left");
+        }
+    }
 }
