@@ -84,9 +84,12 @@ public final class LoraAdapters {
                 long[] shapeA = {config.r(), in}, shapeB = {out, config.r()};
                 Tensor ta, tb;
                 if (weights == null) {
-                    ta = torch.empty(shapeA, fp32, null);
+                    // drawn by the CPU generator, then moved: the same A for a seed on any device
+                    // (a CUDA draw depends on the GPU, so data-parallel ranks could diverge)
+                    Tensor cpuA = torch.empty(shapeA, new TensorOptions(ScalarType.Float), null);
                     double bound = 1.0 / Math.sqrt(in);
-                    ta.uniform_(-bound, bound, new GeneratorOptional());
+                    cpuA.uniform_(-bound, bound, new GeneratorOptional());
+                    ta = first.device().is_cpu() ? cpuA : cpuA.to(first.device(), ScalarType.Float);
                     tb = torch.zeros(shapeB, fp32);
                 } else {
                     ta = checked(weights.get(nameA), nameA, shapeA, problems);

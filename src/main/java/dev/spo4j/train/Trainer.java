@@ -194,6 +194,10 @@ public final class Trainer {
             cfg.evalData = absolute(cfg.evalData);
             cfg.refModel = absolute(cfg.refModel);
         }
+        if (dist.isDistributed() && cfg.device.startsWith("cuda:")) {  // one GPU for every rank: NCCL refuses it
+            throw new IllegalArgumentException("--device " + cfg.device + " with " + dist.worldSize() + " processes "
+                    + "(expected --device cuda: each rank takes cuda:LOCAL_RANK)");
+        }
         Device device = device(dist.isDistributed() && cfg.device.equals("cuda") ? "cuda:" + dist.localRank() : cfg.device);
         int threads = threadCount(cfg, console);
         dev.spo4j.kernels.OpenMp.setThreads(threads);
@@ -733,7 +737,10 @@ public final class Trainer {
 
     private static void scale(List<Tensor> params, double factor) {
         for (Tensor p : params) {
-            p.grad().mul_(new Scalar(factor));
+            Tensor g = p.grad();
+            if (g.defined()) {  // undefined before a parameter's first backward (a short shard's rank)
+                g.mul_(new Scalar(factor));
+            }
         }
     }
 

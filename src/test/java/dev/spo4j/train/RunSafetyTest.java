@@ -218,6 +218,18 @@ class RunSafetyTest {
     }
 
     @Test
+    void oneGpuForEveryRankIsRefused(@TempDir Path tmp) {
+        Path run = tmp.resolve("run");
+        TrainConfig c = configOf(List.of("--device", "cuda:1", "--out", run.toString()));
+        Trainer t = new Trainer(c, new PrintStream(new ByteArrayOutputStream()),
+                new dev.spo4j.train.dist.DistributedEnv(0, 2, 0, "127.0.0.1", 29500));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, t::run);
+        assertTrue(e.getMessage().startsWith("--device cuda:1 with 2 processes")
+                && e.getMessage().contains("cuda:LOCAL_RANK"), e.getMessage());
+        assertFalse(Files.exists(run), "refused before the run folder is made");
+    }
+
+    @Test
     void nonFiniteComputedReferenceLogProbsNameThePair() {
         List<PreferencePair> batch = List.of(PreferencePair.of("p", "a", "b").withSource("d.jsonl:1"),
                 PreferencePair.of("q", "c", "d").withSource("d.jsonl:2"));
