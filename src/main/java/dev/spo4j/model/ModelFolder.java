@@ -208,16 +208,11 @@ public final class ModelFolder {
         Path tmp = AtomicFiles.newTempDirBeside(target, "new");
         try {
             Map<String, Tensor> sd = m.stateDict();
-            if (cast != null) {
-                Map<String, Tensor> castSd = new java.util.LinkedHashMap<>();
-                for (Map.Entry<String, Tensor> e : sd.entrySet()) {
-                    Tensor t = e.getValue();
-                    castSd.put(e.getKey(), t.is_floating_point() ? t.detach().to(cast) : t);
-                }
-                sd = castSd;
-            }
-            m.config().write(tmp.resolve(CONFIG), torchDtype(sd.get("model.embed_tokens.weight")));
-            SafeTensors.write(tmp.resolve(WEIGHTS), sd, Map.of("format", "pt"));
+            // a cast happens per tensor on its CPU copy as it is written: never the whole model at
+            // once beside the training state (on a GPU, or in the host's memory)
+            Tensor embed = sd.get("model.embed_tokens.weight");
+            m.config().write(tmp.resolve(CONFIG), cast != null ? torchDtypeName(cast) : torchDtype(embed));
+            SafeTensors.write(tmp.resolve(WEIGHTS), sd, Map.of("format", "pt"), cast);
             if (copyTokenizerFrom != null) {
                 for (String name : TOKENIZER_FILES) {
                     Path src = copyTokenizerFrom.resolve(name);
@@ -267,7 +262,10 @@ public final class ModelFolder {
     }
 
     private static String torchDtype(Tensor t) {
-        ScalarType s = t.scalar_type().intern();
+        return torchDtypeName(t.scalar_type().intern());
+    }
+
+    private static String torchDtypeName(ScalarType s) {
         if (s == ScalarType.BFloat16) {
             return "bfloat16";
         }

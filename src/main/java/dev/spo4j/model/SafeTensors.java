@@ -26,6 +26,7 @@ import java.util.Map;
 import java.util.TreeMap;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
@@ -343,10 +344,28 @@ public final class SafeTensors {
         write(file, tensors, metadata, CHUNK);
     }
 
+    /**
+     * {@link #write(Path, Map, Map)} with every floating-point tensor written in {@code floatCast}
+     * (null: as it is), cast one tensor at a time after its copy to the CPU: a model on a GPU is
+     * never cast there as a whole, and the host holds one tensor's copy at a time.
+     */
+    public static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata,
+                             ScalarType floatCast) throws IOException {
+        write(file, tensors, metadata, CHUNK, floatCast);
+    }
+
     /** {@link #write(Path, Map, Map)} in chunks of the given size. */
     static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata, int chunk)
             throws IOException {
+        write(file, tensors, metadata, chunk, null);
+    }
+
+    private static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata, int chunk,
+                              ScalarType floatCast) throws IOException {
         checkByteOrder();
+        if (floatCast != null && (Dtype.of(floatCast) == null || !torch.isFloatingType(floatCast))) {
+            throw new IllegalArgumentException(file + ": cast to " + floatCast + " (expected a floating-point dtype)");
+        }
         TreeMap<String, Tensor> sorted = new TreeMap<>();
         for (Map.Entry<String, Tensor> kv : tensors.entrySet()) {
             String name = kv.getKey();
@@ -373,14 +392,15 @@ public final class SafeTensors {
         long offset = 0;
         for (Map.Entry<String, Tensor> kv : sorted.entrySet()) {
             Tensor t = kv.getValue();
+            Dtype d = Dtype.of(written(t, floatCast));
             JsonObject o = new JsonObject();
-            o.addProperty("dtype", Dtype.of(t.scalar_type().intern()).name());
+            o.addProperty("dtype", d.name());
             JsonArray shape = new JsonArray();
             for (int i = 0; i < t.dim(); i++) {
                 shape.add(t.size(i));
             }
             o.add("shape", shape);
-            long nbytes = t.numel() * t.element_size();
+            long nbytes = t.numel() * d.size;
             JsonArray offs = new JsonArray();
             offs.add(offset);
             offs.add(offset + nbytes);
@@ -400,24 +420,38 @@ public final class SafeTensors {
         AtomicFiles.write(file.toAbsolutePath(), ch -> {
             writeFully(ch, head);
             for (Tensor t : sorted.values()) {
-                writeTensor(ch, t, chunk);
+                writeTensor(ch, t, chunk, floatCast);
             }
         });
     }
 
-    private static void writeTensor(FileChannel ch, Tensor t, int chunk) throws IOException {
-        long nbytes = t.numel() * t.element_size();
+    /** The dtype a tensor is written in: {@code floatCast} for a floating-point one when given. */
+    private static ScalarType written(Tensor t, ScalarType floatCast) {
+        ScalarType own = t.scalar_type().intern();
+        return floatCast != null && t.is_floating_point() ? floatCast : own;
+    }
+
+    private static void writeTensor(FileChannel ch, Tensor t, int chunk, ScalarType floatCast) throws IOException {
+        ScalarType dt = written(t, floatCast);
+        long nbytes = t.numel() * Dtype.of(dt).size;
         if (nbytes == 0) {
             return;
         }
-        Tensor c = t.detach().cpu().contiguous();
-        Pointer p = c.data_ptr();
-        BytePointer base = new BytePointer(p);
-        for (long off = 0; off < nbytes; off += chunk) {
-            int len = (int) Math.min(chunk, nbytes - off);
-            writeFully(ch, base.getPointer(off).capacity(len).asBuffer());
+        // the copies (to the CPU, then cast) are freed as the scope closes, one tensor at a time
+        try (PointerScope scope = new PointerScope()) {
+            Tensor c = t.detach().cpu();
+            if (dt != c.scalar_type().intern()) {
+                c = c.to(dt);
+            }
+            c = c.contiguous();
+            Pointer p = c.data_ptr();
+            BytePointer base = new BytePointer(p);
+            for (long off = 0; off < nbytes; off += chunk) {
+                int len = (int) Math.min(chunk, nbytes - off);
+                writeFully(ch, base.getPointer(off).capacity(len).asBuffer());
+            }
+            Reference.reachabilityFence(c);
         }
-        Reference.reachabilityFence(c);
     }
 
     private static void writeFully(FileChannel ch, ByteBuffer src) throws IOException {

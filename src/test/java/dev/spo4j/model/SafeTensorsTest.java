@@ -153,6 +153,34 @@ class SafeTensorsTest {
         assertArrayEquals(toDoubles(view), toDoubles(back));
     }
 
+    /**
+     * A cast on writing: each floating-point tensor written in the cast dtype (header and bytes
+     * those of {@code t.to(cast)}), any other as it is, the sources untouched; a cast to a
+     * non-floating dtype is refused before the file exists.
+     */
+    @Test
+    void writesFloatingTensorsCastOneAtATime() throws IOException {
+        Map<String, Tensor> in = new LinkedHashMap<>();
+        in.put("w", sample(ScalarType.Float, 5, 3));
+        in.put("h", sample(ScalarType.Double, 4));
+        in.put("ids", sample(ScalarType.Long, 6));
+        Path f = tmp.resolve("cast.safetensors");
+        SafeTensors.write(f, in, null, ScalarType.BFloat16);
+        Map<String, Tensor> back = SafeTensors.read(f);
+        for (String k : List.of("w", "h")) {
+            assertSame(ScalarType.BFloat16, back.get(k).scalar_type().intern(), k);
+            assertArrayEquals(toDoubles(in.get(k).to(ScalarType.BFloat16)), toDoubles(back.get(k)), k);
+        }
+        assertSame(ScalarType.Long, back.get("ids").scalar_type().intern());
+        assertArrayEquals(toDoubles(in.get("ids")), toDoubles(back.get("ids")));
+        assertSame(ScalarType.Float, in.get("w").scalar_type().intern(), "the source is not cast");
+        Path g = tmp.resolve("int.safetensors");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> SafeTensors.write(g, in, null, ScalarType.Int));
+        assertTrue(e.getMessage().contains("expected a floating-point dtype"), e.getMessage());
+        assertFalse(java.nio.file.Files.exists(g));
+    }
+
     @Test
     void readsTheFixtureWrittenByPython() throws IOException {
         Map<String, Tensor> e = SafeTensors.read(Path.of("test-data/tiny-llama/expected_logits.safetensors"));
