@@ -444,13 +444,14 @@ public final class LlamaModel extends Module {
      * first, back-propagating the gradient that reached its output into the parameters and
      * its input; then the embedding. The parameters' gradients are those of a plain forward
      * to fp32 rounding (the same operations; only the order in which a tied embedding's two
-     * contributions are summed differs). LoRA dropout masks are replayed from the CPU
-     * generator's state saved before each layer.
+     * contributions are summed differs). LoRA dropout masks are replayed from the state of
+     * the generator they are drawn from (the CPU's, or the model's GPU's) saved before each layer.
      */
     public final class Recomputed {
         private final Tensor ids;
         private final Tensor[] inputs;
-        private final Tensor[] rngStates;  // CPU generator state before each layer, when dropout draws
+        private final Tensor[] rngStates;  // the generator's state before each layer, when dropout draws
+        private final org.bytedeco.pytorch.Generator rng;
         private final Tensor rngAfter;
         private final Tensor cos, sin;
         private final Masking masking;
@@ -465,10 +466,9 @@ public final class LlamaModel extends Module {
             this.t = ids.size(1);
             LoraAdapters ad = adapters;
             boolean replay = ad != null && ad.enabled() && ad.config().dropout() > 0;
-            if (replay && !embed.device().is_cpu()) {
-                throw new IllegalArgumentException("gradient checkpointing with LoRA dropout > 0 runs on the CPU only "
-                        + "(its masks are replayed from the CPU generator); set --lora-dropout 0 on " + embed.device().str().getString());
-            }
+            // the generator dropout draws from: the CPU's, or the GPU's for a model on a GPU
+            rng = embed.device().is_cpu() ? torch.getDefaultCPUGenerator()
+                    : torch.globalContext().defaultGenerator(embed.device());
             inputs = new Tensor[layers.length];
             rngStates = replay ? new Tensor[layers.length] : null;
             Tensor x;
@@ -486,7 +486,7 @@ public final class LlamaModel extends Module {
                     for (int i = 0; i < layers.length; i++) {
                         inputs[i] = x;
                         if (replay) {
-                            rngStates[i] = torch.getDefaultCPUGenerator().get_state();
+                            rngStates[i] = rng.get_state();
                         }
                         x = scopedLayer(i, x, cos, sin, masking, b, t, null);
                     }
@@ -495,7 +495,7 @@ public final class LlamaModel extends Module {
                         ad.setDropoutWithoutGrad(false);
                     }
                 }
-                rngAfter = replay ? torch.getDefaultCPUGenerator().get_state() : null;
+                rngAfter = replay ? rng.get_state() : null;
             }
             top = x;
             top.set_requires_grad(true);
@@ -534,7 +534,7 @@ public final class LlamaModel extends Module {
             for (int i = layers.length - 1; i >= 0; i--) {
                 Tensor xi = inputs[i];
                 if (rngStates != null) {
-                    torch.getDefaultCPUGenerator().set_state(rngStates[i]);
+                    rng.set_state(rngStates[i]);
                 }
                 Tensor up = g;
                 int layer = i;
@@ -557,7 +557,7 @@ public final class LlamaModel extends Module {
                 inputs[i] = null;
             }
             if (rngAfter != null) {
-                torch.getDefaultCPUGenerator().set_state(rngAfter);
+                rng.set_state(rngAfter);
             }
             if (embed.requires_grad()) {
                 torch.embedding(embed, ids).backward(g, new org.bytedeco.pytorch.BoolOptional(), false,

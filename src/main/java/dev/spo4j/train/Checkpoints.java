@@ -29,8 +29,8 @@ import org.bytedeco.pytorch.global.torch;
 /**
  * Checkpoints of a run: {@code RUN/checkpoints/step-NNNNNNN/} holding {@code model/} (the
  * Hugging Face layout), {@code optimizer.pt} (LibTorch's archive of the AdamW moments and
- * step counts) and {@code trainer_state.json} (step, data position, the run's config and
- * LibTorch's CPU generator state). Each is written into a temporary folder and renamed, so
+ * step counts) and {@code trainer_state.json} (step, data position, the run's config,
+ * LibTorch's CPU generator state and, on a GPU, that device's generator state). Each is written into a temporary folder and renamed, so
  * a crash leaves either a complete checkpoint or none; only the newest {@code keep} stay.
  */
 public final class Checkpoints {
@@ -55,6 +55,11 @@ public final class Checkpoints {
         public String config;
         /** LibTorch's CPU generator state, base64. */
         public String rngState;
+        /**
+         * The training device's generator state, base64, when that is a GPU (LoRA dropout draws
+         * its masks there); null on the CPU and in checkpoints written before it was kept.
+         */
+        public String deviceRngState;
         /** The loss's running state: bco-pair's {mean reward, batch count}; null for the other losses. */
         public double[] lossState;
     }
@@ -90,7 +95,10 @@ public final class Checkpoints {
                     adapters.save(tmp.resolve(ADAPTER), tokenizerDir.toString(), tokenizerDir);
                 }
                 saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
-                state.rngState = Base64.getEncoder().encodeToString(generatorState());
+                state.rngState = Base64.getEncoder().encodeToString(generatorState(torch.getDefaultCPUGenerator()));
+                org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
+                state.deviceRngState = device.is_cpu() ? null
+                        : Base64.getEncoder().encodeToString(generatorState(deviceGenerator(device)));
                 Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
                 AtomicFiles.writeString(tmp.resolve(MANIFEST), GSON.toJson(manifest(tmp)));
                 AtomicFiles.replaceDirectory(tmp, dst);
@@ -346,15 +354,29 @@ public final class Checkpoints {
         }
     }
 
-    /** Restores LibTorch's CPU generator from {@code state.rngState}; does nothing when that is null. */
-    public static void restoreGenerator(State state) {
-        if (state.rngState == null) {
-            return;
+    /**
+     * Restores LibTorch's CPU generator from {@code state.rngState} and, on a GPU, that device's
+     * generator from {@code state.deviceRngState}; each does nothing when its state is null.
+     */
+    public static void restoreGenerator(State state, org.bytedeco.pytorch.Device device) {
+        if (state.rngState != null) {
+            torch.getDefaultCPUGenerator().set_state(bytesTensor(Base64.getDecoder().decode(state.rngState)));
         }
-        byte[] bytes = Base64.getDecoder().decode(state.rngState);
+        if (state.deviceRngState != null && device != null && !device.is_cpu()) {
+            deviceGenerator(device).set_state(bytesTensor(Base64.getDecoder().decode(state.deviceRngState)));
+        }
+    }
+
+    /** The default generator of a (GPU) device. */
+    private static org.bytedeco.pytorch.Generator deviceGenerator(org.bytedeco.pytorch.Device device) {
+        return torch.globalContext().defaultGenerator(device);
+    }
+
+    /** A CPU uint8 tensor holding {@code bytes} (a generator state). */
+    private static Tensor bytesTensor(byte[] bytes) {
         Tensor t = torch.empty(new long[] {bytes.length}, new TensorOptions(torch.ScalarType.Byte), null);
         new BytePointer(t.data_ptr()).put(bytes);
-        torch.getDefaultCPUGenerator().set_state(t);
+        return t;
     }
 
     /** The first line of a (LibTorch) message, which goes on with a C++ backtrace. */
@@ -366,8 +388,8 @@ public final class Checkpoints {
         return nl < 0 ? message : message.substring(0, nl);
     }
 
-    private static byte[] generatorState() {
-        Tensor t = torch.getDefaultCPUGenerator().get_state().contiguous();
+    private static byte[] generatorState(org.bytedeco.pytorch.Generator g) {
+        Tensor t = g.get_state().cpu().contiguous();  // a CPU uint8 tensor for the CPU and CUDA generators
         byte[] b = new byte[(int) t.numel()];
         new BytePointer(t.data_ptr()).get(b);
         return b;

@@ -485,7 +485,7 @@ public final class Trainer {
             optimizer = cfg.optim.adamW(paramVector);
             if (checkpoint != null) {
                 Checkpoints.loadOptimizer(checkpoint, optimizer, device);
-                Checkpoints.restoreGenerator(resumed);
+                Checkpoints.restoreGenerator(resumed, device);
                 step = resumed.step;
                 epoch = resumed.epoch;
                 index = resumed.batchIndex;
