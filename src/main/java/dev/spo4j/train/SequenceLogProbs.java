@@ -90,7 +90,8 @@ public final class SequenceLogProbs {
         return out;
     }
 
-    private static Tensor onDevice(Tensor t, Device device) {
-        return device.is_cpu() ? t : t.to(device, t.scalar_type().intern());
+    /** {@code t} on {@code device} (itself on the CPU; null stays null). */
+    static Tensor onDevice(Tensor t, Device device) {
+        return t == null || device.is_cpu() ? t : t.to(device, t.scalar_type().intern());
     }
 }

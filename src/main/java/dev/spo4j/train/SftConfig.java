@@ -76,6 +76,9 @@ public final class SftConfig {
             + "AdamW state (default: fp32)")
     public String dtype;
 
+    @Option(names = "--device", description = "cpu | cuda | cuda:N (CUDA needs the -Pgpu build) (default: ${DEFAULT-VALUE})")
+    public String device = "cpu";
+
     /** dtype of final-model/: "auto" (the input model's torch_dtype), float32, bfloat16 or float16. */
     @Option(names = "--save-dtype", description = "dtype of final-model/ (full fine-tuning): auto (the input model's "
             + "torch_dtype), float32, bfloat16, float16 (default: ${DEFAULT-VALUE})")
@@ -98,6 +101,9 @@ public final class SftConfig {
 
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
+        if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
+            throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
+        }
         optim.validate();
         loraConfig();
         precision();

@@ -67,12 +67,16 @@ public final class SftTrainer {
             throw new IllegalArgumentException("--data is required");
         }
         List<SftExample> data = SftExample.read(Path.of(cfg.data));
+        org.bytedeco.pytorch.Device device = Trainer.device(cfg.device);  // a GPU it cannot use: refused here
         Path runDir = Path.of(cfg.out == null ? "runs/sft" : cfg.out).toAbsolutePath();
         try (TextTokenizer tok = TextTokenizer.load(Path.of(cfg.model))) {
             Files.createDirectories(runDir);
             // a LoRA base is frozen in the run's dtype (fp32 adapters); a full fine-tune starts from fp32 masters
-            LlamaModel model = ModelFolder.load(Path.of(cfg.model),
-                    cfg.loraConfig() != null ? cfg.precision().scalarType() : ScalarType.Float);
+            ScalarType loadAs = cfg.loraConfig() != null ? cfg.precision().scalarType() : ScalarType.Float;
+            LlamaModel model = ModelFolder.load(Path.of(cfg.model), loadAs);
+            if (!device.is_cpu()) {
+                model.to(device, loadAs, false);
+            }
             LoraAdapters adapters = null;
             if (cfg.loraConfig() != null) {
                 torch.manual_seed(cfg.seed);
@@ -125,6 +129,7 @@ public final class SftTrainer {
         torch.manual_seed(cfg.seed);
         // trained: the adapters when attached, else the model's parameters (fp32 masters of a bf16 copy with --dtype bf16)
         LoraAdapters adapters = model.adapters();
+        org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
         MasterWeights mixed = adapters == null && cfg.precision() != Precision.FP32
                 ? new MasterWeights(model, cfg.precision(), model.parameterList().get(0).device()) : null;
         LlamaModel forward = mixed != null ? mixed.work() : model;
@@ -149,9 +154,13 @@ public final class SftTrainer {
             try (PointerScope scope = new PointerScope()) {
                 optimizer.zero_grad(true);
                 TokenRule.Rows t = collate(batch, pad);
+                // the batch on the model's device (a model on a GPU takes its inputs there)
+                Tensor ids = SequenceLogProbs.onDevice(t.ids(), device);
+                Tensor mask = SequenceLogProbs.onDevice(t.mask(), device);
+                Tensor targets = SequenceLogProbs.onDevice(t.targets(), device);
                 SftObjective.Result r = cfg.lmHead == LmHead.FUSED
-                        ? objective.compute(forward.hiddenStates(t.ids(), t.mask()), forward.headWeight(), t.targets())
-                        : objective.compute(forward.forward(t.ids(), t.mask()), t.targets());
+                        ? objective.compute(forward.hiddenStates(ids, mask), forward.headWeight(), targets)
+                        : objective.compute(forward.forward(ids, mask), targets);
                 r.backward();
                 if (mixed != null) {
                     mixed.accumulate();

@@ -97,5 +97,21 @@ class SftTrainerTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> SftTrainer.run(bad, null));
         assertTrue(e.getMessage().contains("'float8'"), e.getMessage());
         assertTrue(!Files.exists(tmp.resolve("bad")), "nothing written for a refused run");
+        // --device: a malformed one, and (this LibTorch has no CUDA) a GPU, refused before the run folder
+        bad.saveDtype = "auto";
+        bad.device = "gpu";
+        e = assertThrows(IllegalArgumentException.class, () -> SftTrainer.run(bad, null));
+        assertTrue(e.getMessage().contains("device 'gpu' (expected cpu, cuda or cuda:N)"), e.getMessage());
+        if (!org.bytedeco.pytorch.global.torch.cuda_is_available()) {
+            bad.device = "cuda";
+            e = assertThrows(IllegalArgumentException.class, () -> SftTrainer.run(bad, null));
+            assertTrue(e.getMessage().contains("--device cuda: LibTorch has no usable CUDA"), e.getMessage());
+        }
+        assertTrue(!Files.exists(tmp.resolve("bad")), "nothing written for a refused run");
+        // an explicit --device cpu trains as the default does
+        Path run = tmp.resolve("run-cpu");
+        assertEquals(0, Main.run("sft", "--model", init.toString(), "--out", run.toString(), "--device", "cpu",
+                "--data", jsonl.toString(), "--max-steps", "1", "--batch-size", "1", "--threads", "1"));
+        assertTrue(Files.exists(run.resolve("final-model").resolve("model.safetensors")));
     }
 }
