@@ -77,7 +77,7 @@ public final class DataParallel implements AutoCloseable {
         }
         store.set("arrived/" + env.rank(), bytes("1"));
         try {
-            group = cuda ? nccl(store, env) : gloo(store, env, timeoutMs);
+            group = cuda ? nccl(store, env, timeoutMs) : gloo(store, env, timeoutMs);
         } catch (RuntimeException e) {
             List<Integer> missing = missing("arrived/");
             throw new DistributedException("rank " + env.rank() + ": rendezvous of " + env.worldSize()
@@ -105,9 +105,14 @@ public final class DataParallel implements AutoCloseable {
     }
 
     /** NCCL for CUDA tensors (bytedeco's GPU build, -Pgpu); written to the preset's API, not run on a GPU here. */
-    private static Backend nccl(TCPStore store, DistributedEnv env) {
+    private static Backend nccl(TCPStore store, DistributedEnv env, long timeoutMs) {
         try {
-            return new org.bytedeco.pytorch.nccl.ProcessGroupNCCL(store, env.rank(), env.worldSize());
+            // the job's timeout, as Gloo's: NCCL's default (10 min) would let its watchdog abort a
+            // rank that waits at a barrier while rank 0 writes a large checkpoint
+            org.bytedeco.pytorch.nccl.ProcessGroupNCCL.Options no = org.bytedeco.pytorch.nccl.ProcessGroupNCCL.Options
+                    .create(false);
+            no.timeout(new Milliseconds(timeoutMs));
+            return new org.bytedeco.pytorch.nccl.ProcessGroupNCCL(store, env.rank(), env.worldSize(), no);
         } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
             throw new IllegalStateException("NCCL is not in this LibTorch build (CUDA training needs -Pgpu): " + e, e);
         }
