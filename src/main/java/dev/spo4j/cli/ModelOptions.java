@@ -10,8 +10,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import picocli.CommandLine.Option;
 
-/** How {@code logps} and {@code generate} load their model: a PEFT LoRA adapter on top, and a dtype. */
+/** How {@code logps} and {@code generate} load their model: a PEFT LoRA adapter on top, a dtype, a device. */
 final class ModelOptions {
+    @Option(names = "--device", description = "cpu | cuda | cuda:N (CUDA needs the -Pgpu build) (default: ${DEFAULT-VALUE})")
+    String device = "cpu";
     @Option(names = "--adapter", paramLabel = "DIR", description = "a PEFT LoRA adapter folder applied on the model")
     Path adapter;
     @Option(names = "--dtype", paramLabel = "DTYPE", description = "bf16 | fp32 weights and activations (default: fp32)")
@@ -19,6 +21,7 @@ final class ModelOptions {
 
     /** Checks the options against the model folder's config (before anything is loaded or written). */
     void check(Path model) throws IOException {
+        dev.spo4j.train.Trainer.device(device);  // malformed, or a GPU this build cannot use: refused here
         if (dtype != null && Precision.parse(dtype) == Precision.FP16) {
             throw new IllegalArgumentException("--dtype fp16 is not supported (use bf16 or fp32)");
         }
@@ -33,8 +36,13 @@ final class ModelOptions {
     /** The model folder's model in the chosen dtype, with the adapter attached when given. */
     LlamaModel load(Path model) throws IOException {
         check(model);
-        LlamaModel m = ModelFolder.load(model, dtype == null ? Precision.FP32.scalarType()
-                : Precision.parse(dtype).scalarType());
+        org.bytedeco.pytorch.global.torch.ScalarType dt = dtype == null ? Precision.FP32.scalarType()
+                : Precision.parse(dtype).scalarType();
+        LlamaModel m = ModelFolder.load(model, dt);
+        org.bytedeco.pytorch.Device d = dev.spo4j.train.Trainer.device(device);
+        if (!d.is_cpu()) {
+            m.to(d, dt, false);  // before the adapter, which is loaded onto the model's device
+        }
         if (adapter != null) {
             LoraAdapters.load(m, adapter);
         }

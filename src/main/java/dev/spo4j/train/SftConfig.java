@@ -101,9 +101,6 @@ public final class SftConfig {
 
     /** Throws IllegalArgumentException naming the first bad setting. */
     public void validate() {
-        if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
-            throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
-        }
         optim.validate();
         loraConfig();
         precision();

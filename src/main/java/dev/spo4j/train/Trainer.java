@@ -282,8 +282,15 @@ public final class Trainer {
         return path == null ? null : Path.of(path).toAbsolutePath().normalize().toString();
     }
 
-    /** The training device; CUDA needs LibTorch's GPU build (-Pgpu) and spo4j's CUDA kernels. */
-    static Device device(String name) {
+    /**
+     * The device {@code name} names (cpu, cuda, cuda:N), checked: a GPU needs LibTorch's CUDA and
+     * spo4j's CUDA kernels (IllegalArgumentException otherwise); cuda:N becomes this thread's
+     * current device.
+     */
+    public static Device device(String name) {
+        if (name == null || !name.matches("cpu|cuda(:\\d+)?")) {
+            throw new IllegalArgumentException("device '" + name + "' (expected cpu, cuda or cuda:N)");
+        }
         if (name.startsWith("cuda")) {
             if (!torch.cuda_is_available()) {
                 throw new IllegalArgumentException("--device " + name + ": LibTorch has no usable CUDA here "

@@ -111,7 +111,15 @@ class LoraTrainingTest {
         Path adapter = tmp.resolve("run").resolve("final-adapter"), merged = tmp.resolve("merged");
         Path base = tmp.resolve("base.jsonl"), withAdapter = tmp.resolve("adapter.jsonl"), ofMerged = tmp.resolve("m.jsonl");
         assertEquals(0, dev.spo4j.cli.Main.run("logps", "--model", c.model, "--data", c.data, "--out", base.toString(),
-                "--threads", "2"));
+                "--threads", "2", "--device", "cpu"));
+        // a device this build cannot use, or a malformed one: refused (exit 2) before the output exists
+        Path refused = tmp.resolve("refused.jsonl");
+        for (String d : org.bytedeco.pytorch.global.torch.cuda_is_available() ? new String[] {"gpu"}
+                : new String[] {"gpu", "cuda", "cuda:1"}) {
+            assertEquals(2, dev.spo4j.cli.Main.run("logps", "--model", c.model, "--data", c.data, "--out",
+                    refused.toString(), "--device", d), d);
+            assertTrue(!java.nio.file.Files.exists(refused), d);
+        }
         assertEquals(0, dev.spo4j.cli.Main.run("logps", "--model", c.model, "--adapter", adapter.toString(),
                 "--data", c.data, "--out", withAdapter.toString(), "--threads", "2"));
         assertEquals(0, dev.spo4j.cli.Main.run("merge", "--model", c.model, "--adapter", adapter.toString(),
