@@ -367,7 +367,9 @@ torch_compare() {  # $1 = eager | compile
     [ "$GPU" = 1 ] || { echo "no GPU: skipped"; return 42; }
     local extra=(--no-compile) out=$RUN_DIR/compare-eager.json
     if [ "$1" = compile ]; then extra=(--compile-only); out=$RUN_DIR/compare-compile.json; fi
-    "$PYTHON" bench/gpu/torch_compare.py --lib "$NATIVE_BUILD/libspo4j.so" --out "$out" --reps "$REPS" \
+    # exec: python is then the process timeout waits on, so its SIGTERM (JSON written, exit 124)
+    # and its kill reach the comparison itself, not a shell that dies first
+    exec "$PYTHON" bench/gpu/torch_compare.py --lib "$NATIVE_BUILD/libspo4j.so" --out "$out" --reps "$REPS" \
         --vocab 32768,128256,151936 --budget-s "$(( ${STAGE_CAP:-$(left)} - 15 ))" "${extra[@]}"
 }
 export -f torch_compare

@@ -96,6 +96,8 @@ public final class Checkpoints {
                 }
                 saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
                 state.rngState = Base64.getEncoder().encodeToString(generatorState(torch.getDefaultCPUGenerator()));
+                // rank 0's states (only rank 0 writes), restored on every rank: they agree while the
+                // ranks are seeded alike and draw the same shapes, as for the CPU state before
                 org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
                 state.deviceRngState = device.is_cpu() ? null
                         : Base64.getEncoder().encodeToString(generatorState(deviceGenerator(device)));

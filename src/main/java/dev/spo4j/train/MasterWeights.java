@@ -27,8 +27,8 @@ final class MasterWeights {
     /** A working copy of {@code master} (fp32, on its device) in {@code precision}. */
     MasterWeights(LlamaModel master, Precision precision, org.bytedeco.pytorch.Device device) {
         this.master = master;
-        // uninitialised: loadStateDict fills it (no fp32 random draw of the whole model first)
-        this.work = new LlamaModel(master.config(), torch.ScalarType.Float, false);
+        // uninitialised in the working dtype: loadStateDict fills it (no fp32 model, no random draw)
+        this.work = new LlamaModel(master.config(), precision.scalarType(), false);
         work.setAttention(master.attention()).setRowGroupTokens(master.rowGroupTokens());
         work.to(device, precision.scalarType(), false);
         work.loadStateDict(master.stateDict());
