@@ -30,8 +30,9 @@ import org.bytedeco.pytorch.global.torch;
  * Checkpoints of a run: {@code RUN/checkpoints/step-NNNNNNN/} holding {@code model/} (the
  * Hugging Face layout), {@code optimizer.pt} (LibTorch's archive of the AdamW moments and
  * step counts) and {@code trainer_state.json} (step, data position, the run's config,
- * LibTorch's CPU generator state and, on a GPU, that device's generator state). Each is written into a temporary folder and renamed, so
- * a crash leaves either a complete checkpoint or none; only the newest {@code keep} stay.
+ * LibTorch's CPU generator state and, on a GPU, that device's generator state). Each is
+ * written into a temporary folder and renamed, so a crash leaves either a complete
+ * checkpoint or none; only the newest {@code keep} stay.
  */
 public final class Checkpoints {
     private static final Gson GSON = new GsonBuilder().setPrettyPrinting().create();

@@ -131,7 +131,7 @@ public final class SftTrainer {
         LoraAdapters adapters = model.adapters();
         org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
         MasterWeights mixed = adapters == null && cfg.precision() != Precision.FP32
-                ? new MasterWeights(model, cfg.precision(), model.parameterList().get(0).device()) : null;
+                ? new MasterWeights(model, cfg.precision(), device) : null;
         LlamaModel forward = mixed != null ? mixed.work() : model;
         TensorVector params = new TensorVector((adapters != null ? adapters.parameters() : model.parameterList())
                 .toArray(new Tensor[0]));

@@ -268,8 +268,7 @@ public final class TrainConfig {
      *
      * @param headTrained whether the head weight gets a gradient (not under LoRA)
      */
-    public String headRegime(ModelConfig mc, ScalarType dtype,
-                             boolean headTrained) {
+    public String headRegime(ModelConfig mc, ScalarType dtype, boolean headTrained) {
         long mib = lmHeadChunkBytes() >> 20;
         if (!lossConfig().pairSeparable()) {
             return "fused LM head in its recompute regime (" + lossLabel() + " couples the pairs of a batch), "
@@ -295,6 +294,13 @@ public final class TrainConfig {
         return String.format(Locale.ROOT, "fused LM head: single pass over chunks of whole pairs for "
                 + "batches padded to at most %d tokens, recompute regime beyond (%d MiB chunks, --lm-head-chunk-mb)",
                 rows / 2, mib);
+    }
+
+    /** A device name of the form train, sft, logps and generate take: cpu, cuda or cuda:N. */
+    static void requireDeviceName(String device) {
+        if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
+            throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
+        }
     }
 
     /** The loss settings as the objective takes them. */
@@ -353,9 +359,7 @@ public final class TrainConfig {
         if (!(sftWeight >= 0 && Double.isFinite(sftWeight))) {
             throw new IllegalArgumentException("sft weight = " + sftWeight + " (expected a finite value >= 0)");
         }
-        if (device == null || !device.matches("cpu|cuda(:\\d+)?")) {
-            throw new IllegalArgumentException("device '" + device + "' (expected cpu, cuda or cuda:N)");
-        }
+        requireDeviceName(device);
         if (!(distTimeout > 0 && Double.isFinite(distTimeout))) {
             throw new IllegalArgumentException("dist timeout = " + distTimeout + " s (expected a finite value > 0)");
         }

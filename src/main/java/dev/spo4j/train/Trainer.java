@@ -288,9 +288,7 @@ public final class Trainer {
      * current device.
      */
     public static Device device(String name) {
-        if (name == null || !name.matches("cpu|cuda(:\\d+)?")) {
-            throw new IllegalArgumentException("device '" + name + "' (expected cpu, cuda or cuda:N)");
-        }
+        TrainConfig.requireDeviceName(name);
         if (name.startsWith("cuda")) {
             if (!torch.cuda_is_available()) {
                 throw new IllegalArgumentException("--device " + name + ": LibTorch has no usable CUDA here "
