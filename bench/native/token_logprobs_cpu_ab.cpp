@@ -11,14 +11,26 @@
 // checks that both paths give the same lse to 1e-5 relative and gradients to one output ulp.
 // Prints, per point, each path's median ms and GB/s (minimum bytes as BenchData.floorBytes)
 // and the A/B ratio generic / avx512. Exits 0 with a message on a CPU without AVX-512.
+// The same-buffer floor, timed in the same repetitions (interleaved with the two paths): the
+// least work with the kernel's access pattern on the same buffer and threads (rows split as
+// parallel_rows splits them, one std::thread per part): forward = one read-only pass (512-bit
+// loads into four integer accumulators), backward = one in-place pass (load, xor with a zero
+// the compiler cannot see, store), forwardBackward = the two in turn. "avx512 / floor" is the
+// ratio of the medians.
 // main() and the options: native/tests/check.cpp.
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <atomic>
+#include <thread>
 #include <vector>
+
+#include <immintrin.h>
 
 #include "check.h"
 
@@ -28,6 +40,63 @@ namespace {
 double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// The floor passes: whole 64-byte lines of each part (a part's last < 64 bytes are left out,
+// none at the default shapes), the rows in `threads` parts as parallel_rows splits them.
+volatile int g_zero = 0;
+
+__attribute__((target("avx512f"))) int64_t read_pass(const uint8_t* p, size_t n) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        a0 = _mm512_add_epi32(a0, _mm512_loadu_si512(p + i));
+        a1 = _mm512_add_epi32(a1, _mm512_loadu_si512(p + i + 64));
+        a2 = _mm512_add_epi32(a2, _mm512_loadu_si512(p + i + 128));
+        a3 = _mm512_add_epi32(a3, _mm512_loadu_si512(p + i + 192));
+    }
+    for (; i + 64 <= n; i += 64) a0 = _mm512_add_epi32(a0, _mm512_loadu_si512(p + i));
+    alignas(64) int32_t lanes[16];
+    _mm512_store_si512(lanes, _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+    int64_t s = 0;
+    for (int32_t x : lanes) s += x;
+    return s;
+}
+
+__attribute__((target("avx512f"))) void inplace_pass(uint8_t* p, size_t n) {
+    const __m512i k = _mm512_set1_epi32(g_zero);
+    for (size_t i = 0; i + 64 <= n; i += 64)
+        _mm512_storeu_si512(p + i, _mm512_xor_si512(_mm512_loadu_si512(p + i), k));
+}
+
+template <class Fn>
+void split_bytes(int64_t rows, size_t row_bytes, int threads, Fn&& fn) {
+    const int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
+    std::vector<std::thread> pool;
+    int64_t per = rows / t, extra = rows % t, b = 0;
+    for (int64_t i = 0; i < t; ++i) {
+        const int64_t e = b + per + (i < extra);
+        if (i + 1 < t) {
+            pool.emplace_back([&fn, b, e, row_bytes] { fn(size_t(b) * row_bytes, size_t(e - b) * row_bytes); });
+        } else {
+            fn(size_t(b) * row_bytes, size_t(e - b) * row_bytes);
+        }
+        b = e;
+    }
+    for (auto& th : pool) th.join();
+}
+
+std::atomic<int64_t> g_sink{0};
+
+struct AlignedBytes {
+    explicit AlignedBytes(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64))) {
+        if (!p) throw std::bad_alloc();
+    }
+    ~AlignedBytes() { std::free(p); }
+    AlignedBytes(const AlignedBytes&) = delete;
+    AlignedBytes& operator=(const AlignedBytes&) = delete;
+    uint8_t* data() { return p; }
+    uint8_t* p;
+};
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -46,14 +115,16 @@ int token_logprobs_cpu_ab(const BenchOptions& o, int threads) {
     Rng rng(1234);
     for (float& v : table) v = float(2.0 * rng.normal());
     const char* mode_names[] = {"forward", "backward", "forwardBackward"};
-    std::printf("| mode | dtype | rows x V | threads | generic ms | avx512 ms | A/B generic/avx512 | generic GB/s | avx512 GB/s |\n");
-    std::printf("|---|---|---|---|---:|---:|---:|---:|---:|\n");
+    std::printf("| mode | dtype | rows x V | threads | generic ms | avx512 ms | A/B generic/avx512 | generic GB/s | avx512 GB/s | floor ms | avx512 / floor |\n");
+    std::printf("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int dtype : o.dtypes) {
         for (int64_t V : o.vocabs) {
             const int64_t R = o.rows;
             const int es = elem_size(dtype);
             const size_t bytes = size_t(R * V * es);
-            std::vector<uint8_t> pristine(bytes), work(bytes);
+            // 64-byte aligned, as LibTorch's CPU allocations are (a std::vector's large buffer
+            // starts 16 bytes into a line, so every 512-bit load would span two lines)
+            AlignedBytes pristine(bytes), work(bytes);
             std::vector<float> row(static_cast<size_t>(V));
             for (int64_t r = 0; r < R; ++r) {
                 const size_t off = size_t(rng.below(int64_t(table.size())));
@@ -84,7 +155,7 @@ int token_logprobs_cpu_ab(const BenchOptions& o, int threads) {
                 std::memcpy(work.data(), pristine.data(), std::min(bytes, size_t(8 * V * es)));
                 ok &= spo4j_token_logprobs_bwd_cpu(work.data(), dtype, std::min<int64_t>(R, 8), V, V, targets.data(),
                                                    SPO4J_IGNORE_INDEX, lse.data(), g.data(), work.data(), V, 1) == SPO4J_OK;
-                (path == 1 ? grad_a : grad_b).assign(work.begin(), work.begin() + std::min(bytes, size_t(8 * V * es)));
+                (path == 1 ? grad_a : grad_b).assign(work.data(), work.data() + std::min(bytes, size_t(8 * V * es)));
             }
             double worst_lse = 0, worst_grad = 0;
             for (int64_t r = 0; r < R; ++r)
@@ -102,11 +173,34 @@ int token_logprobs_cpu_ab(const BenchOptions& o, int threads) {
                             dtype_name(dtype), V, int(ok), worst_lse, worst_grad);
                 return 1;
             }
+            const size_t row_bytes = size_t(V * es);
+            auto floor_read = [&](const uint8_t* z) {
+                split_bytes(R, row_bytes, threads, [&](size_t off, size_t n) { g_sink += read_pass(z + off, n); });
+            };
+            auto floor_inplace = [&](uint8_t* z) {
+                split_bytes(R, row_bytes, threads, [&](size_t off, size_t n) { inplace_pass(z + off, n); });
+            };
             for (int mode = 0; mode < 3; ++mode) {
-                std::vector<double> t[2];  // [0] generic, [1] avx512
+                std::vector<double> t[3];  // [0] generic, [1] avx512, [2] the same-buffer floor
                 for (int rep = 0; rep < o.warmup + o.reps; ++rep) {
-                    for (int k = 0; k < 2; ++k) {
-                        const int which = (rep + k) % 2;  // alternate which path goes first
+                    for (int k = 0; k < 3; ++k) {
+                        const int which = (rep + k) % 3;  // rotate which goes first
+                        if (which == 2) {
+                            double ms = 0;
+                            if (mode == 0) {
+                                const double a = now_ms();
+                                floor_read(pristine.data());
+                                ms = now_ms() - a;
+                            } else {
+                                std::memcpy(work.data(), pristine.data(), bytes);
+                                const double a = now_ms();
+                                if (mode == 2) floor_read(work.data());
+                                floor_inplace(work.data());
+                                ms = now_ms() - a;
+                            }
+                            if (rep >= o.warmup) t[2].push_back(ms);
+                            continue;
+                        }
                         spo4j_debug_cpu_path(which == 0 ? 1 : 0);
                         double ms = 0;
                         if (mode == 0) {
@@ -125,10 +219,10 @@ int token_logprobs_cpu_ab(const BenchOptions& o, int threads) {
                     }
                 }
                 const double traffic = double(bytes) * (mode == 0 ? 1 : mode == 1 ? 2 : 3) + double(R) * 16 * (mode == 2 ? 2 : 1);
-                const double mg = median(t[0]), ma = median(t[1]);
-                std::printf("| %s | %s | %" PRId64 " x %" PRId64 " | %d | %.1f | %.1f | %.2fx | %.1f | %.1f |\n",
+                const double mg = median(t[0]), ma = median(t[1]), mf = median(t[2]);
+                std::printf("| %s | %s | %" PRId64 " x %" PRId64 " | %d | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx |\n",
                             mode_names[mode], dtype_name(dtype), R, V, threads, mg, ma, mg / ma,
-                            traffic / mg / 1e6, traffic / ma / 1e6);
+                            traffic / mg / 1e6, traffic / ma / 1e6, mf, ma / mf);
                 std::fflush(stdout);
             }
         }
