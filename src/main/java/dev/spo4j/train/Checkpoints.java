@@ -61,6 +61,13 @@ public final class Checkpoints {
          * its masks there); null on the CPU and in checkpoints written before it was kept.
          */
         public String deviceRngState;
+        /**
+         * Data parallel: every rank's CPU generator state, base64, by rank (rank 0's is also
+         * {@link #rngState}); null for one process and in checkpoints written before it was kept.
+         */
+        public String[] rankRngStates;
+        /** Data parallel on GPUs: every rank's device generator state, as {@link #rankRngStates}. */
+        public String[] rankDeviceRngStates;
         /** The loss's running state: bco-pair's {mean reward, batch count}; null for the other losses. */
         public double[] lossState;
     }
@@ -96,12 +103,12 @@ public final class Checkpoints {
                     adapters.save(tmp.resolve(ADAPTER), tokenizerDir.toString(), tokenizerDir);
                 }
                 saveOptimizer(optimizer, tmp.resolve(OPTIMIZER));
-                state.rngState = Base64.getEncoder().encodeToString(generatorState(torch.getDefaultCPUGenerator()));
-                // rank 0's states (only rank 0 writes), restored on every rank: they agree while the
-                // ranks are seeded alike and draw the same shapes, as for the CPU state before
+                // this process's states; in data parallel, the caller fills in every rank's
+                // (rankRngStates), since the ranks' draws part with their micro-batches' shapes
+                state.rngState = Base64.getEncoder().encodeToString(cpuGeneratorState());
                 org.bytedeco.pytorch.Device device = model.parameterList().get(0).device();
-                state.deviceRngState = device.is_cpu() ? null
-                        : Base64.getEncoder().encodeToString(generatorState(deviceGenerator(device)));
+                byte[] onDevice = deviceGeneratorState(device);
+                state.deviceRngState = onDevice == null ? null : Base64.getEncoder().encodeToString(onDevice);
                 Files.writeString(tmp.resolve(STATE), GSON.toJson(state));
                 AtomicFiles.writeString(tmp.resolve(MANIFEST), GSON.toJson(manifest(tmp)));
                 AtomicFiles.replaceDirectory(tmp, dst);
@@ -362,12 +369,44 @@ public final class Checkpoints {
      * generator from {@code state.deviceRngState}; each does nothing when its state is null.
      */
     public static void restoreGenerator(State state, org.bytedeco.pytorch.Device device) {
-        if (state.rngState != null) {
-            torch.getDefaultCPUGenerator().set_state(bytesTensor(Base64.getDecoder().decode(state.rngState)));
+        restoreGenerator(state, device, 0);
+    }
+
+    /**
+     * As {@link #restoreGenerator(State, org.bytedeco.pytorch.Device)} for data-parallel rank
+     * {@code rank}: its own states from {@code rankRngStates} / {@code rankDeviceRngStates} where
+     * the checkpoint has them (the caller has checked that the world size is the run's), else
+     * rank 0's (checkpoints written before they were kept).
+     */
+    public static void restoreGenerator(State state, org.bytedeco.pytorch.Device device, int rank) {
+        String cpu = state.rankRngStates != null ? rankEntry(state.rankRngStates, rank, "rankRngStates")
+                : state.rngState;
+        String dev = state.rankDeviceRngStates != null
+                ? rankEntry(state.rankDeviceRngStates, rank, "rankDeviceRngStates") : state.deviceRngState;
+        if (cpu != null) {
+            torch.getDefaultCPUGenerator().set_state(bytesTensor(Base64.getDecoder().decode(cpu)));
         }
-        if (state.deviceRngState != null && device != null && !device.is_cpu()) {
-            deviceGenerator(device).set_state(bytesTensor(Base64.getDecoder().decode(state.deviceRngState)));
+        if (dev != null && device != null && !device.is_cpu()) {
+            deviceGenerator(device).set_state(bytesTensor(Base64.getDecoder().decode(dev)));
         }
+    }
+
+    private static String rankEntry(String[] states, int rank, String what) {
+        if (rank < 0 || rank >= states.length) {
+            throw new IllegalStateException("the checkpoint's " + what + " holds " + states.length
+                    + " ranks' states; rank " + rank + " has none (resume with the run's world size)");
+        }
+        return states[rank];
+    }
+
+    /** This process's CPU generator state (LibTorch's default CPU generator). */
+    public static byte[] cpuGeneratorState() {
+        return generatorState(torch.getDefaultCPUGenerator());
+    }
+
+    /** The default generator state of {@code device}; null for the CPU. */
+    public static byte[] deviceGeneratorState(org.bytedeco.pytorch.Device device) {
+        return device == null || device.is_cpu() ? null : generatorState(deviceGenerator(device));
     }
 
     /** The default generator of a (GPU) device. */

@@ -490,7 +490,7 @@ public final class Trainer {
             optimizer = cfg.optim.adamW(paramVector);
             if (checkpoint != null) {
                 Checkpoints.loadOptimizer(checkpoint, optimizer, device);
-                Checkpoints.restoreGenerator(resumed, device);
+                Checkpoints.restoreGenerator(resumed, device, rank);
                 step = resumed.step;
                 epoch = resumed.epoch;
                 index = resumed.batchIndex;
@@ -638,8 +638,19 @@ public final class Trainer {
             return row;
         }
 
-        /** Rank 0 writes the checkpoint while the other ranks wait at a barrier. */
+        /**
+         * Rank 0 writes the checkpoint while the other ranks wait at a barrier. Every rank's
+         * generator states go in first (an all-gather): the ranks draw LoRA dropout for their own
+         * micro-batches, so their states part, and each resumes from its own.
+         */
         private void checkpoint(Path modelDir) {
+            String[] rankCpu = null, rankDevice = null;
+            if (dp != null) {
+                String what = "gathering the ranks' generator states for the checkpoint of step " + step;
+                rankCpu = base64(dp.allGather(Checkpoints.cpuGeneratorState(), what));
+                byte[] onDevice = Checkpoints.deviceGeneratorState(device);
+                rankDevice = onDevice == null ? null : base64(dp.allGather(onDevice, what));
+            }
             if (rank == 0) {
                 Checkpoints.State st = new Checkpoints.State();
                 st.step = step;
@@ -647,12 +658,22 @@ public final class Trainer {
                 st.batchIndex = index;
                 st.config = cfg.toJson();
                 st.lossState = objective.loss().bcoState();
+                st.rankRngStates = rankCpu;
+                st.rankDeviceRngStates = rankDevice;
                 Checkpoints.save(runDir, mixed != null ? mixed.master() : policy, adapters, optimizer, st, modelDir,
                         cfg.keepCheckpoints);
             }
             if (dp != null) {
                 dp.barrier("waiting for rank 0's checkpoint of step " + step);
             }
+        }
+
+        private String[] base64(byte[][] states) {
+            String[] out = new String[states.length];
+            for (int i = 0; i < states.length; i++) {
+                out[i] = java.util.Base64.getEncoder().encodeToString(states[i]);
+            }
+            return out;
         }
 
         /**

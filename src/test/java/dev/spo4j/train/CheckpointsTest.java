@@ -110,4 +110,28 @@ class CheckpointsTest {
             return false;
         }
     }
+
+    /**
+     * A data-parallel rank gets its own generator state back from rankRngStates, not rank 0's;
+     * a rank the checkpoint has no state for is refused, naming it.
+     */
+    @Test
+    void eachRankRestoresItsOwnGeneratorState() {
+        torch.manual_seed(7);
+        String r0 = java.util.Base64.getEncoder().encodeToString(Checkpoints.cpuGeneratorState());
+        torch.randn(1000);  // rank 1 drew more
+        String r1 = java.util.Base64.getEncoder().encodeToString(Checkpoints.cpuGeneratorState());
+        double next1 = torch.randn(1).item_double();
+        Checkpoints.State st = new Checkpoints.State();
+        st.rngState = r0;
+        st.rankRngStates = new String[] {r0, r1};
+        torch.manual_seed(99);
+        Checkpoints.restoreGenerator(st, null, 1);
+        assertEquals(next1, torch.randn(1).item_double(), 0.0);
+        Checkpoints.restoreGenerator(st, null, 0);
+        assertEquals(r0, java.util.Base64.getEncoder().encodeToString(Checkpoints.cpuGeneratorState()));
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> Checkpoints.restoreGenerator(st, null, 2));
+        assertTrue(e.getMessage().contains("rank 2 has none"), e.getMessage());
+    }
 }

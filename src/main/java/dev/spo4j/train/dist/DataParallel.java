@@ -207,6 +207,36 @@ public final class DataParallel implements AutoCloseable {
         return fromDevice(t);
     }
 
+    /**
+     * Every rank's {@code mine}, by rank, on every rank (a generator state for the checkpoint).
+     * The arrays must have one length on every rank: IllegalStateException naming the lengths
+     * otherwise. Sent as float64 (exact for bytes) through {@link #sum}, each rank's in its own slot.
+     */
+    public byte[][] allGather(byte[] mine, String what) {
+        int world = worldSize(), me = rank();
+        double[] lengths = new double[world];
+        lengths[me] = mine.length;
+        lengths = sum(lengths, what);
+        for (int r = 0; r < world; r++) {
+            if (lengths[r] != mine.length) {
+                throw new IllegalStateException(what + ": rank " + r + " has " + (long) lengths[r]
+                        + " bytes where rank " + me + " has " + mine.length + " (expected one length on every rank)");
+            }
+        }
+        double[] slots = new double[world * mine.length];
+        for (int i = 0; i < mine.length; i++) {
+            slots[me * mine.length + i] = mine[i];
+        }
+        slots = sum(slots, what);
+        byte[][] out = new byte[world][mine.length];
+        for (int r = 0; r < world; r++) {
+            for (int i = 0; i < mine.length; i++) {
+                out[r][i] = (byte) slots[r * mine.length + i];
+            }
+        }
+        return out;
+    }
+
     /** Rank 0's {@code values} on every rank (the array must have the same length everywhere). */
     public double[] broadcastFromRank0(double[] values, String what) {
         Tensor t = onDevice(values);
