@@ -26,6 +26,18 @@ record PairTerms(Tensor policyChosen, Tensor policyRejected, Tensor refChosen, T
     static PairTerms of(PreferenceLossConfig c, long pairs, Tensor policyChosen, Tensor policyRejected,
                         Tensor refChosen, Tensor refRejected, Tensor scoreChosen, Tensor scoreRejected,
                         Tensor margins, Tensor chosenTokens, Tensor rejectedTokens) {
+        return of(c, pairs, policyChosen, policyRejected, refChosen, refRejected, scoreChosen, scoreRejected,
+                margins, chosenTokens, rejectedTokens, true);
+    }
+
+    /**
+     * As above; with {@code checkCounts} false the token counts' values are not checked (their
+     * shape still is): for a caller that checked every count >= 1 once for the batch, since the
+     * check reads the minimum back to the host (a device sync on a GPU).
+     */
+    static PairTerms of(PreferenceLossConfig c, long pairs, Tensor policyChosen, Tensor policyRejected,
+                        Tensor refChosen, Tensor refRejected, Tensor scoreChosen, Tensor scoreRejected,
+                        Tensor margins, Tensor chosenTokens, Tensor rejectedTokens, boolean checkCounts) {
         if (!c.needsReference()) {  // simpo, cpo: reference log-probs are not read (0)
             refChosen = torch.zeros_like(policyChosen);
             refRejected = torch.zeros_like(policyRejected);
@@ -41,8 +53,8 @@ record PairTerms(Tensor policyChosen, Tensor policyRejected, Tensor refChosen, T
         if (!c.lengthNormalised()) {
             return new PairTerms(policyChosen, policyRejected, refChosen, refRejected, m, null, null);
         }
-        Tensor nc = counts(chosenTokens, "chosenTokens", pairs);
-        Tensor nr = counts(rejectedTokens, "rejectedTokens", pairs);
+        Tensor nc = counts(chosenTokens, "chosenTokens", pairs, checkCounts);
+        Tensor nr = counts(rejectedTokens, "rejectedTokens", pairs, checkCounts);
         return new PairTerms(policyChosen.div(nc), policyRejected.div(nr), refChosen.div(nc), refRejected.div(nr),
                 m, nc, nr);
     }
@@ -68,14 +80,14 @@ record PairTerms(Tensor policyChosen, Tensor policyRejected, Tensor refChosen, T
         return t;
     }
 
-    private static Tensor counts(Tensor t, String name, long pairs) {
+    private static Tensor counts(Tensor t, String name, long pairs, boolean checkValues) {
         TensorChecks.defined(t, name);
         if (t.dim() != 1 || t.size(0) != pairs) {
             throw new IllegalArgumentException(name + " has shape " + Arrays.toString(TensorChecks.shape(t))
                     + " (expected [" + pairs + "])");
         }
         Tensor f = t.to(ScalarType.Float);
-        if (f.min().item_double() < 1) {
+        if (checkValues && f.min().item_double() < 1) {
             throw new IllegalArgumentException(name + " has a count < 1 (min " + f.min().item_double()
                     + "; every completion needs at least one token)");
         }

@@ -107,21 +107,31 @@ public final class PreferenceLoss {
      * {@code updateState} false (evaluation) leaves bco-pair's running mean as it was.
      */
     public Result compute(Inputs in, boolean updateState) {
-        return run(in, updateState, true);
+        return run(in, updateState, true, true);
     }
 
     /**
      * The per-pair gradients of the mean loss alone (those of {@link #compute(Inputs, boolean)}),
      * for a caller that takes the loss and metrics elsewhere: no batch means are computed and,
-     * for losses that do not couple the pairs (not bco-pair, aot, aot-pair) and without
-     * length normalisation, nothing is read back to the host. The result's loss is NaN, its
-     * metrics null. bco-pair's running mean is read as {@code updateState} false leaves it.
+     * for losses that do not couple the pairs (not bco-pair, aot, aot-pair), nothing is read
+     * back to the host but, with length normalisation, the token counts' minimum (checked >= 1).
+     * The result's loss is NaN, its metrics null. bco-pair's running mean is read as
+     * {@code updateState} false leaves it.
      */
     public Result gradients(Inputs in) {
-        return run(in, false, false);
+        return run(in, false, false, true);
     }
 
-    private Result run(Inputs in, boolean updateState, boolean withMetrics) {
+    /**
+     * {@link #gradients} for a caller that has checked every token count >= 1 for the whole
+     * batch ({@link PreferenceObjective}, once per batch, before its pair pass): the counts'
+     * values are not read back again for each chunk of pairs.
+     */
+    Result gradientsCountsChecked(Inputs in) {
+        return run(in, false, false, false);
+    }
+
+    private Result run(Inputs in, boolean updateState, boolean withMetrics, boolean checkCounts) {
         if (in == null) {
             throw new IllegalArgumentException("inputs are null");
         }
@@ -151,7 +161,7 @@ public final class PreferenceLoss {
                 in.scoreRejected(), in.margins(), in.chosenTokens(), in.rejectedTokens());
         PairTerms t = PairTerms.of(config, pairs, in.policyChosen(), in.policyRejected(), in.refChosen(),
                 in.refRejected(), in.scoreChosen(), in.scoreRejected(), in.margins(), in.chosenTokens(),
-                in.rejectedTokens());
+                in.rejectedTokens(), checkCounts);
         double delta = bcoDelta(t, updateState);
         // each term's kernel call; the metrics (all but the loss) come from a call in pair order
         double lossMean = 0;

@@ -503,13 +503,15 @@ public final class PreferenceObjective {
      * The same for the k pairs from {@code p0} (pc, pr [k]): the gradients are those of the
      * whole batch's mean loss (the k-pair mean's, times k/B); total and metrics are the k
      * pairs'. Without {@code metrics}, the gradients only ({@link PreferenceLoss#gradients}: no
-     * batch means, no host read for a pair-separable loss without length normalisation), and
+     * batch means, no host read for a pair-separable loss; the token counts were checked once
+     * for the batch), and
      * the SFT term's NLL is not read back: total and nll are NaN, the metrics null.
      */
     private PairGrad pairLoss(Inputs in, Batch b, Tensor pc, Tensor pr, long p0, long k, boolean withGrad,
                               boolean metrics) {
         PreferenceLoss.Inputs pi = preferenceInputs(in, pc, pr, b, p0, k);
-        PreferenceLoss.Result r = metrics ? loss.compute(pi, withGrad) : loss.gradients(pi);
+        // the counts were checked once for the batch (mask): no host read per chunk for them
+        PreferenceLoss.Result r = metrics ? loss.compute(pi, withGrad) : loss.gradientsCountsChecked(pi);
         Tensor gc = r.gradChosen(), gr = r.gradRejected();
         if (k != b.pairs) {
             Scalar share = new Scalar((double) k / b.pairs);

@@ -390,6 +390,19 @@ class PreferenceLossTest {
             assertAllClose(what + " per-pair loss", toDoubles(full.perPairLoss()), toDoubles(g.perPairLoss()), 0, 0);
             assertAllClose(what + " dL/dchosen", toDoubles(full.gradChosen()), toDoubles(g.gradChosen()), 0, 0);
             assertAllClose(what + " dL/drejected", toDoubles(full.gradRejected()), toDoubles(g.gradRejected()), 0, 0);
+            // the objective's per-chunk variant (counts checked once for the batch) gives the same
+            PreferenceLoss.Result gc = loss.gradientsCountsChecked(in);
+            assertAllClose(what + " dL/dchosen, counts checked", toDoubles(g.gradChosen()), toDoubles(gc.gradChosen()), 0, 0);
+            assertAllClose(what + " dL/drejected, counts checked", toDoubles(g.gradRejected()),
+                    toDoubles(gc.gradRejected()), 0, 0);
+            if (norm) {  // the public call still refuses a completion without tokens
+                float[] zero = nc.clone();
+                zero[B / 2] = 0;
+                PreferenceLoss.Inputs bad = PreferenceLoss.Inputs.of(floats(pc), floats(pr), floats(rc), floats(rr))
+                        .withScores(floats(sc), floats(sr)).withTokenCounts(floats(zero), floats(nr));
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> loss.gradients(bad));
+                assertTrue(e.getMessage().contains("chosenTokens has a count < 1"), e.getMessage());
+            }
             if (state != null) {
                 assertEquals(state[0], loss.bcoState()[0], 0.0, what + ": running mean untouched");
                 assertEquals(state[1], loss.bcoState()[1], 0.0, what + ": batch count untouched");
