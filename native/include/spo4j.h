@@ -227,7 +227,7 @@ SPO4J_API int spo4j_debug_cpu_path(int32_t request);
 /* Test hook: y[i] = exp(x[i]) with the vector exp of CPU path `path` (1 generic: the exp of
  * the per-ISA clones; 2 AVX-512), for the harness's direct comparison with std::exp; and
  * y[i] = 2^x[i] with the AVX-512 path's base-2 exps: 3 the forward's (degree 5, no clamp),
- * 4 the half-precision gradients' (degree 4, clamped at -160, scale 1).
+ * 4 the half-precision gradients' (degree 4 in f = u - floor(u), no clamp, scale 1).
  * Returns SPO4J_ERR_NOT_BUILT when that path is not available on this CPU. */
 SPO4J_API int spo4j_debug_cpu_exp(const float* x, float* y, int64_t n, int32_t path);
 

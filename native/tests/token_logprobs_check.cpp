@@ -692,13 +692,21 @@ void cpu_check_add_widened(Checker& ck) {
 // (spo4j_debug_cpu_exp path 3: degree 5, no clamp) over [-150, 11] (the fast chunks keep
 // every accepted term below 2^11; below -126 the results are denormals, rounded once by
 // scalef) and at very negative finite u (exactly 0); the half-precision gradients' (path 4:
-// degree 4, clamped at -160) over the same range, -inf exactly 0 and NaN kept.
+// degree 4, f = u - floor(u) by VREDUCEPS, scalef by u, no clamp) over the same range, -inf
+// exactly 0 and NaN kept. The grid includes u just below and above integers (where f is close
+// to 1 or 0, and where VREDUCEPS's own rounding decides f) and the smallest magnitudes.
 void cpu_check_exp2(Checker& ck) {
     std::vector<float> x;
     const int64_t n_even = int64_t(1) << 21;
     for (int64_t i = 0; i <= n_even; ++i) x.push_back(float(-150.0 + 161.0 * double(i) / double(n_even)));
     Rng rng(4711);
     for (int i = 0; i < (1 << 18); ++i) x.push_back(float(rng.uniform() - 0.5));
+    for (float k : {-149.0f, -126.0f, -20.0f, -3.0f, -1.0f, 0.0f, 1.0f, 3.0f, 10.0f}) {
+        const float inf = std::numeric_limits<float>::infinity();
+        x.push_back(std::nextafter(k, -inf));
+        x.push_back(std::nextafter(k, inf));
+    }
+    for (float v : {-1e-30f, -0x1.0p-149f, 0x1.0p-149f, -0x1.0p-24f, -0x1.fffffep-1f, 0x1.fffffep-1f}) x.push_back(v);
     const size_t n_grid = x.size();
     for (float v : {-200.0f, -1e4f, -1e30f, -std::numeric_limits<float>::max()}) x.push_back(v);
     const size_t n_finite = x.size();
