@@ -13,6 +13,7 @@
 //       CUDA timings (bench/native/token_logprobs_bench.cu); exits 0 with a message when
 //       there is no GPU.
 //   spo4j_harness cpu-ab [--reps N] [--rows N] [--vocab V,V,..] [--dtype f32,bf16] [--threads N]
+//                        [--hugepages]
 //       the CPU kernel's generic and AVX-512 paths timed interleaved in one process
 //       (bench/native/token_logprobs_cpu_ab.cpp; defaults 4096 rows, V 32768,131072, f32 and
 //       bf16, 7 reps after 1 warm-up, 1 thread).
@@ -257,7 +258,7 @@ void usage() {
         "       spo4j_harness bench [--json FILE] [--reps N] [--rows N] [--vocab V,V,..]\n"
         "                           [--dtype bf16,f32,f16]\n"
         "       spo4j_harness cpu-ab [--reps N] [--rows N] [--vocab V,V,..] [--dtype f32,bf16]\n"
-        "                            [--threads N]\n");
+        "                            [--threads N] [--hugepages]\n");
 }
 
 }  // namespace
@@ -293,6 +294,8 @@ int main(int argc, char** argv) {
             verbose = true;
         } else if (a == "--quick") {
             quick = true;
+        } else if (a == "--hugepages") {
+            bo.hugepages = true;
         } else if (a == "--json") {
             bo.json = value();
         } else if (a == "--threads") {

@@ -143,6 +143,7 @@ struct BenchOptions {
     int64_t rows = 16384;
     std::vector<int> dtypes{SPO4J_BF16, SPO4J_F32};
     std::string json;  // write results here when not empty
+    bool hugepages = false;  // cpu-ab: buffers in 2 MiB pages (madvise)
 };
 int token_logprobs_bench(const BenchOptions& o);
 // spo4j_harness cpu-ab (bench/native/token_logprobs_cpu_ab.cpp): the CPU paths A/B.
