@@ -20,6 +20,7 @@
 // pass then misses the TLB 512x less often, which speeds the floor more than the kernel.
 // main() and the options: native/tests/check.cpp.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -27,14 +28,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <string>
-
-#include <sys/mman.h>
-#include <atomic>
 #include <thread>
 #include <vector>
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include "check.h"
 

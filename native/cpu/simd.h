@@ -226,7 +226,8 @@ SPO4J_V4 inline vf vfma_avx512(vf a, vf b, vf c) {
 // follows and 2^-12 for fp16) with c folded into its five coefficients once per row
 // (vexp2_half_coeffs), and scalef by u. Two FMAs fewer than vexp_avx512_poly, whose degree 5
 // and split log2(e) serve fp32 gradients. VREDUCEPS takes the place of a clamp, a roundscale
-// and a subtraction (bf16 backward 3-10% faster in each of six alternating cpu-ab pairs).
+// and a subtraction (bf16 backward faster in six of six alternating cpu-ab comparisons:
+// bench/results/cpu-ab-vreduce-20261203.md).
 struct Exp2HalfScale {
     __m512 k[5];
 };
